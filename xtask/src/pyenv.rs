@@ -34,7 +34,11 @@ pub fn python_with(requirements: &[&str]) -> Result<PathBuf> {
         .filter(|req| !is_installed(&python, req))
         .collect();
     if !missing.is_empty() {
-        eprintln!("xtask: pip install {} (into {})", missing.join(" "), dir.display());
+        eprintln!(
+            "xtask: pip install {} (into {})",
+            missing.join(" "),
+            dir.display()
+        );
         run(Command::new(&python)
             .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
             .args(&missing))
@@ -60,11 +64,17 @@ fn is_installed(python: &Path, requirement: &str) -> bool {
 
 fn find_host_python() -> Result<PathBuf> {
     for cand in ["python3", "python"] {
-        if Command::new(cand).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(cand)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(PathBuf::from(cand));
         }
     }
-    bail!("no python3 found on PATH; install Python 3.9+ (Debian: apt-get install python3 python3-venv)")
+    bail!(
+        "no python3 found on PATH; install Python 3.9+ (Debian: apt-get install python3 python3-venv)"
+    )
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

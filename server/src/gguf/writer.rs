@@ -1,0 +1,126 @@
+//! Writes GGUF v3 files: used by `cargo xtask gen-model` and by tests that need model files.
+//!
+//! It writes what it is given; it does not check that the tensors make a valid model.
+
+use super::{DEFAULT_ALIGNMENT, GgmlType, Value, ValueType};
+use std::io::{self, Write};
+
+/// Builds a GGUF v3 file in memory-light fashion: metadata and tensor headers are collected,
+/// tensor bytes are streamed by `write_to` from the provided buffers.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn kv(&mut self, key: &str, value: Value) -> &mut Self {
+        self.metadata.push((key.to_string(), value));
+        self
+    }
+
+    /// Adds a tensor; `dims` is ne0 first, `data` must be exactly `ty.nbytes(dims)` long.
+    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
+        let want = ty.nbytes(dims).expect("tensor shape must be storable");
+        assert_eq!(data.len() as u64, want, "tensor {name}: data size");
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), ty, data));
+        self
+    }
+
+    /// Serialises the file with the default alignment (32).
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
+        let mut header = Vec::new();
+        header.extend_from_slice(b"GGUF");
+        header.extend_from_slice(&3u32.to_le_bytes());
+        header.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            put_str(&mut header, k);
+            header.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
+            put_value(&mut header, v);
+        }
+        let align = DEFAULT_ALIGNMENT;
+        let mut offset = 0u64;
+        for (name, dims, ty, data) in &self.tensors {
+            put_str(&mut header, name);
+            header.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&ty.id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + data.len() as u64).div_ceil(align) * align;
+        }
+        let pad = |len: u64| (len.div_ceil(align) * align - len) as usize;
+        let mut written = header.len() as u64;
+        w.write_all(&header)?;
+        let p = pad(written);
+        w.write_all(&vec![0u8; p])?;
+        written += p as u64;
+        for (_, _, _, data) in &self.tensors {
+            w.write_all(data)?;
+            let p = pad(data.len() as u64);
+            w.write_all(&vec![0u8; p])?;
+            written += (data.len() + p) as u64;
+        }
+        Ok(written)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
+        out
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::String(s) => put_str(out, s),
+        Value::Array(t, items) => {
+            out.extend_from_slice(&(*t as u32).to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for i in items {
+                debug_assert_eq!(i.value_type(), *t, "array elements must share one type");
+                put_value(out, i);
+            }
+        }
+    }
+}
+
+/// Convenience constructors for metadata arrays.
+pub fn str_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
+    Value::Array(
+        ValueType::String,
+        items.into_iter().map(|s| Value::String(s.into())).collect(),
+    )
+}
+
+pub fn i32_array<I: IntoIterator<Item = i32>>(items: I) -> Value {
+    Value::Array(ValueType::I32, items.into_iter().map(Value::I32).collect())
+}
+
+pub fn f32_array<I: IntoIterator<Item = f32>>(items: I) -> Value {
+    Value::Array(ValueType::F32, items.into_iter().map(Value::F32).collect())
+}
