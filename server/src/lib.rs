@@ -2,4 +2,5 @@
 //! stored as GGUF. See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod gguf;
+pub mod quant;
 pub mod tokenizer;

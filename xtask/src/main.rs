@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's automation (images, compose files, synthetic models, CI).
 
+mod gen_model;
 mod pyenv;
 
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The workspace root (the parent of `xtask/`).
@@ -12,7 +14,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "bitnet-serve project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic BitNet GGUF model (random ternary weights, real LLaMA-3 vocabulary).
+    GenModel(gen_model::GenModelArgs),
+}
+
 fn main() -> anyhow::Result<()> {
-    let _ = pyenv::python_with;
-    anyhow::bail!("no xtask commands yet")
+    match Cli::parse().command {
+        Command::GenModel(args) => gen_model::run(&args),
+    }
 }
