@@ -89,7 +89,7 @@ fn dequant_q6k_block(blk: &[u8], out: &mut [f32]) {
 
 /// Quantizes f32 rows to Q8_0 (one fp16 scale per 32 values): for the quantized head and tests.
 pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 32 == 0);
+    assert!(x.len().is_multiple_of(32));
     let mut out = Vec::with_capacity(x.len() / 32 * 34);
     for blk in x.chunks(32) {
         let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -106,7 +106,7 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
 
 /// Quantizes f32 rows to Q6_K (a simple absmax quantizer; enough to produce valid files).
 pub fn quantize_q6k(x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 256 == 0);
+    assert!(x.len().is_multiple_of(256));
     let mut out = Vec::with_capacity(x.len() / 256 * 210);
     for blk in x.chunks(256) {
         let group_scale: Vec<f32> = blk

@@ -10,7 +10,7 @@ use half::f16;
 /// scale and 28 bytes of padding (`n/4 + 32` bytes in all).
 pub fn encode_i2s(values: &[i8], scale: f32) -> Vec<u8> {
     assert!(
-        values.len() % 128 == 0,
+        values.len().is_multiple_of(128),
         "I2_S needs a multiple of 128 elements"
     );
     let n = values.len();
@@ -46,7 +46,7 @@ pub const TQ1_0_BLOCK: usize = 54;
 /// `scales` holds one scale per block.
 pub fn encode_tq2_0(values: &[i8], scales: &[f32]) -> Vec<u8> {
     assert!(
-        values.len() % 256 == 0,
+        values.len().is_multiple_of(256),
         "TQ2_0 needs a multiple of 256 elements"
     );
     assert_eq!(scales.len(), values.len() / 256);
@@ -82,7 +82,7 @@ pub fn decode_tq2_0(data: &[u8], n: usize) -> (Vec<i8>, Vec<f32>) {
 /// (m < 16) holds `160 + m + 16n`; `qh[j]` holds `240 + j + 4n` (n = 0..4, shifted up one trit).
 pub fn encode_tq1_0(values: &[i8], scales: &[f32]) -> Vec<u8> {
     assert!(
-        values.len() % 256 == 0,
+        values.len().is_multiple_of(256),
         "TQ1_0 needs a multiple of 256 elements"
     );
     assert_eq!(scales.len(), values.len() / 256);
