@@ -2,5 +2,8 @@
 //! stored as GGUF. See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod gguf;
+pub mod model;
 pub mod quant;
+pub mod sampling;
+pub mod synth;
 pub mod tokenizer;

