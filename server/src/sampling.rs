@@ -168,15 +168,14 @@ impl Sampler {
             let start = history.len().saturating_sub(p.repeat_last_n);
             let mut seen = std::collections::HashSet::new();
             for &t in &history[start..] {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    if seen.insert(t) {
+                if let Some(l) = logits.get_mut(t as usize)
+                    && seen.insert(t) {
                         *l = if *l > 0.0 {
                             *l / p.repeat_penalty
                         } else {
                             *l * p.repeat_penalty
                         };
                     }
-                }
             }
         }
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {

@@ -187,7 +187,7 @@ pub fn ternary_tensor(
     cols: usize,
 ) -> (Vec<u8>, f32) {
     let values: Vec<i8> = (0..rows * cols)
-        .map(|_| (rng.next() % 3) as i8 - 1)
+        .map(|_| (rng.next_u64() % 3) as i8 - 1)
         .collect();
     // Output ≈ unit RMS for unit-RMS input: scale ≈ 1/sqrt(2/3 · cols).
     let base = 1.0 / (2.0 / 3.0 * cols as f32).sqrt();
@@ -204,7 +204,7 @@ pub fn ternary_tensor(
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -214,7 +214,7 @@ impl SplitMix64 {
 
     /// Uniform in [lo, hi).
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         lo + (hi - lo) * u
     }
 }

@@ -99,40 +99,39 @@ impl ModelConfig {
                 "zero-sized dimension (embedding {n_embd}, layers {n_layer}, heads {n_head}/{n_head_kv}, ffn {n_ff})"
             ));
         }
-        if n_embd % n_head != 0 {
+        if !n_embd.is_multiple_of(n_head) {
             return bad(format!(
                 "embedding length {n_embd} is not divisible by {n_head} heads"
             ));
         }
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return bad(format!(
                 "{n_head} heads cannot be grouped over {n_head_kv} KV heads"
             ));
         }
         let head_dim = n_embd / n_head;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head dimension {head_dim} is odd; RoPE needs pairs"
             ));
         }
-        if let Some(rot) = f.get_u64(&format!("{arch}.rope.dimension_count"))? {
-            if rot as usize != head_dim {
+        if let Some(rot) = f.get_u64(&format!("{arch}.rope.dimension_count"))?
+            && rot as usize != head_dim {
                 return bad(format!(
                     "rope.dimension_count {rot} differs from the head dimension {head_dim}; partial RoPE is not part of BitNet b1.58"
                 ));
             }
-        }
-        if let Some(t) = tokens {
-            if t != n_vocab {
+        if let Some(t) = tokens
+            && t != n_vocab {
                 return bad(format!(
                     "vocab_size {n_vocab} but {t} tokens in tokenizer.ggml.tokens"
                 ));
             }
-        }
         if n_ctx_train == 0 {
             return bad("context_length is 0".into());
         }
-        if !(rms_eps > 0.0 && rms_eps < 1.0) || !(rope_theta > 0.0) {
+        let eps_ok = rms_eps > 0.0 && rms_eps < 1.0;
+        if !eps_ok || rope_theta.is_nan() || rope_theta <= 0.0 {
             return bad(format!(
                 "rms epsilon {rms_eps} / rope base {rope_theta} out of range"
             ));

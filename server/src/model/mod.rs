@@ -157,7 +157,7 @@ impl Model {
                 });
             }
             let multiple = if t.ty == GgmlType::I2S { 128 } else { 256 };
-            if cols as usize % multiple != 0 {
+            if !(cols as usize).is_multiple_of(multiple) {
                 return Err(ModelError::RowLength {
                     name: name.into(),
                     ty: t.ty,
@@ -360,7 +360,7 @@ impl Model {
                     }
                 }
                 ops::rms_norm(
-                    &att[t * d..(t + 1) * d].to_vec(),
+                    &att[t * d..(t + 1) * d],
                     &layer.attn_sub_norm,
                     c.rms_eps,
                     &mut h[t * d..(t + 1) * d],
@@ -435,7 +435,7 @@ impl Model {
 }
 
 fn bytemuck_f16(bytes: &[u8]) -> &[f16] {
-    assert!(bytes.as_ptr().align_offset(2) == 0 && bytes.len() % 2 == 0);
+    assert!(bytes.as_ptr().align_offset(2) == 0 && bytes.len().is_multiple_of(2));
     // SAFETY: f16 is a plain 2-byte value with no invalid bit patterns; alignment and length
     // were checked above.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f16>(), bytes.len() / 2) }
