@@ -1,4 +1,9 @@
+use clap::Parser;
+
 fn main() {
-    eprintln!("bitnet-server: no commands yet");
-    std::process::exit(2);
+    let cli = bitnet_server::cli::Cli::parse();
+    if let Err(e) = bitnet_server::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

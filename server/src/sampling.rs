@@ -169,13 +169,14 @@ impl Sampler {
             let mut seen = std::collections::HashSet::new();
             for &t in &history[start..] {
                 if let Some(l) = logits.get_mut(t as usize)
-                    && seen.insert(t) {
-                        *l = if *l > 0.0 {
-                            *l / p.repeat_penalty
-                        } else {
-                            *l * p.repeat_penalty
-                        };
-                    }
+                    && seen.insert(t)
+                {
+                    *l = if *l > 0.0 {
+                        *l / p.repeat_penalty
+                    } else {
+                        *l * p.repeat_penalty
+                    };
+                }
             }
         }
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {

@@ -116,17 +116,19 @@ impl ModelConfig {
             ));
         }
         if let Some(rot) = f.get_u64(&format!("{arch}.rope.dimension_count"))?
-            && rot as usize != head_dim {
-                return bad(format!(
-                    "rope.dimension_count {rot} differs from the head dimension {head_dim}; partial RoPE is not part of BitNet b1.58"
-                ));
-            }
+            && rot as usize != head_dim
+        {
+            return bad(format!(
+                "rope.dimension_count {rot} differs from the head dimension {head_dim}; partial RoPE is not part of BitNet b1.58"
+            ));
+        }
         if let Some(t) = tokens
-            && t != n_vocab {
-                return bad(format!(
-                    "vocab_size {n_vocab} but {t} tokens in tokenizer.ggml.tokens"
-                ));
-            }
+            && t != n_vocab
+        {
+            return bad(format!(
+                "vocab_size {n_vocab} but {t} tokens in tokenizer.ggml.tokens"
+            ));
+        }
         if n_ctx_train == 0 {
             return bad("context_length is 0".into());
         }
