@@ -124,58 +124,67 @@ pub fn build(
         .kv("general.quantization_version", Value::U32(2));
 
     let mut rng = SplitMix64(seed);
-    let d = shape.n_embd;
-    let hd = d / shape.n_head;
-    let kv = hd * shape.n_head_kv;
-    // Embedding rows with std ≈ 2/sqrt(d) give logits of a few units: greedy decoding then has
-    // clear winners, which the cross-engine tests rely on.
-    let emb_amp = 2.0 * 3f32.sqrt() / (d as f32).sqrt();
-    let emb: Vec<f32> = (0..n_vocab * d)
-        .map(|_| rng.uniform(-emb_amp, emb_amp))
-        .collect();
-    let emb_bytes = match embedding {
-        GgmlType::F16 => emb
-            .iter()
-            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-            .collect(),
-        GgmlType::Q8_0 => dequant::quantize_q8_0(&emb),
-        _ => dequant::quantize_q6k(&emb),
-    };
-    drop(emb);
-    w.tensor(
-        "token_embd.weight",
-        &[d as u64, n_vocab as u64],
-        embedding,
-        emb_bytes,
-    );
-
-    let mut norm = |rng: &mut SplitMix64, name: String, n: usize| {
-        let v: Vec<u8> = (0..n)
-            .flat_map(|_| rng.uniform(0.8, 1.2).to_le_bytes())
-            .collect();
-        w.tensor(&name, &[n as u64], GgmlType::F32, v);
-    };
-    let mut layers = Vec::new();
-    for l in 0..shape.n_layer {
-        let b = |n: &str| format!("blk.{l}.{n}.weight");
-        norm(&mut rng, b("attn_norm"), d);
-        layers.push((b("attn_q"), d, d));
-        layers.push((b("attn_k"), d, kv));
-        layers.push((b("attn_v"), d, kv));
-        norm(&mut rng, b("attn_sub_norm"), d);
-        layers.push((b("attn_output"), d, d));
-        norm(&mut rng, b("ffn_norm"), d);
-        layers.push((b("ffn_gate"), d, shape.n_ff));
-        layers.push((b("ffn_up"), d, shape.n_ff));
-        norm(&mut rng, b("ffn_sub_norm"), shape.n_ff);
-        layers.push((b("ffn_down"), shape.n_ff, d));
-    }
-    norm(&mut rng, "output_norm.weight".into(), d);
-    for (name, cols, rows) in layers {
-        let (bytes, _) = ternary_tensor(&mut rng, format, rows, cols);
-        w.tensor(&name, &[cols as u64, rows as u64], format, bytes);
+    for (name, dims, ty) in tensor_plan(shape, format, embedding, n_vocab) {
+        let n: usize = dims.iter().product::<u64>() as usize;
+        let data = if name == "token_embd.weight" {
+            // Rows with std ≈ 2/sqrt(d) give logits of a few units: greedy decoding then has
+            // clear winners, which the cross-engine tests rely on.
+            let amp = 2.0 * 3f32.sqrt() / (shape.n_embd as f32).sqrt();
+            let emb: Vec<f32> = (0..n).map(|_| rng.uniform(-amp, amp)).collect();
+            match ty {
+                GgmlType::F16 => emb
+                    .iter()
+                    .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                    .collect(),
+                GgmlType::Q8_0 => dequant::quantize_q8_0(&emb),
+                _ => dequant::quantize_q6k(&emb),
+            }
+        } else if ty == GgmlType::F32 {
+            (0..n)
+                .flat_map(|_| rng.uniform(0.8, 1.2).to_le_bytes())
+                .collect()
+        } else {
+            ternary_tensor(&mut rng, ty, dims[1] as usize, dims[0] as usize).0
+        };
+        w.tensor(&name, &dims, ty, data);
     }
     w
+}
+
+/// The tensors of a BitNet b1.58 file in the published file's naming: `(name, dims (ne0
+/// first), type)`. Norms are F32, linear layers ternary, the tied embedding `embedding`.
+pub fn tensor_plan(
+    shape: &Shape,
+    format: GgmlType,
+    embedding: GgmlType,
+    n_vocab: usize,
+) -> Vec<(String, Vec<u64>, GgmlType)> {
+    let d = shape.n_embd as u64;
+    let kv = (shape.n_embd / shape.n_head * shape.n_head_kv) as u64;
+    let ff = shape.n_ff as u64;
+    let mut plan = vec![(
+        "token_embd.weight".to_string(),
+        vec![d, n_vocab as u64],
+        embedding,
+    )];
+    for l in 0..shape.n_layer {
+        let b = |n: &str| format!("blk.{l}.{n}.weight");
+        plan.extend([
+            (b("attn_norm"), vec![d], GgmlType::F32),
+            (b("attn_q"), vec![d, d], format),
+            (b("attn_k"), vec![d, kv], format),
+            (b("attn_v"), vec![d, kv], format),
+            (b("attn_sub_norm"), vec![d], GgmlType::F32),
+            (b("attn_output"), vec![d, d], format),
+            (b("ffn_norm"), vec![d], GgmlType::F32),
+            (b("ffn_gate"), vec![d, ff], format),
+            (b("ffn_up"), vec![d, ff], format),
+            (b("ffn_sub_norm"), vec![ff], GgmlType::F32),
+            (b("ffn_down"), vec![ff, d], format),
+        ]);
+    }
+    plan.push(("output_norm.weight".to_string(), vec![d], GgmlType::F32));
+    plan
 }
 
 /// Random ternary weights (about a third zeros) with a per-tensor scale that fp16 represents
@@ -249,5 +258,43 @@ pub fn toy_vocab(n_merged: usize) -> GgufVocab {
         tokens,
         token_types,
         merges,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// reference §3.3: the published ggml-model-i2_s.gguf has 332 tensors — 210 I2_S, 121 F32,
+    /// 1 F16 — holding 1,179,449,920 bytes of tensor data, with these per-tensor sizes.
+    #[test]
+    fn b2b4t_plan_matches_the_published_tensor_table() {
+        let plan = tensor_plan(&Shape::B2B4T, GgmlType::I2S, GgmlType::F16, 128_256);
+        assert_eq!(plan.len(), 332);
+        let count = |t| plan.iter().filter(|p| p.2 == t).count();
+        assert_eq!(
+            (
+                count(GgmlType::I2S),
+                count(GgmlType::F32),
+                count(GgmlType::F16)
+            ),
+            (210, 121, 1)
+        );
+        let size = |name: &str| {
+            let (_, dims, ty) = plan.iter().find(|p| p.0 == name).unwrap();
+            ty.nbytes(dims).unwrap()
+        };
+        assert_eq!(size("token_embd.weight"), 656_670_720);
+        assert_eq!(size("blk.0.attn_q.weight"), 1_638_432);
+        assert_eq!(size("blk.29.attn_k.weight"), 409_632);
+        assert_eq!(size("blk.7.attn_v.weight"), 409_632);
+        assert_eq!(size("blk.3.attn_output.weight"), 1_638_432);
+        assert_eq!(size("blk.0.ffn_gate.weight"), 4_423_712);
+        assert_eq!(size("blk.0.ffn_up.weight"), 4_423_712);
+        assert_eq!(size("blk.0.ffn_down.weight"), 4_423_712);
+        assert_eq!(size("blk.0.ffn_sub_norm.weight"), 27_648);
+        assert_eq!(size("output_norm.weight"), 10_240);
+        let total: u64 = plan.iter().map(|(_, d, t)| t.nbytes(d).unwrap()).sum();
+        assert_eq!(total, 1_179_449_920);
     }
 }

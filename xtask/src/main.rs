@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation (images, compose files, synthetic models, CI).
 
+mod ci;
 mod gen_model;
 mod pyenv;
 
@@ -25,10 +26,13 @@ struct Cli {
 enum Command {
     /// Write a synthetic BitNet GGUF model (random ternary weights, real LLaMA-3 vocabulary).
     GenModel(gen_model::GenModelArgs),
+    /// Run everything CI checks (installs test prerequisites first).
+    Ci(ci::CiArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::GenModel(args) => gen_model::run(&args),
+        Command::Ci(args) => ci::run(&args),
     }
 }
