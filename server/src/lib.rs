@@ -6,5 +6,6 @@ pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod sampling;
+pub mod stop;
 pub mod synth;
 pub mod tokenizer;
