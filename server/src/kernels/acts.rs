@@ -1,0 +1,238 @@
+//! Per-token int8 activation quantization (the "A8" of W1.58A8) and 64-byte aligned buffers.
+//!
+//! [`QuantActs`] holds n tokens' activations quantized exactly like bitnet.cpp's
+//! `quantize_row_i8_s` (`reference/bitnet-model-and-gguf.md` §2.2):
+//! `amax = max(1e-5, max |x|)` in f64, `s = (127 / amax) as f32`, `q = clamp(rne(x · s), −128, 127)`
+//! where `x · s` is an f32 product and `rne` rounds half to even, plus `Σq` per token and per
+//! 256-element block (the TQ epilogues need the block sums).
+//!
+//! What it does NOT do: choose which matrix the activations feed, or keep f32 copies of them.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+
+/// Bytes, 64-byte aligned, zero-initialised, length a multiple of 64.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only hands out `&[u8]`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Alignment of every buffer (one cache line, one AVX-512 register).
+    pub const ALIGN: usize = 64;
+
+    /// A zeroed buffer of at least `len` bytes (rounded up to a multiple of 64).
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let len = len.div_ceil(Self::ALIGN) * Self::ALIGN;
+        if len == 0 {
+            return AlignedBuf { ptr: NonNull::<[u8; 64]>::dangling().cast(), len: 0 };
+        }
+        let layout = Layout::from_size_align(len, Self::ALIGN).expect("buffer size overflows");
+        // SAFETY: layout has non-zero size.
+        let p = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(p) else { handle_alloc_error(layout) };
+        AlignedBuf { ptr, len }
+    }
+
+    /// Grows (re-allocating, contents discarded and re-zeroed) so that at least `len` bytes fit.
+    pub fn ensure(&mut self, len: usize) {
+        if self.len < len {
+            *self = AlignedBuf::zeroed(len);
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the buffer holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Raw pointer to the first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Raw mutable pointer to the first byte.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised bytes (zeroed at allocation).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            let layout = Layout::from_size_align(self.len, Self::ALIGN).expect("layout was valid");
+            // SAFETY: allocated in `zeroed` with this layout.
+            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+impl Default for AlignedBuf {
+    fn default() -> Self {
+        AlignedBuf::zeroed(0)
+    }
+}
+
+/// Round to nearest, ties to even, for |v| ≤ 2²² — the 1.5·2²³ trick bitnet.cpp's
+/// `nearest_int` uses. Equal to `f32::round_ties_even` on that range, and vectorisable on every
+/// x86-64 level (`roundeven` needs SSE4.1).
+#[inline(always)]
+pub(crate) fn round_half_even_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// n tokens' activations quantized to int8, one scale per token.
+///
+/// Row `t` of `q` starts at byte `t · stride`; `stride` is the column count rounded up to 64 and
+/// the padding is zero, so kernels may read whole 64-byte vectors.
+#[derive(Default)]
+pub struct QuantActs {
+    cols: usize,
+    n: usize,
+    stride: usize,
+    q: AlignedBuf,
+    scale: Vec<f32>,
+    sum: Vec<i32>,
+    blocks: usize,
+    block_sums: Vec<i32>,
+}
+
+impl QuantActs {
+    /// Elements per block of [`QuantActs::block_sums`].
+    pub const BLOCK: usize = 256;
+
+    /// An empty set (0 tokens); fill it with [`QuantActs::quantize_into`].
+    pub fn new() -> QuantActs {
+        QuantActs::default()
+    }
+
+    /// Quantizes `x` (n × cols, row-major) token by token.
+    ///
+    /// # Panics
+    /// If `cols` is 0 or `x.len()` is not a multiple of `cols`.
+    pub fn quantize(x: &[f32], cols: usize) -> QuantActs {
+        let mut a = QuantActs::new();
+        a.quantize_into(x, cols);
+        a
+    }
+
+    /// Like [`QuantActs::quantize`], reusing this value's buffers.
+    ///
+    /// # Panics
+    /// If `cols` is 0 or `x.len()` is not a multiple of `cols`.
+    pub fn quantize_into(&mut self, x: &[f32], cols: usize) {
+        assert!(cols > 0, "QuantActs::quantize: cols must be > 0");
+        assert!(
+            x.len().is_multiple_of(cols),
+            "QuantActs::quantize: {} values are not a whole number of {cols}-wide rows",
+            x.len()
+        );
+        let n = x.len() / cols;
+        let stride = cols.div_ceil(64) * 64;
+        let blocks = cols.div_ceil(Self::BLOCK);
+        self.cols = cols;
+        self.n = n;
+        self.stride = stride;
+        self.blocks = blocks;
+        self.q.ensure(n * stride);
+        self.scale.clear();
+        self.sum.clear();
+        self.block_sums.clear();
+        let q = self.q.as_mut_slice();
+        for (t, xt) in x.chunks_exact(cols).enumerate() {
+            let qt = &mut q[t * stride..(t + 1) * stride];
+            let (s, sum) = quantize_row(xt, &mut qt[..cols]);
+            qt[cols..].fill(0);
+            self.scale.push(s);
+            self.sum.push(sum);
+            for b in qt[..cols].chunks(Self::BLOCK) {
+                self.block_sums.push(b.iter().map(|&v| i32::from(v as i8)).sum());
+            }
+        }
+    }
+
+    /// Number of tokens.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Columns (elements per token).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes between consecutive tokens' rows in the int8 buffer.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Token `t`'s int8 values (`cols` of them).
+    pub fn q(&self, t: usize) -> &[i8] {
+        let row = &self.q.as_slice()[t * self.stride..][..self.cols];
+        // SAFETY: i8 and u8 have the same layout.
+        unsafe { std::slice::from_raw_parts(row.as_ptr().cast::<i8>(), row.len()) }
+    }
+
+    /// Token `t`'s scale `s = 127 / amax` (the quantized value is `x · s`).
+    pub fn scale(&self, t: usize) -> f32 {
+        self.scale[t]
+    }
+
+    /// Token `t`'s `Σ q`.
+    pub fn sum(&self, t: usize) -> i32 {
+        self.sum[t]
+    }
+
+    /// Token `t`'s `Σ q` over each 256-element block (the last one may be partial).
+    pub fn block_sums(&self, t: usize) -> &[i32] {
+        &self.block_sums[t * self.blocks..(t + 1) * self.blocks]
+    }
+
+    /// Pointer to token `t`'s row (64-byte aligned, zero padded to `stride`).
+    pub(crate) fn q_ptr(&self, t: usize) -> *const u8 {
+        debug_assert!(t < self.n);
+        // SAFETY: t < n, so the offset stays inside the buffer.
+        unsafe { self.q.as_ptr().add(t * self.stride) }
+    }
+}
+
+/// Quantizes one token: returns `(s, Σq)`.
+fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    // max |x| in f32 is exact; comparing in f64 from 1e-5 upward gives the same maximum as
+    // bitnet.cpp's double loop. NaNs are skipped by f32::max.
+    let m = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = f64::max(1e-5, f64::from(m));
+    let s = (127.0 / amax) as f32;
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        // Clamping before rounding is equivalent (the bounds are integers) and keeps the
+        // rounding trick in range even for inf inputs.
+        let r = round_half_even_small((v * s).clamp(-128.0, 127.0)) as i32;
+        sum += r;
+        *o = r as i8 as u8;
+    }
+    (s, sum)
+}

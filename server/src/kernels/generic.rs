@@ -1,0 +1,646 @@
+//! Kernels written once over a small SIMD vocabulary ([`Isa`]) and instantiated per instruction
+//! set inside `#[target_feature]` entry points (see `isa_entries!`). Everything here is
+//! `#[inline(always)]` so that it is compiled with the entry point's features.
+//!
+//! * GEMV (few tokens): each weight vector is loaded once, split into four code vectors with
+//!   shift+mask, and dotted with the matching activation vectors; the activations of a 256-column
+//!   super-block are loaded once for 4 rows.
+//! * GEMM (many tokens): a tile of rows is decoded to 8-bit codes in natural column order, then
+//!   transposed to `[k/4][row][4]` so that one vector holds 4 consecutive columns of `W/4` rows.
+//!   The micro-kernel broadcasts 4 activation bytes of a token and accumulates `RV` row vectors ×
+//!   `T` tokens in registers: no horizontal sums, and the TQ per-block epilogue runs lane-wise
+//!   (lane = row) in exactly the scalar order.
+//!
+//! What it does NOT do: pick a variant or split work over threads ([`super::Kernels`] does).
+
+use std::cell::RefCell;
+
+use half::f16;
+
+use super::acts::AlignedBuf;
+use super::formats::{I2S_BLOCK, TQ_BLOCK, TQ1_BLOCK_BYTES, TQ2_BLOCK_BYTES};
+use super::q8::Q8_BLOCK;
+use super::scalar::{i2s_epilogue, tq_block_step};
+use super::{Out, Q8Acts, Q8Matrix, QuantActs, TernaryView, formats};
+
+pub(crate) const I2S: u8 = 0;
+pub(crate) const TQ2: u8 = 1;
+pub(crate) const TQ1: u8 = 2;
+
+/// The operations the generic kernels need from one instruction set. `W` is the vector width in
+/// bytes (16, 32 or 64); an `A` accumulator holds `W/4` int32 lanes once finished, an `F` holds
+/// `W/4` f32 lanes. All functions are `unsafe`: callers guarantee the CPU features and that
+/// pointers are valid for the bytes read or written.
+pub(crate) trait Isa {
+    const W: usize;
+    type V: Copy;
+    type A: Copy;
+    type F: Copy;
+
+    unsafe fn load(p: *const u8) -> Self::V;
+    unsafe fn store(p: *mut u8, v: Self::V);
+    /// `(v >> SH) & 3` in every byte.
+    unsafe fn codes<const SH: i32>(v: Self::V) -> Self::V;
+    /// The 4 bytes at `p` repeated across the vector.
+    unsafe fn bcast4(p: *const u8) -> Self::V;
+    /// `W == 64` only: 32 bytes from `lo` then 32 from `hi`.
+    unsafe fn load_pair(lo: *const u8, hi: *const u8) -> Self::V;
+    /// `W == 64` only: inverse of `load_pair`.
+    unsafe fn store_pair(lo: *mut u8, hi: *mut u8, v: Self::V);
+    unsafe fn azero() -> Self::A;
+    /// Lane i += Σ_{k<4} u[4i+k] · s[4i+k] with `u` unsigned ≤ 3 and `s` signed.
+    unsafe fn dot(acc: Self::A, u: Self::V, s: Self::V) -> Self::A;
+    /// Like `dot`, both operands signed with `a` in [−127, 127].
+    unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
+    unsafe fn hsum(acc: Self::A) -> i32;
+    /// Per lane: `(lane − x) as f32`.
+    unsafe fn lanes_minus_f32(acc: Self::A, x: i32) -> Self::F;
+
+    unsafe fn fzero() -> Self::F;
+    unsafe fn fsplat(x: f32) -> Self::F;
+    unsafe fn fload(p: *const f32) -> Self::F;
+    /// Stores the first `n` (1..=W/4) lanes.
+    unsafe fn fstore_n(p: *mut f32, v: Self::F, n: usize);
+    unsafe fn fadd(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fsub(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fmul(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fdiv(a: Self::F, b: Self::F) -> Self::F;
+    /// `a · b + c`, fused where the ISA has FMA.
+    unsafe fn fmadd(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    unsafe fn fhsum(v: Self::F) -> f32;
+    /// `W/4` fp16 values → f32.
+    unsafe fn f16_load(p: *const u16) -> Self::F;
+    /// Per-lane scale for the `W/4` int32 lanes of a Q8 dot whose `W` bytes start at a block
+    /// boundary (`W == 64`: lanes 0..8 get `p[0]`, 8..16 get `p[1]`) or inside block `p[0]`.
+    unsafe fn q8_scales(p: *const f32) -> Self::F;
+    /// Transposes a `(W/4) × (W/4)` matrix of 4-byte cells: source row i at `src + i·ss`, result
+    /// row j (cell j of every source row) at `dst + j·ds`.
+    unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize);
+    /// Decodes one 54-byte TQ1_0 block into 256 codes in column order.
+    unsafe fn tq1_block(src: *const u8, dst: *mut u8);
+}
+
+/// Tokens from which the GEMM path is used.
+pub(crate) const GEMM_MIN_N: usize = 4;
+
+#[repr(C, align(64))]
+struct Codes256([u8; 256]);
+
+/// The activation vector that meets group `g` of weight vector `sub` of a 256-column super-block
+/// whose int8 activations start at `q` (see the module docs of `formats` for the packing).
+#[inline(always)]
+unsafe fn act<I: Isa>(q: *const u8, sub: usize, g: usize) -> I::V {
+    unsafe {
+        match I::W {
+            64 => I::load_pair(q.add(32 * g), q.add(128 + 32 * g)),
+            32 => I::load(q.add(128 * sub + 32 * g)),
+            _ => I::load(q.add(128 * (sub / 2) + 32 * g + 16 * (sub % 2))),
+        }
+    }
+}
+
+/// Inverse of [`act`]: stores group `g` of weight vector `sub` at its natural column positions.
+#[inline(always)]
+unsafe fn store_natural<I: Isa>(dst: *mut u8, sub: usize, g: usize, v: I::V) {
+    unsafe {
+        match I::W {
+            64 => I::store_pair(dst.add(32 * g), dst.add(128 + 32 * g), v),
+            32 => I::store(dst.add(128 * sub + 32 * g), v),
+            _ => I::store(dst.add(128 * (sub / 2) + 32 * g + 16 * (sub % 2)), v),
+        }
+    }
+}
+
+/// The four code vectors of a weight vector: I2_S keeps group 0 in the top bits, TQ2_0 in the
+/// bottom bits.
+#[inline(always)]
+unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
+    unsafe {
+        if TQ {
+            [I::codes::<0>(v), I::codes::<2>(v), I::codes::<4>(v), I::codes::<6>(v)]
+        } else {
+            [I::codes::<6>(v), I::codes::<4>(v), I::codes::<2>(v), I::codes::<0>(v)]
+        }
+    }
+}
+
+/// Dots one 256-column super-block (64 code bytes per row at `w[i]`) of R rows with `q`.
+#[inline(always)]
+unsafe fn superblock<I: Isa, const TQ: bool, const R: usize>(
+    acc: &mut [I::A; R],
+    w: &[*const u8; R],
+    q: *const u8,
+) {
+    unsafe {
+        for sub in 0..64 / I::W {
+            let a = [act::<I>(q, sub, 0), act::<I>(q, sub, 1), act::<I>(q, sub, 2), act::<I>(q, sub, 3)];
+            for i in 0..R {
+                let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
+                let mut s = acc[i];
+                for g in 0..4 {
+                    s = I::dot(s, c[g], a[g]);
+                }
+                acc[i] = s;
+            }
+        }
+    }
+}
+
+/// Scalar dot of a 128-column I2_S block (the odd last block when `cols % 256 == 128`).
+#[inline(always)]
+fn i2s_tail_block(row: &[u8], q: &[i8], blk: usize) -> i32 {
+    (blk * I2S_BLOCK..(blk + 1) * I2S_BLOCK)
+        .map(|c| i32::from(formats::i2s_code(row, c)) * i32::from(q[c]))
+        .sum()
+}
+
+#[inline(always)]
+fn tq_scale(row: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([row[at], row[at + 1]])).to_f32()
+}
+
+/// GEMV over rows `r..r+R` for every token.
+#[inline(always)]
+unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    r: usize,
+    out: Out,
+) {
+    let cols = w.cols;
+    let rows: [&[u8]; R] = std::array::from_fn(|i| w.row(r + i));
+    let ptrs: [*const u8; R] = std::array::from_fn(|i| rows[i].as_ptr());
+    let mut buf = [const { Codes256([0; 256]) }; R];
+    unsafe {
+        for t in 0..a.n() {
+            let q = a.q_ptr(t);
+            let mut y = [0f32; R];
+            match F {
+                I2S => {
+                    let mut acc = [I::azero(); R];
+                    for sb in 0..cols / 256 {
+                        let p = ptrs.map(|p| p.add(64 * sb));
+                        superblock::<I, false, R>(&mut acc, &p, q.add(256 * sb));
+                    }
+                    for i in 0..R {
+                        let mut s = I::hsum(acc[i]);
+                        if cols % 256 != 0 {
+                            s += i2s_tail_block(rows[i], a.q(t), cols / I2S_BLOCK - 1);
+                        }
+                        y[i] = i2s_epilogue(s, a.sum(t), a.scale(t), w.scale);
+                    }
+                }
+                TQ2 => {
+                    let bsums = a.block_sums(t);
+                    let mut f = [0f32; R];
+                    for b in 0..cols / TQ_BLOCK {
+                        let mut acc = [I::azero(); R];
+                        let p = ptrs.map(|p| p.add(TQ2_BLOCK_BYTES * b));
+                        superblock::<I, true, R>(&mut acc, &p, q.add(256 * b));
+                        for i in 0..R {
+                            let d = tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64);
+                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                        }
+                    }
+                    for i in 0..R {
+                        y[i] = f[i] / a.scale(t);
+                    }
+                }
+                _ => {
+                    let bsums = a.block_sums(t);
+                    let mut f = [0f32; R];
+                    for b in 0..cols / TQ_BLOCK {
+                        for i in 0..R {
+                            I::tq1_block(ptrs[i].add(TQ1_BLOCK_BYTES * b), buf[i].0.as_mut_ptr());
+                        }
+                        let mut acc = [I::azero(); R];
+                        for k in 0..256 / I::W {
+                            let av = I::load(q.add(256 * b + k * I::W));
+                            for i in 0..R {
+                                acc[i] = I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
+                            }
+                        }
+                        for i in 0..R {
+                            let d = tq_scale(rows[i], TQ1_BLOCK_BYTES * b + 52);
+                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                        }
+                    }
+                    for i in 0..R {
+                        y[i] = f[i] / a.scale(t);
+                    }
+                }
+            }
+            for (i, v) in y.iter().enumerate() {
+                *out.ptr.add(t * out.stride + r + i) = *v;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn gemv<I: Isa, const F: u8>(
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    r0: usize,
+    r1: usize,
+    out: Out,
+) {
+    let mut r = r0;
+    unsafe {
+        while r + 4 <= r1 {
+            gemv_rows::<I, F, 4>(w, a, r, out);
+            r += 4;
+        }
+        while r < r1 {
+            gemv_rows::<I, F, 1>(w, a, r, out);
+            r += 1;
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+}
+
+/// Decodes the 256-column super-block `kb` (or the 128-column I2_S tail) of one row into codes in
+/// natural order at `dst`.
+#[inline(always)]
+unsafe fn decode_superblock<I: Isa, const F: u8>(row: &[u8], cols: usize, kb: usize, dst: *mut u8) {
+    unsafe {
+        match F {
+            I2S if 256 * kb + 256 > cols => {
+                for c in 0..128 {
+                    *dst.add(c) = formats::i2s_code(row, 256 * kb + c);
+                }
+            }
+            I2S | TQ2 => {
+                let src = if F == I2S { 64 * kb } else { TQ2_BLOCK_BYTES * kb };
+                let p = row.as_ptr().add(src);
+                for sub in 0..64 / I::W {
+                    let c = if F == I2S {
+                        split::<I, false>(I::load(p.add(sub * I::W)))
+                    } else {
+                        split::<I, true>(I::load(p.add(sub * I::W)))
+                    };
+                    for g in 0..4 {
+                        store_natural::<I>(dst, sub, g, c[g]);
+                    }
+                }
+            }
+            _ => I::tq1_block(row.as_ptr().add(TQ1_BLOCK_BYTES * kb), dst),
+        }
+    }
+}
+
+/// The GEMM micro-kernel: `RV` vectors of rows × `T` tokens starting at token `t0`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
+    codes: *const u8,
+    dbuf: *const f32,
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    t0: usize,
+    tile_r0: usize,
+    nr: usize,
+    out: Out,
+) {
+    let lanes = I::W / 4;
+    let rt = RV * lanes;
+    let nkq = w.cols / 4;
+    let nblk = w.cols.div_ceil(256);
+    unsafe {
+        let q: [*const u8; T] = std::array::from_fn(|t| a.q_ptr(t0 + t));
+        let mut acc = [[I::azero(); RV]; T];
+        let mut facc = [[I::fzero(); RV]; T];
+        for kb in 0..nblk {
+            let end = (64 * kb + 64).min(nkq);
+            for kq in 64 * kb..end {
+                let base = codes.add(kq * rt * 4);
+                let c: [I::V; RV] = std::array::from_fn(|v| I::load(base.add(v * I::W)));
+                for t in 0..T {
+                    let b = I::bcast4(q[t].add(4 * kq));
+                    for v in 0..RV {
+                        acc[t][v] = I::dot(acc[t][v], c[v], b);
+                    }
+                }
+            }
+            if F != I2S {
+                let d: [I::F; RV] = std::array::from_fn(|v| I::fload(dbuf.add(kb * rt + v * lanes)));
+                for t in 0..T {
+                    let bs = *a.block_sums(t0 + t).get_unchecked(kb);
+                    for v in 0..RV {
+                        let x = I::lanes_minus_f32(acc[t][v], bs);
+                        facc[t][v] = I::fadd(facc[t][v], I::fmul(d[v], x));
+                        acc[t][v] = I::azero();
+                    }
+                }
+            }
+        }
+        for t in 0..T {
+            let tok = t0 + t;
+            let s = I::fsplat(a.scale(tok));
+            for v in 0..RV {
+                let y = if F == I2S {
+                    let x = I::fsub(I::lanes_minus_f32(acc[t][v], 0), I::fsplat(a.sum(tok) as f32));
+                    I::fmul(I::fdiv(x, s), I::fsplat(w.scale))
+                } else {
+                    I::fdiv(facc[t][v], s)
+                };
+                let first = v * lanes;
+                if first < nr {
+                    let p = out.ptr.add(tok * out.stride + tile_r0 + first);
+                    I::fstore_n(p, y, (nr - first).min(lanes));
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    r0: usize,
+    r1: usize,
+    out: Out,
+) {
+    let lanes = I::W / 4;
+    let rt = RV * lanes;
+    let cols = w.cols;
+    let nblk = cols.div_ceil(256);
+    let codes_len = cols * rt;
+    let rowbuf_len = rt * 256;
+    let dbuf_len = nblk * rt * 4;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.ensure(codes_len + rowbuf_len + dbuf_len);
+        let base = s.as_mut_ptr();
+        unsafe {
+            let codes = base;
+            let rowbuf = base.add(codes_len);
+            let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
+            let mut tile_r0 = r0;
+            while tile_r0 < r1 {
+                let nr = rt.min(r1 - tile_r0);
+                for kb in 0..nblk {
+                    let kc = 256.min(cols - 256 * kb);
+                    for i in 0..rt {
+                        let dst = rowbuf.add(256 * i);
+                        if i < nr {
+                            let row = w.row(tile_r0 + i);
+                            decode_superblock::<I, F>(row, cols, kb, dst);
+                            *dbuf.add(kb * rt + i) = match F {
+                                TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
+                                TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
+                                _ => 0.0,
+                            };
+                        } else {
+                            std::ptr::write_bytes(dst, 0, 256);
+                            *dbuf.add(kb * rt + i) = 0.0;
+                        }
+                    }
+                    for v in 0..RV {
+                        for chunk in 0..kc / I::W {
+                            let kq0 = 64 * kb + chunk * lanes;
+                            I::transpose(
+                                rowbuf.add(256 * v * lanes + chunk * I::W),
+                                256,
+                                codes.add((kq0 * rt + v * lanes) * 4),
+                                rt * 4,
+                            );
+                        }
+                    }
+                }
+                let n = a.n();
+                let mut t0 = 0;
+                while t0 + T <= n {
+                    micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                    t0 += T;
+                }
+                let mut rem = n - t0;
+                if T > 8 && rem >= 8 {
+                    micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                    t0 += 8;
+                    rem -= 8;
+                }
+                if T > 4 && rem >= 4 {
+                    micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                    t0 += 4;
+                    rem -= 4;
+                }
+                if T > 2 && rem >= 2 {
+                    micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                    t0 += 2;
+                    rem -= 2;
+                }
+                if rem >= 1 {
+                    micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                }
+                tile_r0 += rt;
+            }
+        }
+    });
+}
+
+/// Ternary entry: GEMV for few tokens, GEMM otherwise.
+#[inline(always)]
+pub(crate) unsafe fn ternary<I: Isa, const F: u8, const RV: usize, const T: usize>(
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    r0: usize,
+    r1: usize,
+    out: Out,
+) {
+    unsafe {
+        if a.n() < GEMM_MIN_N {
+            gemv::<I, F>(w, a, r0, r1, out)
+        } else {
+            gemm::<I, F, RV, T>(w, a, r0, r1, out)
+        }
+    }
+}
+
+/// F16 × F32: `R` rows × `T` tokens per register tile.
+#[inline(always)]
+unsafe fn f16_tile<I: Isa, const R: usize, const T: usize>(
+    w: *const u16,
+    cols: usize,
+    x: &[f32],
+    r: usize,
+    t0: usize,
+    out: Out,
+) {
+    let lanes = I::W / 4;
+    let main = cols / lanes * lanes;
+    unsafe {
+        let wr: [*const u16; R] = std::array::from_fn(|i| w.add((r + i) * cols));
+        let xt: [*const f32; T] = std::array::from_fn(|t| x.as_ptr().add((t0 + t) * cols));
+        let mut acc = [[I::fzero(); T]; R];
+        let mut k = 0;
+        while k < main {
+            let xv: [I::F; T] = std::array::from_fn(|t| I::fload(xt[t].add(k)));
+            for i in 0..R {
+                let wv = I::f16_load(wr[i].add(k));
+                for t in 0..T {
+                    acc[i][t] = I::fmadd(wv, xv[t], acc[i][t]);
+                }
+            }
+            k += lanes;
+        }
+        for i in 0..R {
+            for t in 0..T {
+                let mut s = I::fhsum(acc[i][t]);
+                for j in main..cols {
+                    s += f16::from_bits(*wr[i].add(j)).to_f32() * *xt[t].add(j);
+                }
+                *out.ptr.add((t0 + t) * out.stride + r + i) = s;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn f16_rows<I: Isa, const R: usize, const T: usize>(
+    w: *const u16,
+    cols: usize,
+    x: &[f32],
+    r: usize,
+    out: Out,
+) {
+    let n = x.len() / cols;
+    let mut t0 = 0;
+    unsafe {
+        while t0 + T <= n {
+            f16_tile::<I, R, T>(w, cols, x, r, t0, out);
+            t0 += T;
+        }
+        while t0 < n {
+            f16_tile::<I, R, 1>(w, cols, x, r, t0, out);
+            t0 += 1;
+        }
+    }
+}
+
+/// F16 entry: rows `r0..r1`, 4 rows at a time.
+#[inline(always)]
+pub(crate) unsafe fn f16<I: Isa, const T: usize>(
+    w: *const u16,
+    cols: usize,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    out: Out,
+) {
+    let mut r = r0;
+    unsafe {
+        while r + 4 <= r1 {
+            f16_rows::<I, 4, T>(w, cols, x, r, out);
+            r += 4;
+        }
+        while r < r1 {
+            f16_rows::<I, 1, T>(w, cols, x, r, out);
+            r += 1;
+        }
+    }
+}
+
+/// Q8 head entry: per row and token, block dots scaled lane-wise and summed in f32.
+#[inline(always)]
+pub(crate) unsafe fn q8<I: Isa>(w: &Q8Matrix, a: &Q8Acts, r0: usize, r1: usize, out: Out) {
+    let cols = w.cols();
+    let nb = cols / Q8_BLOCK;
+    let main = cols / I::W * I::W;
+    let mut sc = vec![0f32; nb + 2];
+    unsafe {
+        for r in r0..r1 {
+            let wq = w.q_ptr(r);
+            let wd = w.row_d(r);
+            for t in 0..a.n() {
+                let xq = a.q_ptr(t);
+                let xd = a.d(t);
+                for b in 0..nb {
+                    sc[b] = wd[b].to_f32() * xd[b];
+                }
+                let mut f = I::fzero();
+                let mut k = 0;
+                while k < main {
+                    let p = I::dot_ss(I::azero(), I::load(wq.add(k)), I::load(xq.add(k)));
+                    f = I::fmadd(I::lanes_minus_f32(p, 0), I::q8_scales(sc.as_ptr().add(k / 32)), f);
+                    k += I::W;
+                }
+                let mut s = I::fhsum(f);
+                for b in main / 32..nb {
+                    let mut dot = 0i32;
+                    for j in 32 * b..32 * b + 32 {
+                        dot += i32::from(*wq.add(j) as i8) * i32::from(*xq.add(j) as i8);
+                    }
+                    s += sc[b] * dot as f32;
+                }
+                *out.ptr.add(t * out.stride + r) = s;
+            }
+        }
+    }
+}
+
+/// Defines the `#[target_feature]` entry points of one variant in the calling module:
+/// `i2s`, `tq2`, `tq1`, `f16`, `q8` matching the function-pointer types of [`super::Kernels`].
+macro_rules! isa_entries {
+    ($isa:ty, $feat:literal, rv = $rv:literal, t = $t:literal, f16_t = $ft:literal) => {
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn i2s(
+            w: &$crate::kernels::TernaryView<'_>,
+            a: &$crate::kernels::QuantActs,
+            r0: usize,
+            r1: usize,
+            out: $crate::kernels::Out,
+        ) {
+            use $crate::kernels::generic as g;
+            unsafe { g::ternary::<$isa, { g::I2S }, $rv, $t>(w, a, r0, r1, out) }
+        }
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn tq2(
+            w: &$crate::kernels::TernaryView<'_>,
+            a: &$crate::kernels::QuantActs,
+            r0: usize,
+            r1: usize,
+            out: $crate::kernels::Out,
+        ) {
+            use $crate::kernels::generic as g;
+            unsafe { g::ternary::<$isa, { g::TQ2 }, $rv, $t>(w, a, r0, r1, out) }
+        }
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn tq1(
+            w: &$crate::kernels::TernaryView<'_>,
+            a: &$crate::kernels::QuantActs,
+            r0: usize,
+            r1: usize,
+            out: $crate::kernels::Out,
+        ) {
+            use $crate::kernels::generic as g;
+            unsafe { g::ternary::<$isa, { g::TQ1 }, $rv, $t>(w, a, r0, r1, out) }
+        }
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn f16(
+            w: *const u16,
+            cols: usize,
+            x: &[f32],
+            r0: usize,
+            r1: usize,
+            out: $crate::kernels::Out,
+        ) {
+            unsafe { $crate::kernels::generic::f16::<$isa, $ft>(w, cols, x, r0, r1, out) }
+        }
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn q8(
+            w: &$crate::kernels::Q8Matrix,
+            a: &$crate::kernels::Q8Acts,
+            r0: usize,
+            r1: usize,
+            out: $crate::kernels::Out,
+        ) {
+            unsafe { $crate::kernels::generic::q8::<$isa>(w, a, r0, r1, out) }
+        }
+    };
+}
+pub(crate) use isa_entries;
