@@ -25,6 +25,28 @@ pub struct LogitsArgs {
     /// Context limit (default: the model's).
     #[arg(long)]
     pub ctx_size: Option<usize>,
+    /// Worker threads (0 = one per physical core).
+    #[arg(long, short = 't', default_value_t = 0, env = "BITNET_THREADS")]
+    pub threads: usize,
+    /// Output head arithmetic: f16 (exact) or q8 (faster, slightly different logits).
+    #[arg(long, value_enum, default_value_t = HeadArg::F16, env = "BITNET_HEAD")]
+    pub head: HeadArg,
+}
+
+/// `--head` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadArg {
+    F16,
+    Q8,
+}
+
+impl From<HeadArg> for crate::model::HeadKind {
+    fn from(h: HeadArg) -> Self {
+        match h {
+            HeadArg::F16 => crate::model::HeadKind::F16,
+            HeadArg::Q8 => crate::model::HeadKind::Q8,
+        }
+    }
 }
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
@@ -32,13 +54,14 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
         bail!("--tokens is empty; give at least one token id");
     }
     let file = GgufFile::open(&args.model)?;
-    let model = Model::load(
-        &file,
-        &LoadOptions {
-            n_ctx: args.ctx_size,
-        },
-    )
-    .with_context(|| format!("loading {}", args.model.display()))?;
+    let opts = LoadOptions {
+        n_ctx: args.ctx_size,
+        threads: args.threads,
+        head: args.head.into(),
+        ..Default::default()
+    };
+    let model =
+        Model::load(&file, &opts).with_context(|| format!("loading {}", args.model.display()))?;
     let mut cache = model.new_cache();
     let want = if args.all_positions {
         Logits::All

@@ -117,9 +117,19 @@ unsafe fn store_natural<I: Isa>(dst: *mut u8, sub: usize, g: usize, v: I::V) {
 unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
     unsafe {
         if TQ {
-            [I::codes::<0>(v), I::codes::<2>(v), I::codes::<4>(v), I::codes::<6>(v)]
+            [
+                I::codes::<0>(v),
+                I::codes::<2>(v),
+                I::codes::<4>(v),
+                I::codes::<6>(v),
+            ]
         } else {
-            [I::codes::<6>(v), I::codes::<4>(v), I::codes::<2>(v), I::codes::<0>(v)]
+            [
+                I::codes::<6>(v),
+                I::codes::<4>(v),
+                I::codes::<2>(v),
+                I::codes::<0>(v),
+            ]
         }
     }
 }
@@ -133,7 +143,12 @@ unsafe fn superblock<I: Isa, const TQ: bool, const R: usize>(
 ) {
     unsafe {
         for sub in 0..64 / I::W {
-            let a = [act::<I>(q, sub, 0), act::<I>(q, sub, 1), act::<I>(q, sub, 2), act::<I>(q, sub, 3)];
+            let a = [
+                act::<I>(q, sub, 0),
+                act::<I>(q, sub, 1),
+                act::<I>(q, sub, 2),
+                act::<I>(q, sub, 3),
+            ];
             for i in 0..R {
                 let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
                 let mut s = acc[i];
@@ -217,7 +232,8 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         for k in 0..256 / I::W {
                             let av = I::load(q.add(256 * b + k * I::W));
                             for i in 0..R {
-                                acc[i] = I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
+                                acc[i] =
+                                    I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
                             }
                         }
                         for i in 0..R {
@@ -274,7 +290,11 @@ unsafe fn decode_superblock<I: Isa, const F: u8>(row: &[u8], cols: usize, kb: us
                 }
             }
             I2S | TQ2 => {
-                let src = if F == I2S { 64 * kb } else { TQ2_BLOCK_BYTES * kb };
+                let src = if F == I2S {
+                    64 * kb
+                } else {
+                    TQ2_BLOCK_BYTES * kb
+                };
                 let p = row.as_ptr().add(src);
                 for sub in 0..64 / I::W {
                     let c = if F == I2S {
@@ -326,7 +346,8 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
                 }
             }
             if F != I2S {
-                let d: [I::F; RV] = std::array::from_fn(|v| I::fload(dbuf.add(kb * rt + v * lanes)));
+                let d: [I::F; RV] =
+                    std::array::from_fn(|v| I::fload(dbuf.add(kb * rt + v * lanes)));
                 for t in 0..T {
                     let bs = *a.block_sums(t0 + t).get_unchecked(kb);
                     for v in 0..RV {
@@ -342,7 +363,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
             let s = I::fsplat(a.scale(tok));
             for v in 0..RV {
                 let y = if F == I2S {
-                    let x = I::fsub(I::lanes_minus_f32(acc[t][v], 0), I::fsplat(a.sum(tok) as f32));
+                    let x = I::fsub(
+                        I::lanes_minus_f32(acc[t][v], 0),
+                        I::fsplat(a.sum(tok) as f32),
+                    );
                     I::fmul(I::fdiv(x, s), I::fsplat(w.scale))
                 } else {
                     I::fdiv(facc[t][v], s)
@@ -566,7 +590,11 @@ pub(crate) unsafe fn q8<I: Isa>(w: &Q8Matrix, a: &Q8Acts, r0: usize, r1: usize, 
                 let mut k = 0;
                 while k < main {
                     let p = I::dot_ss(I::azero(), I::load(wq.add(k)), I::load(xq.add(k)));
-                    f = I::fmadd(I::lanes_minus_f32(p, 0), I::q8_scales(sc.as_ptr().add(k / 32)), f);
+                    f = I::fmadd(
+                        I::lanes_minus_f32(p, 0),
+                        I::q8_scales(sc.as_ptr().add(k / 32)),
+                        f,
+                    );
                     k += I::W;
                 }
                 let mut s = I::fhsum(f);

@@ -13,6 +13,7 @@ pub use cache::KvCache;
 pub use config::{Activation, ConfigError, ModelConfig};
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::kernels::{KernelError, Kernels, Q8Matrix, QuantActs, TernaryJob, ThreadPool};
 use crate::quant;
 use half::f16;
 use linear::TernaryTensor;
@@ -48,6 +49,10 @@ pub enum ModelError {
     },
     #[error("tensor {name:?} contains a non-finite value ({what}); the file is corrupt")]
     NonFinite { name: String, what: String },
+    #[error("tensor {name:?}: {source}")]
+    Layout { name: String, source: KernelError },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     #[error("token id {id} is outside the vocabulary (0..{n_vocab})")]
     TokenOutOfRange { id: u32, n_vocab: usize },
     #[error(
@@ -61,6 +66,23 @@ pub enum ModelError {
 pub struct LoadOptions {
     /// Context limit; `None` uses the model's trained context length.
     pub n_ctx: Option<usize>,
+    /// Worker threads; 0 = one per physical core.
+    pub threads: usize,
+    /// Kernel variant; `None` = the best for this CPU, or `BITNET_KERNEL`.
+    pub kernels: Option<&'static Kernels>,
+    /// How the output head multiplies (the embedding is always used as stored for lookups).
+    pub head: HeadKind,
+}
+
+/// The output head's arithmetic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HeadKind {
+    /// F16 weights × f32 activations, as the model was published (exact).
+    #[default]
+    F16,
+    /// The embedding requantized to 8 bits per weight at load (one fp16 scale per 32):
+    /// half the memory traffic per token, a small change in logits.
+    Q8,
 }
 
 struct Layer {
@@ -94,6 +116,9 @@ pub struct Model {
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
     ternary_type: GgmlType,
+    kernels: &'static Kernels,
+    pool: ThreadPool,
+    q8_head: Option<Q8Matrix>,
 }
 
 /// What logits a sequence of a batch wants back.
@@ -166,7 +191,10 @@ impl Model {
                 });
             }
             ternary_type.get_or_insert(t.ty);
-            let w = TernaryTensor::new(file, t);
+            let w = TernaryTensor::new(file, t).map_err(|source| ModelError::Layout {
+                name: name.into(),
+                source,
+            })?;
             if !w.scale.is_finite() {
                 return Err(ModelError::NonFinite {
                     name: name.into(),
@@ -213,7 +241,12 @@ impl Model {
             }
         };
         let n_ctx = opts.n_ctx.unwrap_or(c.n_ctx_train).max(1);
-        Ok(Model {
+        let kernels = match opts.kernels {
+            Some(k) => k,
+            None => Kernels::select()?,
+        };
+        let pool = ThreadPool::new(opts.threads);
+        let mut model = Model {
             config,
             file: file.clone(),
             n_ctx,
@@ -221,7 +254,16 @@ impl Model {
             output_norm,
             layers,
             ternary_type: ternary_type.unwrap_or(GgmlType::I2S),
-        })
+            kernels,
+            pool,
+            q8_head: None,
+        };
+        if opts.head == HeadKind::Q8 {
+            let (rows, cols) = (model.config.n_vocab, model.config.n_embd);
+            let q8 = Q8Matrix::from_f16(&model.pool, model.embedding_rows(), rows, cols)?;
+            model.q8_head = Some(q8);
+        }
+        Ok(model)
     }
 
     /// Context limit (tokens per sequence).
@@ -232,6 +274,25 @@ impl Model {
     /// The ternary format of the weights (I2_S, TQ2_0 or TQ1_0).
     pub fn ternary_type(&self) -> GgmlType {
         self.ternary_type
+    }
+
+    /// The kernel variant in use.
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    /// Threads the matrix products run on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The output head's arithmetic.
+    pub fn head(&self) -> HeadKind {
+        if self.q8_head.is_some() {
+            HeadKind::Q8
+        } else {
+            HeadKind::F16
+        }
     }
 
     /// The file the model was loaded from.
@@ -262,7 +323,7 @@ impl Model {
     /// logits it asked for (`Last`: one row; `All`: one row per new token; `None`: empty).
     pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let c = &self.config;
-        let (d, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
+        let (d, hd, nkv, ff) = (c.n_embd, c.head_dim, c.n_head_kv, c.n_ff);
         let kvd = nkv * hd;
         for s in batch.iter() {
             if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
@@ -296,13 +357,10 @@ impl Model {
         let mut x = vec![0f32; n * d];
         {
             use half::slice::HalfFloatSliceExt;
-            let mut t = 0;
-            for s in batch.iter() {
-                for &id in s.tokens {
-                    let id = id as usize;
-                    emb[id * d..(id + 1) * d].convert_to_f32_slice(&mut x[t * d..(t + 1) * d]);
-                    t += 1;
-                }
+            let ids = batch.iter().flat_map(|s| s.tokens.iter());
+            for (row, &id) in x.chunks_mut(d).zip(ids) {
+                let id = id as usize;
+                emb[id * d..(id + 1) * d].convert_to_f32_slice(row);
             }
         }
         let mut h = vec![0f32; n * d];
@@ -310,21 +368,41 @@ impl Model {
         let mut k = vec![0f32; n * kvd];
         let mut v = vec![0f32; n * kvd];
         let mut att = vec![0f32; n * d];
-        let mut g = vec![0f32; n * c.n_ff];
-        let mut u = vec![0f32; n * c.n_ff];
-        let mut f = vec![0f32; n * c.n_ff];
-        let mut scores = Vec::new();
-        let scale = 1.0 / (hd as f32).sqrt();
-        let group = nh / nkv;
+        let mut g = vec![0f32; n * ff];
+        let mut u = vec![0f32; n * ff];
+        let mut acts = QuantActs::new();
+        let (kern, pool, file) = (self.kernels, &self.pool, &self.file);
+        let norm_rows = |src: &[f32], w: &[f32], dst: &mut [f32], width: usize| {
+            for (s, o) in src.chunks(width).zip(dst.chunks_mut(width)) {
+                ops::rms_norm(s, w, c.rms_eps, o);
+            }
+        };
 
         for (li, layer) in self.layers.iter().enumerate() {
-            for t in 0..n {
-                let r = t * d..(t + 1) * d;
-                ops::rms_norm(&x[r.clone()], &layer.attn_norm, c.rms_eps, &mut h[r]);
-            }
-            self.matmul(&layer.q, &h, n, &mut q);
-            self.matmul(&layer.k, &h, n, &mut k);
-            self.matmul(&layer.v, &h, n, &mut v);
+            norm_rows(&x, &layer.attn_norm, &mut h, d);
+            acts.quantize_into(&h, d);
+            let (wq, wk, wv) = (layer.q.view(file), layer.k.view(file), layer.v.view(file));
+            kern.ternary_matmul_many(
+                pool,
+                &acts,
+                &mut [
+                    TernaryJob {
+                        w: &wq,
+                        y: &mut q,
+                        y_stride: d,
+                    },
+                    TernaryJob {
+                        w: &wk,
+                        y: &mut k,
+                        y_stride: kvd,
+                    },
+                    TernaryJob {
+                        w: &wv,
+                        y: &mut v,
+                        y_stride: kvd,
+                    },
+                ],
+            );
             for t in 0..n {
                 for head in q[t * d..(t + 1) * d].chunks_mut(hd) {
                     ops::rope_neox(head, pos[t], c.rope_theta);
@@ -335,86 +413,74 @@ impl Model {
                 let cache = &mut batch[seq[t]].cache;
                 cache.push(li, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
             }
-            // Causal attention: token t sees its sequence's positions 0..=pos[t].
-            for t in 0..n {
-                let len = pos[t] + 1;
-                let (kc, vc) = batch[seq[t]].cache.layer(li, len);
-                let out = &mut att[t * d..(t + 1) * d];
-                out.fill(0.0);
-                for hh in 0..nh {
-                    let kvh = hh / group;
-                    let qh = &q[t * d + hh * hd..][..hd];
-                    scores.clear();
-                    for p in 0..len {
-                        let kr = &kc[p * kvd + kvh * hd..][..hd];
-                        let dot: f32 = qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum();
-                        scores.push(dot * scale);
-                    }
-                    ops::softmax(&mut scores);
-                    let oh = &mut out[hh * hd..(hh + 1) * hd];
-                    for (p, &w) in scores.iter().enumerate() {
-                        let vr = &vc[p * kvd + kvh * hd..][..hd];
-                        for (o, vv) in oh.iter_mut().zip(vr) {
-                            *o += w * vv.to_f32();
-                        }
-                    }
-                }
-                ops::rms_norm(
-                    &att[t * d..(t + 1) * d],
-                    &layer.attn_sub_norm,
-                    c.rms_eps,
-                    &mut h[t * d..(t + 1) * d],
-                );
+            {
+                let caches: Vec<&KvCache> = batch.iter().map(|s| &*s.cache).collect();
+                attention(pool, c, li, &caches, &seq, &pos, &q, &mut att);
             }
-            self.matmul(&layer.o, &h, n, &mut q);
+            norm_rows(&att, &layer.attn_sub_norm, &mut h, d);
+            acts.quantize_into(&h, d);
+            kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
             for (xv, ov) in x.iter_mut().zip(&q) {
                 *xv += ov;
             }
-            for t in 0..n {
-                let r = t * d..(t + 1) * d;
-                ops::rms_norm(&x[r.clone()], &layer.ffn_norm, c.rms_eps, &mut h[r]);
-            }
-            self.matmul(&layer.gate, &h, n, &mut g);
-            self.matmul(&layer.up, &h, n, &mut u);
+            norm_rows(&x, &layer.ffn_norm, &mut h, d);
+            acts.quantize_into(&h, d);
+            let (wg, wu) = (layer.gate.view(file), layer.up.view(file));
+            kern.ternary_matmul_many(
+                pool,
+                &acts,
+                &mut [
+                    TernaryJob {
+                        w: &wg,
+                        y: &mut g,
+                        y_stride: ff,
+                    },
+                    TernaryJob {
+                        w: &wu,
+                        y: &mut u,
+                        y_stride: ff,
+                    },
+                ],
+            );
             match c.activation {
                 Activation::Relu2 => ops::relu2_mul(&mut g, &u),
                 Activation::Silu => ops::silu_mul(&mut g, &u),
             }
-            for t in 0..n {
-                let r = t * c.n_ff..(t + 1) * c.n_ff;
-                ops::rms_norm(&g[r.clone()], &layer.ffn_sub_norm, c.rms_eps, &mut f[r]);
-            }
-            self.matmul(&layer.down, &f, n, &mut q);
+            norm_rows(&g, &layer.ffn_sub_norm, &mut u, ff);
+            acts.quantize_into(&u, ff);
+            kern.ternary_matmul(pool, &layer.down.view(file), &acts, &mut q, d);
             for (xv, dv) in x.iter_mut().zip(&q) {
                 *xv += dv;
             }
         }
-        let mut start = 0;
         for s in batch.iter_mut() {
             s.cache.commit(s.tokens.len());
         }
         // Output head on the rows that were asked for.
         let mut wanted = Vec::new();
+        let mut start = 0;
         for s in batch.iter() {
             let len = s.tokens.len();
             match s.logits {
                 Logits::None => {}
-                Logits::Last => wanted.extend(len.checked_sub(1).map(|i| start + i)),
+                Logits::Last if len > 0 => wanted.push(start + len - 1),
+                Logits::Last => {}
                 Logits::All => wanted.extend(start..start + len),
             }
             start += len;
         }
         let mut hn = vec![0f32; wanted.len() * d];
-        for (i, &t) in wanted.iter().enumerate() {
-            ops::rms_norm(
-                &x[t * d..(t + 1) * d],
-                &self.output_norm,
-                c.rms_eps,
-                &mut hn[i * d..(i + 1) * d],
-            );
+        for (o, &t) in hn.chunks_mut(d).zip(&wanted) {
+            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, o);
         }
-        let mut logits = vec![0f32; wanted.len() * c.n_vocab];
-        linear::f16_matmul(emb, c.n_vocab, d, &hn, wanted.len(), &mut logits);
+        let nv = c.n_vocab;
+        let mut logits = vec![0f32; wanted.len() * nv];
+        if !wanted.is_empty() {
+            match &self.q8_head {
+                Some(q8) => kern.q8_matmul(pool, q8, &hn, &mut logits, nv),
+                None => kern.f16_matmul(pool, emb, nv, d, &hn, &mut logits, nv),
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
         let mut row = 0;
         for s in batch.iter() {
@@ -423,14 +489,68 @@ impl Model {
                 Logits::Last => usize::from(!s.tokens.is_empty()),
                 Logits::All => s.tokens.len(),
             };
-            out.push(logits[row * c.n_vocab..(row + rows) * c.n_vocab].to_vec());
+            out.push(logits[row * nv..(row + rows) * nv].to_vec());
             row += rows;
         }
         Ok(out)
     }
+}
 
-    fn matmul(&self, w: &TernaryTensor, x: &[f32], n: usize, y: &mut [f32]) {
-        linear::ternary_matmul(&self.file, w, &x[..n * w.cols], n, &mut y[..n * w.rows]);
+/// Causal multi-head attention with grouped KV heads for every (token, head), split over the
+/// pool: token `t` of sequence `seq[t]` attends to that sequence's positions `0..=pos[t]`
+/// (its cache already holds this batch's rows). Writes `att` (n × n_embd).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    pool: &ThreadPool,
+    c: &ModelConfig,
+    layer: usize,
+    caches: &[&KvCache],
+    seq: &[usize],
+    pos: &[usize],
+    q: &[f32],
+    att: &mut [f32],
+) {
+    let (d, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
+    let (kvd, group) = (nkv * hd, nh / nkv);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = seq.len();
+    let out = SyncPtr(att.as_mut_ptr());
+    pool.parallel_for(n * nh, |unit| {
+        let (t, hh) = (unit / nh, unit % nh);
+        let len = pos[t] + 1;
+        let (kc, vc) = caches[seq[t]].layer(layer, len);
+        let kvh = hh / group;
+        let qh = &q[t * d + hh * hd..][..hd];
+        let mut scores: Vec<f32> = (0..len)
+            .map(|p| {
+                let kr = &kc[p * kvd + kvh * hd..][..hd];
+                qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale
+            })
+            .collect();
+        ops::softmax(&mut scores);
+        let mut acc = vec![0f32; hd];
+        for (p, &w) in scores.iter().enumerate() {
+            let vr = &vc[p * kvd + kvh * hd..][..hd];
+            for (o, vv) in acc.iter_mut().zip(vr) {
+                *o += w * vv.to_f32();
+            }
+        }
+        // SAFETY: each (t, head) unit writes its own disjoint hd-wide slice of `att`, which
+        // outlives the parallel region.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * d + hh * hd), hd) };
+        dst.copy_from_slice(&acc);
+    });
+}
+
+/// A raw pointer the pool's closures may share (each unit writes a disjoint range).
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
