@@ -26,3 +26,16 @@ pub mod vocab;
 pub use chat::{ChatError, ChatMessage, ChatTemplate};
 pub use model::{Tokenizer, TokenizerData, TokenizerError};
 pub use stream::{StreamDecoder, Utf8Stream};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_can_be_shared_across_threads() {
+        fn check<T: Send + Sync>() {}
+        check::<Tokenizer>();
+        check::<ChatTemplate>();
+        check::<StreamDecoder<std::sync::Arc<Tokenizer>>>();
+    }
+}
