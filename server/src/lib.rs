@@ -2,6 +2,7 @@
 //! stored as GGUF. See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod cli;
+pub mod generate;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

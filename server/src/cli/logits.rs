@@ -1,17 +1,15 @@
 //! `bitnet-server logits`: logits for a token-id sequence fed in one batch (teacher forcing).
 //! This is how we cross-check against other engines, so no tokenization is involved.
 
-use crate::gguf::GgufFile;
-use crate::model::{LoadOptions, Logits, Model, SeqInput};
-use anyhow::{Context, Result, bail};
+use super::model_args::ModelArgs;
+use crate::model::{Logits, SeqInput};
+use anyhow::{Result, bail};
 use std::io::Write;
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct LogitsArgs {
-    /// The GGUF model.
-    #[arg(long, env = "BITNET_MODEL")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Comma-separated token ids, e.g. 128000,9906,1917.
     #[arg(long, value_delimiter = ',', required = true)]
     pub tokens: Vec<u32>,
@@ -22,46 +20,13 @@ pub struct LogitsArgs {
     /// otherwise the top 10 per position.
     #[arg(long)]
     pub json: bool,
-    /// Context limit (default: the model's).
-    #[arg(long)]
-    pub ctx_size: Option<usize>,
-    /// Worker threads (0 = one per physical core).
-    #[arg(long, short = 't', default_value_t = 0, env = "BITNET_THREADS")]
-    pub threads: usize,
-    /// Output head arithmetic: f16 (exact) or q8 (faster, slightly different logits).
-    #[arg(long, value_enum, default_value_t = HeadArg::F16, env = "BITNET_HEAD")]
-    pub head: HeadArg,
-}
-
-/// `--head` values.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadArg {
-    F16,
-    Q8,
-}
-
-impl From<HeadArg> for crate::model::HeadKind {
-    fn from(h: HeadArg) -> Self {
-        match h {
-            HeadArg::F16 => crate::model::HeadKind::F16,
-            HeadArg::Q8 => crate::model::HeadKind::Q8,
-        }
-    }
 }
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
     if args.tokens.is_empty() {
         bail!("--tokens is empty; give at least one token id");
     }
-    let file = GgufFile::open(&args.model)?;
-    let opts = LoadOptions {
-        n_ctx: args.ctx_size,
-        threads: args.threads,
-        head: args.head.into(),
-        ..Default::default()
-    };
-    let model =
-        Model::load(&file, &opts).with_context(|| format!("loading {}", args.model.display()))?;
+    let (_file, model) = args.model.load()?;
     let mut cache = model.new_cache();
     let want = if args.all_positions {
         Logits::All

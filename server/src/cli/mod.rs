@@ -2,8 +2,12 @@
 //! (with `BITNET_*` environment fallbacks where a deployment would set them) and calls into the
 //! library; none of them holds engine logic.
 
+pub mod generate;
 pub mod inspect;
 pub mod logits;
+pub mod model_args;
+pub mod perplexity;
+pub mod sampling_args;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +28,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Print the logits for a token-id sequence fed in one batch (teacher forcing).
     Logits(logits::LogitsArgs),
+    /// Stream a completion of a prompt to stdout.
+    Generate(generate::GenerateArgs),
+    /// Perplexity of a text file, computed as llama.cpp's perplexity tool does.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -31,5 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Logits(a) => logits::run(&a),
+        Command::Generate(a) => generate::run(&a),
+        Command::Perplexity(a) => perplexity::run(&a),
     }
 }

@@ -14,6 +14,7 @@
 pub mod bpe;
 pub mod bytes;
 pub mod chat;
+pub mod gguf;
 pub mod lookup;
 pub mod model;
 pub mod pretokenize;

@@ -1,0 +1,207 @@
+//! The `bitnet-server` engine subcommands end to end, on a small synthetic model.
+
+use bitnet_server::gguf::GgmlType;
+use bitnet_server::synth::{self, Shape};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const SHAPE: Shape = Shape {
+    name: "cli-test",
+    n_embd: 256,
+    n_layer: 2,
+    n_head: 4,
+    n_head_kv: 2,
+    n_ff: 512,
+    n_ctx: 256,
+};
+
+fn model() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("cli-test.gguf");
+        let w = synth::build(
+            &SHAPE,
+            GgmlType::I2S,
+            GgmlType::F16,
+            &synth::toy_vocab(150),
+            3,
+        );
+        let tmp = dir.join(format!("cli-test.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, w.to_bytes()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    })
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitnet-server"))
+        .args(args)
+        .env_remove("BITNET_KERNEL")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn generate(extra: &[&str]) -> String {
+    let m = model().to_str().unwrap();
+    let mut args = vec![
+        "generate",
+        "-m",
+        m,
+        "-p",
+        "the cat sat on",
+        "-n",
+        "24",
+        "-t",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+#[test]
+fn same_seed_same_text_other_seed_differs() {
+    let a = generate(&["--temp", "1.5", "--top-k", "0", "--seed", "11"]);
+    let b = generate(&["--temp", "1.5", "--top-k", "0", "--seed", "11"]);
+    let c = generate(&["--temp", "1.5", "--top-k", "0", "--seed", "12"]);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!(a.trim().len() > 5, "generated too little: {a:?}");
+}
+
+#[test]
+fn stop_string_cuts_the_output_before_it() {
+    let full = generate(&["--temp", "0", "--ignore-eos"]);
+    let text = full.trim_end_matches('\n');
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() > 12, "greedy output too short: {text:?}");
+    let stop: String = chars[8..11].iter().collect();
+    let before = &text[..text.find(&stop).unwrap()];
+    let cut = generate(&["--temp", "0", "--ignore-eos", "--stop", &stop]);
+    assert_eq!(cut.trim_end_matches('\n'), before);
+}
+
+#[test]
+fn greedy_generation_follows_the_logits_argmax() {
+    // The first generated token of a greedy run is the argmax of the prompt's last logits.
+    let m = model().to_str().unwrap();
+    let out = ok(&[
+        "logits",
+        "-m",
+        m,
+        "--tokens",
+        "116,104,101,32,99",
+        "--json",
+        "--all-positions",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let positions = v["positions"].as_array().unwrap();
+    assert_eq!(positions.len(), 5);
+    for p in positions {
+        let logits: Vec<f64> = p["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(logits.len(), v["n_vocab"].as_u64().unwrap() as usize);
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let arg = p["argmax"].as_u64().unwrap() as usize;
+        assert_eq!(logits[arg], max);
+    }
+}
+
+#[test]
+fn inspect_reports_the_model() {
+    let out = ok(&["inspect", model().to_str().unwrap()]);
+    assert!(out.contains("general.architecture"), "{out}");
+    assert!(out.contains("blk.1.ffn_down.weight"), "{out}");
+    assert!(
+        out.contains("model: cli-test (bitnet-b1.58), 2 layers, d=256, heads 4/2"),
+        "{out}"
+    );
+    assert!(out.contains("I2_S: 14"), "{out}");
+}
+
+#[test]
+fn perplexity_runs_like_llama_cpp() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let text = dir.join("ppl.txt");
+    let words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "then "];
+    let body: String = (0..600)
+        .map(|i| words[(i * 7 + i / 3) % words.len()])
+        .collect();
+    std::fs::write(&text, body).unwrap();
+    let m = model().to_str().unwrap();
+    let out = ok(&[
+        "perplexity",
+        "-m",
+        m,
+        "-f",
+        text.to_str().unwrap(),
+        "--chunk",
+        "64",
+    ]);
+    let ppl: f64 = out
+        .split("PPL = ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no PPL in {out:?}"));
+    assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
+    let short = run(&[
+        "perplexity",
+        "-m",
+        m,
+        "-f",
+        text.to_str().unwrap(),
+        "--chunk",
+        "4096",
+    ]);
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(!short.status.success(), "{err}");
+    assert!(
+        err.contains("needs at least 8192") && err.contains("smaller --chunk"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let o = run(&["logits", "-m", "/nonexistent/model.gguf", "--tokens", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot open model file /nonexistent/model.gguf"),
+        "{err}"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"{\"__metadata__\":{}}").unwrap();
+    let o = run(&["generate", "-m", junk.to_str().unwrap(), "-p", "x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not a GGUF file"), "{err}");
+    let o = run(&[
+        "logits",
+        "-m",
+        model().to_str().unwrap(),
+        "--tokens",
+        "999999",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("token id 999999 is outside the vocabulary"),
+        "{err}"
+    );
+}
