@@ -30,12 +30,17 @@ impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
         let len = len.div_ceil(Self::ALIGN) * Self::ALIGN;
         if len == 0 {
-            return AlignedBuf { ptr: NonNull::<[u8; 64]>::dangling().cast(), len: 0 };
+            return AlignedBuf {
+                ptr: NonNull::<[u8; 64]>::dangling().cast(),
+                len: 0,
+            };
         }
         let layout = Layout::from_size_align(len, Self::ALIGN).expect("buffer size overflows");
         // SAFETY: layout has non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(p) else { handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(p) else {
+            handle_alloc_error(layout)
+        };
         AlignedBuf { ptr, len }
     }
 
@@ -169,7 +174,8 @@ impl QuantActs {
             self.scale.push(s);
             self.sum.push(sum);
             for b in qt[..cols].chunks(Self::BLOCK) {
-                self.block_sums.push(b.iter().map(|&v| i32::from(v as i8)).sum());
+                self.block_sums
+                    .push(b.iter().map(|&v| i32::from(v as i8)).sum());
             }
         }
     }

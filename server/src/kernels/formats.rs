@@ -127,7 +127,9 @@ pub fn dequantize_row(format: TernaryFormat, row: &[u8], scale: f32, out: &mut [
 /// `scales` is shorter than the number of blocks.
 pub fn encode_row(format: TernaryFormat, codes: &[u8], scales: &[f16]) -> Vec<u8> {
     let cols = codes.len();
-    format.check_cols(cols).expect("encode_row: bad column count");
+    format
+        .check_cols(cols)
+        .expect("encode_row: bad column count");
     let mut out = vec![0u8; format.row_bytes(cols)];
     match format {
         TernaryFormat::I2S => {

@@ -11,6 +11,10 @@
 //!   `T` tokens in registers: no horizontal sums, and the TQ per-block epilogue runs lane-wise
 //!   (lane = row) in exactly the scalar order.
 //!
+//! Closures must not appear on SIMD paths: a closure does not inherit the `#[target_feature]`s of
+//! the entry point it is inlined into (its parent is the generic function), so intrinsics inside
+//! it would become out-of-line calls. Hence the explicit loops below.
+//!
 //! What it does NOT do: pick a variant or split work over threads ([`super::Kernels`] does).
 
 use std::cell::RefCell;
@@ -37,6 +41,7 @@ pub(crate) trait Isa {
     type A: Copy;
     type F: Copy;
 
+    unsafe fn vzero() -> Self::V;
     unsafe fn load(p: *const u8) -> Self::V;
     unsafe fn store(p: *mut u8, v: Self::V);
     /// `(v >> SH) & 3` in every byte.
@@ -117,9 +122,19 @@ unsafe fn store_natural<I: Isa>(dst: *mut u8, sub: usize, g: usize, v: I::V) {
 unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
     unsafe {
         if TQ {
-            [I::codes::<0>(v), I::codes::<2>(v), I::codes::<4>(v), I::codes::<6>(v)]
+            [
+                I::codes::<0>(v),
+                I::codes::<2>(v),
+                I::codes::<4>(v),
+                I::codes::<6>(v),
+            ]
         } else {
-            [I::codes::<6>(v), I::codes::<4>(v), I::codes::<2>(v), I::codes::<0>(v)]
+            [
+                I::codes::<6>(v),
+                I::codes::<4>(v),
+                I::codes::<2>(v),
+                I::codes::<0>(v),
+            ]
         }
     }
 }
@@ -133,7 +148,12 @@ unsafe fn superblock<I: Isa, const TQ: bool, const R: usize>(
 ) {
     unsafe {
         for sub in 0..64 / I::W {
-            let a = [act::<I>(q, sub, 0), act::<I>(q, sub, 1), act::<I>(q, sub, 2), act::<I>(q, sub, 3)];
+            let a = [
+                act::<I>(q, sub, 0),
+                act::<I>(q, sub, 1),
+                act::<I>(q, sub, 2),
+                act::<I>(q, sub, 3),
+            ];
             for i in 0..R {
                 let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
                 let mut s = acc[i];
@@ -217,7 +237,8 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         for k in 0..256 / I::W {
                             let av = I::load(q.add(256 * b + k * I::W));
                             for i in 0..R {
-                                acc[i] = I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
+                                acc[i] =
+                                    I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
                             }
                         }
                         for i in 0..R {
@@ -274,7 +295,11 @@ unsafe fn decode_superblock<I: Isa, const F: u8>(row: &[u8], cols: usize, kb: us
                 }
             }
             I2S | TQ2 => {
-                let src = if F == I2S { 64 * kb } else { TQ2_BLOCK_BYTES * kb };
+                let src = if F == I2S {
+                    64 * kb
+                } else {
+                    TQ2_BLOCK_BYTES * kb
+                };
                 let p = row.as_ptr().add(src);
                 for sub in 0..64 / I::W {
                     let c = if F == I2S {
@@ -317,7 +342,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
             let end = (64 * kb + 64).min(nkq);
             for kq in 64 * kb..end {
                 let base = codes.add(kq * rt * 4);
-                let c: [I::V; RV] = std::array::from_fn(|v| I::load(base.add(v * I::W)));
+                let mut c = [I::vzero(); RV];
+                for v in 0..RV {
+                    c[v] = I::load(base.add(v * I::W));
+                }
                 for t in 0..T {
                     let b = I::bcast4(q[t].add(4 * kq));
                     for v in 0..RV {
@@ -326,7 +354,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
                 }
             }
             if F != I2S {
-                let d: [I::F; RV] = std::array::from_fn(|v| I::fload(dbuf.add(kb * rt + v * lanes)));
+                let mut d = [I::fzero(); RV];
+                for v in 0..RV {
+                    d[v] = I::fload(dbuf.add(kb * rt + v * lanes));
+                }
                 for t in 0..T {
                     let bs = *a.block_sums(t0 + t).get_unchecked(kb);
                     for v in 0..RV {
@@ -342,7 +373,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
             let s = I::fsplat(a.scale(tok));
             for v in 0..RV {
                 let y = if F == I2S {
-                    let x = I::fsub(I::lanes_minus_f32(acc[t][v], 0), I::fsplat(a.sum(tok) as f32));
+                    let x = I::fsub(
+                        I::lanes_minus_f32(acc[t][v], 0),
+                        I::fsplat(a.sum(tok) as f32),
+                    );
                     I::fmul(I::fdiv(x, s), I::fsplat(w.scale))
                 } else {
                     I::fdiv(facc[t][v], s)
@@ -372,75 +406,76 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     let codes_len = cols * rt;
     let rowbuf_len = rt * 256;
     let dbuf_len = nblk * rt * 4;
-    SCRATCH.with(|s| {
+    let base = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         s.ensure(codes_len + rowbuf_len + dbuf_len);
-        let base = s.as_mut_ptr();
-        unsafe {
-            let codes = base;
-            let rowbuf = base.add(codes_len);
-            let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
-            let mut tile_r0 = r0;
-            while tile_r0 < r1 {
-                let nr = rt.min(r1 - tile_r0);
-                for kb in 0..nblk {
-                    let kc = 256.min(cols - 256 * kb);
-                    for i in 0..rt {
-                        let dst = rowbuf.add(256 * i);
-                        if i < nr {
-                            let row = w.row(tile_r0 + i);
-                            decode_superblock::<I, F>(row, cols, kb, dst);
-                            *dbuf.add(kb * rt + i) = match F {
-                                TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
-                                TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
-                                _ => 0.0,
-                            };
-                        } else {
-                            std::ptr::write_bytes(dst, 0, 256);
-                            *dbuf.add(kb * rt + i) = 0.0;
-                        }
-                    }
-                    for v in 0..RV {
-                        for chunk in 0..kc / I::W {
-                            let kq0 = 64 * kb + chunk * lanes;
-                            I::transpose(
-                                rowbuf.add(256 * v * lanes + chunk * I::W),
-                                256,
-                                codes.add((kq0 * rt + v * lanes) * 4),
-                                rt * 4,
-                            );
-                        }
-                    }
-                }
-                let n = a.n();
-                let mut t0 = 0;
-                while t0 + T <= n {
-                    micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += T;
-                }
-                let mut rem = n - t0;
-                if T > 8 && rem >= 8 {
-                    micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 8;
-                    rem -= 8;
-                }
-                if T > 4 && rem >= 4 {
-                    micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 4;
-                    rem -= 4;
-                }
-                if T > 2 && rem >= 2 {
-                    micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 2;
-                    rem -= 2;
-                }
-                if rem >= 1 {
-                    micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                }
-                tile_r0 += rt;
-            }
-        }
+        s.as_mut_ptr()
     });
+    // The buffer stays valid: nothing below re-enters `gemm` on this thread.
+    unsafe {
+        let codes = base;
+        let rowbuf = base.add(codes_len);
+        let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
+        let mut tile_r0 = r0;
+        while tile_r0 < r1 {
+            let nr = rt.min(r1 - tile_r0);
+            for kb in 0..nblk {
+                let kc = 256.min(cols - 256 * kb);
+                for i in 0..rt {
+                    let dst = rowbuf.add(256 * i);
+                    if i < nr {
+                        let row = w.row(tile_r0 + i);
+                        decode_superblock::<I, F>(row, cols, kb, dst);
+                        *dbuf.add(kb * rt + i) = match F {
+                            TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
+                            TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
+                            _ => 0.0,
+                        };
+                    } else {
+                        std::ptr::write_bytes(dst, 0, 256);
+                        *dbuf.add(kb * rt + i) = 0.0;
+                    }
+                }
+                for v in 0..RV {
+                    for chunk in 0..kc / I::W {
+                        let kq0 = 64 * kb + chunk * lanes;
+                        I::transpose(
+                            rowbuf.add(256 * v * lanes + chunk * I::W),
+                            256,
+                            codes.add((kq0 * rt + v * lanes) * 4),
+                            rt * 4,
+                        );
+                    }
+                }
+            }
+            let n = a.n();
+            let mut t0 = 0;
+            while t0 + T <= n {
+                micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += T;
+            }
+            let mut rem = n - t0;
+            if T > 8 && rem >= 8 {
+                micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 8;
+                rem -= 8;
+            }
+            if T > 4 && rem >= 4 {
+                micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 4;
+                rem -= 4;
+            }
+            if T > 2 && rem >= 2 {
+                micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 2;
+                rem -= 2;
+            }
+            if rem >= 1 {
+                micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            }
+            tile_r0 += rt;
+        }
+    }
 }
 
 /// Ternary entry: GEMV for few tokens, GEMM otherwise.
@@ -479,7 +514,10 @@ unsafe fn f16_tile<I: Isa, const R: usize, const T: usize>(
         let mut acc = [[I::fzero(); T]; R];
         let mut k = 0;
         while k < main {
-            let xv: [I::F; T] = std::array::from_fn(|t| I::fload(xt[t].add(k)));
+            let mut xv = [I::fzero(); T];
+            for t in 0..T {
+                xv[t] = I::fload(xt[t].add(k));
+            }
             for i in 0..R {
                 let wv = I::f16_load(wr[i].add(k));
                 for t in 0..T {
@@ -566,7 +604,11 @@ pub(crate) unsafe fn q8<I: Isa>(w: &Q8Matrix, a: &Q8Acts, r0: usize, r1: usize, 
                 let mut k = 0;
                 while k < main {
                     let p = I::dot_ss(I::azero(), I::load(wq.add(k)), I::load(xq.add(k)));
-                    f = I::fmadd(I::lanes_minus_f32(p, 0), I::q8_scales(sc.as_ptr().add(k / 32)), f);
+                    f = I::fmadd(
+                        I::lanes_minus_f32(p, 0),
+                        I::q8_scales(sc.as_ptr().add(k / 32)),
+                        f,
+                    );
                     k += I::W;
                 }
                 let mut s = I::fhsum(f);

@@ -79,16 +79,35 @@ pub enum KernelError {
         "kernel variant {name:?} needs {needs}, which this CPU lacks; variants usable here: \
          {usable}. Unset BITNET_KERNEL to pick the best one automatically"
     )]
-    Unsupported { name: String, needs: &'static str, usable: String },
+    Unsupported {
+        name: String,
+        needs: &'static str,
+        usable: String,
+    },
     /// A ternary matrix whose row length the format cannot hold.
     #[error("{format} needs the row length to be a multiple of {multiple}, but it is {cols}")]
-    BadColumns { format: TernaryFormat, cols: usize, multiple: usize },
+    BadColumns {
+        format: TernaryFormat,
+        cols: usize,
+        multiple: usize,
+    },
     /// The byte slice of a matrix has the wrong length.
     #[error("{what}: a {rows}×{cols} matrix needs {need} bytes, but {got} were given")]
-    BadLength { what: String, rows: usize, cols: usize, need: usize, got: usize },
+    BadLength {
+        what: String,
+        rows: usize,
+        cols: usize,
+        need: usize,
+        got: usize,
+    },
     /// A matrix dimension is zero or too large.
     #[error("{what}: invalid shape {rows}×{cols}: {why}")]
-    BadShape { what: String, rows: usize, cols: usize, why: &'static str },
+    BadShape {
+        what: String,
+        rows: usize,
+        cols: usize,
+        why: &'static str,
+    },
 }
 
 /// On-disk packing of a ternary matrix (one GGUF tensor type each).
@@ -104,8 +123,11 @@ pub enum TernaryFormat {
 
 impl TernaryFormat {
     /// All formats.
-    pub const ALL: [TernaryFormat; 3] =
-        [TernaryFormat::I2S, TernaryFormat::Tq2_0, TernaryFormat::Tq1_0];
+    pub const ALL: [TernaryFormat; 3] = [
+        TernaryFormat::I2S,
+        TernaryFormat::Tq2_0,
+        TernaryFormat::Tq1_0,
+    ];
 
     /// Bytes one row of `cols` elements takes (for I2_S without the tensor's 32-byte trailer).
     pub fn row_bytes(self, cols: usize) -> usize {
@@ -123,7 +145,11 @@ impl TernaryFormat {
             TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 => 256,
         };
         if cols == 0 || !cols.is_multiple_of(multiple) {
-            return Err(KernelError::BadColumns { format: self, cols, multiple });
+            return Err(KernelError::BadColumns {
+                format: self,
+                cols,
+                multiple,
+            });
         }
         Ok(())
     }
@@ -183,12 +209,14 @@ impl<'a> TernaryView<'a> {
                 why: "it has no rows",
             });
         }
-        let need = rows.checked_mul(format.row_bytes(cols)).ok_or_else(|| KernelError::BadShape {
-            what: format!("{format} matrix"),
-            rows,
-            cols,
-            why: "its size overflows",
-        })?;
+        let need =
+            rows.checked_mul(format.row_bytes(cols))
+                .ok_or_else(|| KernelError::BadShape {
+                    what: format!("{format} matrix"),
+                    rows,
+                    cols,
+                    why: "its size overflows",
+                })?;
         if data.len() != need {
             return Err(KernelError::BadLength {
                 what: format!("{format} matrix"),
@@ -198,7 +226,13 @@ impl<'a> TernaryView<'a> {
                 got: data.len(),
             });
         }
-        Ok(TernaryView { format, rows, cols, data, scale })
+        Ok(TernaryView {
+            format,
+            rows,
+            cols,
+            data,
+            scale,
+        })
     }
 
     /// A view of a whole I2_S tensor as stored in GGUF: `rows·cols/4` code bytes followed by the
@@ -281,7 +315,9 @@ pub struct Kernels {
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kernels").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Kernels")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -327,7 +363,10 @@ const OTHER_ARCH: &[(&str, &str)] = &[
     ("v4", "an x86-64 CPU"),
     ("neon", "an aarch64 CPU"),
     ("dotprod", "an aarch64 CPU"),
-    ("i8mm", "an aarch64 CPU (and is not implemented: see the kernels module docs)"),
+    (
+        "i8mm",
+        "an aarch64 CPU (and is not implemented: see the kernels module docs)",
+    ),
 ];
 
 impl Kernels {
@@ -342,12 +381,22 @@ impl Kernels {
 
     /// The best variant this CPU supports.
     pub fn best() -> &'static Kernels {
-        table().iter().copied().find(|k| (k.detect)()).unwrap_or(&SCALAR)
+        table()
+            .iter()
+            .copied()
+            .find(|k| (k.detect)())
+            .unwrap_or(&SCALAR)
     }
 
     /// The variant called `name`, if this CPU supports it.
     pub fn by_name(name: &str) -> Result<&'static Kernels, KernelError> {
-        let usable = || Kernels::available().iter().map(|k| k.name).collect::<Vec<_>>().join(", ");
+        let usable = || {
+            Kernels::available()
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if let Some(k) = table().iter().find(|k| k.name == name) {
             if (k.detect)() {
                 return Ok(k);
@@ -359,7 +408,11 @@ impl Kernels {
             });
         }
         if let Some((_, needs)) = OTHER_ARCH.iter().find(|(n, _)| *n == name) {
-            return Err(KernelError::Unsupported { name: name.into(), needs, usable: usable() });
+            return Err(KernelError::Unsupported {
+                name: name.into(),
+                needs,
+                usable: usable(),
+            });
         }
         let mut known: Vec<&str> = table().iter().map(|k| k.name).collect();
         for (n, _) in OTHER_ARCH {
@@ -367,7 +420,10 @@ impl Kernels {
                 known.push(n);
             }
         }
-        Err(KernelError::UnknownKernel { name: name.into(), known: known.join(", ") })
+        Err(KernelError::UnknownKernel {
+            name: name.into(),
+            known: known.join(", "),
+        })
     }
 
     /// Every variant this CPU supports, best first (`scalar` last).
@@ -407,7 +463,15 @@ impl Kernels {
         let mut total = 0usize;
         for job in jobs.iter_mut() {
             let w = job.w;
-            assert_eq!(a.cols(), w.cols, "ternary_matmul: activations have {} columns, the {}×{} matrix {}", a.cols(), w.rows, w.cols, w.cols);
+            assert_eq!(
+                a.cols(),
+                w.cols,
+                "ternary_matmul: activations have {} columns, the {}×{} matrix {}",
+                a.cols(),
+                w.rows,
+                w.cols,
+                w.cols
+            );
             check_out(job.y.len(), job.y_stride, w.rows, n, "ternary_matmul");
             assert!(
                 w.data.len() >= w.rows * w.row_bytes(),
@@ -415,7 +479,10 @@ impl Kernels {
                 w.rows
             );
             let chunk = chunk_rows(w.rows, self.tile_rows, pool.threads());
-            let out = Out { ptr: job.y.as_mut_ptr(), stride: job.y_stride };
+            let out = Out {
+                ptr: job.y.as_mut_ptr(),
+                stride: job.y_stride,
+            };
             plan.push((total, chunk, out, *w));
             total += w.rows.div_ceil(chunk);
         }
@@ -453,15 +520,25 @@ impl Kernels {
         y_stride: usize,
     ) {
         assert!(cols > 0, "f16_matmul: cols must be > 0");
-        assert_eq!(w.len(), rows * cols, "f16_matmul: weight slice is not {rows}×{cols}");
-        assert!(x.len().is_multiple_of(cols), "f16_matmul: x is not a whole number of rows");
+        assert_eq!(
+            w.len(),
+            rows * cols,
+            "f16_matmul: weight slice is not {rows}×{cols}"
+        );
+        assert!(
+            x.len().is_multiple_of(cols),
+            "f16_matmul: x is not a whole number of rows"
+        );
         let n = x.len() / cols;
         check_out(y.len(), y_stride, rows, n, "f16_matmul");
         if n == 0 || rows == 0 {
             return;
         }
         let chunk = chunk_rows(rows, 16, pool.threads());
-        let out = Out { ptr: y.as_mut_ptr(), stride: y_stride };
+        let out = Out {
+            ptr: y.as_mut_ptr(),
+            stride: y_stride,
+        };
         let wp = w.as_ptr().cast::<u16>(); // f16 is repr(transparent) over u16
         let wp = wp as usize;
         pool.parallel_for(rows.div_ceil(chunk), |c| {
@@ -498,14 +575,21 @@ impl Kernels {
         y: &mut [f32],
         y_stride: usize,
     ) {
-        assert_eq!(a.cols(), w.cols(), "q8_matmul: activation width differs from the matrix");
+        assert_eq!(
+            a.cols(),
+            w.cols(),
+            "q8_matmul: activation width differs from the matrix"
+        );
         let (rows, n) = (w.rows(), a.n());
         check_out(y.len(), y_stride, rows, n, "q8_matmul");
         if n == 0 {
             return;
         }
         let chunk = chunk_rows(rows, 16, pool.threads());
-        let out = Out { ptr: y.as_mut_ptr(), stride: y_stride };
+        let out = Out {
+            ptr: y.as_mut_ptr(),
+            stride: y_stride,
+        };
         pool.parallel_for(rows.div_ceil(chunk), |c| {
             let r0 = c * chunk;
             let r1 = (r0 + chunk).min(rows);
@@ -519,9 +603,15 @@ fn check_out(len: usize, stride: usize, rows: usize, n: usize, what: &str) {
     if n == 0 {
         return;
     }
-    assert!(n == 1 || stride >= rows, "{what}: y_stride {stride} is smaller than the {rows} rows");
+    assert!(
+        n == 1 || stride >= rows,
+        "{what}: y_stride {stride} is smaller than the {rows} rows"
+    );
     let need = (n - 1) * stride + rows;
-    assert!(len >= need, "{what}: y has {len} elements, {n} tokens × stride {stride} need {need}");
+    assert!(
+        len >= need,
+        "{what}: y has {len} elements, {n} tokens × stride {stride} need {need}"
+    );
 }
 
 /// Rows per chunk: a multiple of `tile`, about 8 chunks per thread.

@@ -63,7 +63,11 @@ impl ThreadPool {
     /// A pool running regions on `threads` threads (the caller included).
     /// `0` means [`ThreadPool::physical_cores`].
     pub fn new(threads: usize) -> ThreadPool {
-        let threads = if threads == 0 { Self::physical_cores() } else { threads };
+        let threads = if threads == 0 {
+            Self::physical_cores()
+        } else {
+            threads
+        };
         let workers = threads - 1;
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
@@ -87,7 +91,12 @@ impl ThreadPool {
             .collect();
         *shared.threads.lock().unwrap_or_else(|e| e.into_inner()) =
             handles.iter().map(|h| h.thread().clone()).collect();
-        ThreadPool { shared, workers: handles, threads, caller: Mutex::new(()) }
+        ThreadPool {
+            shared,
+            workers: handles,
+            threads,
+            caller: Mutex::new(()),
+        }
     }
 
     /// Number of physical cores available to this process: logical CPUs in the affinity mask
@@ -96,9 +105,10 @@ impl ThreadPool {
     /// logical count when the topology is unreadable.
     pub fn physical_cores() -> usize {
         let logical = thread::available_parallelism().map_or(1, |n| n.get());
-        let smt = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
-            .ok()
-            .map_or(1, |s| count_cpu_list(s.trim()).max(1));
+        let smt =
+            std::fs::read_to_string("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+                .ok()
+                .map_or(1, |s| count_cpu_list(s.trim()).max(1));
         (logical / smt).max(1)
     }
 
@@ -121,7 +131,10 @@ impl ThreadPool {
             (0..n_chunks).for_each(f);
             return;
         }
-        assert!(n_chunks < (1 << IDX_BITS) - 1, "parallel_for: too many chunks ({n_chunks})");
+        assert!(
+            n_chunks < (1 << IDX_BITS) - 1,
+            "parallel_for: too many chunks ({n_chunks})"
+        );
         let _guard = self.caller.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
 
@@ -192,7 +205,9 @@ fn run_chunks(s: &Shared, tag: u64) {
         if idx >= n {
             return;
         }
-        if s.state.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        if s.state
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
         {
             continue;
         }

@@ -44,14 +44,22 @@ impl Q8Matrix {
                 why: "rows must be > 0 and the row length a non-zero multiple of 32",
             });
         }
-        let need = rows.checked_mul(cols).ok_or_else(|| KernelError::BadShape {
-            what: what(),
-            rows,
-            cols,
-            why: "its size overflows",
-        })?;
+        let need = rows
+            .checked_mul(cols)
+            .ok_or_else(|| KernelError::BadShape {
+                what: what(),
+                rows,
+                cols,
+                why: "its size overflows",
+            })?;
         if w.len() != need {
-            return Err(KernelError::BadLength { what: what(), rows, cols, need, got: w.len() });
+            return Err(KernelError::BadLength {
+                what: what(),
+                rows,
+                cols,
+                need,
+                got: w.len(),
+            });
         }
         let mut qs = AlignedBuf::zeroed(need);
         let mut d = vec![f16::ZERO; need / Q8_BLOCK];
@@ -64,7 +72,10 @@ impl Q8Matrix {
             // SAFETY: chunks cover disjoint rows of both buffers, which outlive the region.
             let (q, dd) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut((qp as *mut i8).add(r0 * cols), (r1 - r0) * cols),
+                    std::slice::from_raw_parts_mut(
+                        (qp as *mut i8).add(r0 * cols),
+                        (r1 - r0) * cols,
+                    ),
                     std::slice::from_raw_parts_mut(
                         (dp as *mut f16).add(r0 * cols / Q8_BLOCK),
                         (r1 - r0) * cols / Q8_BLOCK,
@@ -73,7 +84,10 @@ impl Q8Matrix {
             };
             let src = &w[r0 * cols..r1 * cols];
             let mut tmp = [0f32; Q8_BLOCK];
-            for ((blk, qb), db) in src.chunks_exact(Q8_BLOCK).zip(q.chunks_exact_mut(Q8_BLOCK)).zip(dd)
+            for ((blk, qb), db) in src
+                .chunks_exact(Q8_BLOCK)
+                .zip(q.chunks_exact_mut(Q8_BLOCK))
+                .zip(dd)
             {
                 for (t, v) in tmp.iter_mut().zip(blk) {
                     *t = v.to_f32();
@@ -144,8 +158,14 @@ impl Q8Acts {
     /// # Panics
     /// If `cols` is not a non-zero multiple of 32 or `x.len()` not a multiple of `cols`.
     pub fn quantize(x: &[f32], cols: usize) -> Q8Acts {
-        assert!(cols > 0 && cols.is_multiple_of(Q8_BLOCK), "Q8Acts: cols must be a multiple of 32");
-        assert!(x.len().is_multiple_of(cols), "Q8Acts: x is not a whole number of rows");
+        assert!(
+            cols > 0 && cols.is_multiple_of(Q8_BLOCK),
+            "Q8Acts: cols must be a multiple of 32"
+        );
+        assert!(
+            x.len().is_multiple_of(cols),
+            "Q8Acts: x is not a whole number of rows"
+        );
         let n = x.len() / cols;
         let mut q = AlignedBuf::zeroed(n * cols);
         let mut d = Vec::with_capacity(n * cols / Q8_BLOCK);

@@ -31,13 +31,22 @@ fn ternary(w: &TernaryView<'_>, a: &QuantActs, r0: usize, r1: usize, out: Out) {
             let q = a.q(t);
             let y = match w.format {
                 TernaryFormat::I2S => {
-                    let acc: i32 = codes.iter().zip(q).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+                    let acc: i32 = codes
+                        .iter()
+                        .zip(q)
+                        .map(|(&c, &v)| i32::from(c) * i32::from(v))
+                        .sum();
                     i2s_epilogue(acc, a.sum(t), a.scale(t), w.scale)
                 }
                 TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 => {
                     let mut f = 0f32;
-                    for (b, (cb, qb)) in codes.chunks(TQ_BLOCK).zip(q.chunks(TQ_BLOCK)).enumerate() {
-                        let acc: i32 = cb.iter().zip(qb).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+                    for (b, (cb, qb)) in codes.chunks(TQ_BLOCK).zip(q.chunks(TQ_BLOCK)).enumerate()
+                    {
+                        let acc: i32 = cb
+                            .iter()
+                            .zip(qb)
+                            .map(|(&c, &v)| i32::from(c) * i32::from(v))
+                            .sum();
                         let d = formats::block_scale(w.format, row, b).map_or(0.0, f16::to_f32);
                         f = tq_block_step(f, d, acc, a.block_sums(t)[b]);
                     }
@@ -86,7 +95,11 @@ pub(crate) unsafe fn q8(w: &Q8Matrix, a: &Q8Acts, r0: usize, r1: usize, out: Out
             let (qx, dx) = (a.q(t), a.d(t));
             let mut acc = 0f32;
             for (b, (wb, xb)) in qw.chunks(Q8_BLOCK).zip(qx.chunks(Q8_BLOCK)).enumerate() {
-                let dot: i32 = wb.iter().zip(xb).map(|(&p, &v)| i32::from(p) * i32::from(v)).sum();
+                let dot: i32 = wb
+                    .iter()
+                    .zip(xb)
+                    .map(|(&p, &v)| i32::from(p) * i32::from(v))
+                    .sum();
                 acc += (dw[b].to_f32() * dx[b]) * dot as f32;
             }
             // SAFETY: the caller checked that (t, r) is inside y.

@@ -27,7 +27,10 @@ use super::{Kernels, TernaryFn};
 /// unit 7 is trit 4 of qs[32..48] then trit ⌊k/4⌋ of qh[k mod 4].
 const UNIT5: [u8; 32] = concat16([1; 16], [3; 16]);
 const UNIT6: [u8; 32] = concat16([9; 16], [27; 16]);
-const UNIT7: [u8; 32] = concat16([81; 16], [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27]);
+const UNIT7: [u8; 32] = concat16(
+    [81; 16],
+    [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27],
+);
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 const fn concat16(a: [u8; 16], b: [u8; 16]) -> [u8; 32] {
@@ -78,7 +81,11 @@ unsafe fn trit256(v: __m256i, ce: __m256i, co: __m256i) -> __m256i {
 #[inline(always)]
 unsafe fn trit256_uniform(v: __m256i, m: u8) -> __m256i {
     unsafe {
-        trit256(v, _mm256_set1_epi16((u16::from(m) << 8) as i16), _mm256_set1_epi16(i16::from(m)))
+        trit256(
+            v,
+            _mm256_set1_epi16((u16::from(m) << 8) as i16),
+            _mm256_set1_epi16(i16::from(m)),
+        )
     }
 }
 
@@ -106,7 +113,10 @@ unsafe fn tq1_block_avx2(src: *const u8, dst: *mut u8) {
         let b = _mm256_set_m128i(lo, lo);
         _mm256_storeu_si256(dst.add(160).cast(), trit256_mults(b, &U5));
         _mm256_storeu_si256(dst.add(192).cast(), trit256_mults(b, &U6));
-        _mm256_storeu_si256(dst.add(224).cast(), trit256_mults(_mm256_set_m128i(qh, lo), &U7));
+        _mm256_storeu_si256(
+            dst.add(224).cast(),
+            trit256_mults(_mm256_set_m128i(qh, lo), &U7),
+        );
     }
 }
 
@@ -115,14 +125,23 @@ unsafe fn trit128(v: __m128i, ce: __m128i, co: __m128i) -> __m128i {
     unsafe {
         let hi = _mm_set1_epi16(0xFF00u16 as i16);
         let even = _mm_mulhi_epu16(_mm_mullo_epi16(v, ce), _mm_set1_epi16(3));
-        let odd = _mm_mulhi_epu16(_mm_mullo_epi16(_mm_and_si128(v, hi), co), _mm_set1_epi16(768));
+        let odd = _mm_mulhi_epu16(
+            _mm_mullo_epi16(_mm_and_si128(v, hi), co),
+            _mm_set1_epi16(768),
+        );
         _mm_or_si128(even, _mm_and_si128(odd, hi))
     }
 }
 
 #[inline(always)]
 unsafe fn trit128_uniform(v: __m128i, m: u8) -> __m128i {
-    unsafe { trit128(v, _mm_set1_epi16((u16::from(m) << 8) as i16), _mm_set1_epi16(i16::from(m))) }
+    unsafe {
+        trit128(
+            v,
+            _mm_set1_epi16((u16::from(m) << 8) as i16),
+            _mm_set1_epi16(i16::from(m)),
+        )
+    }
 }
 
 /// One TQ1_0 block → 256 codes with 128-bit vectors.
@@ -160,6 +179,10 @@ impl Isa for Avx512 {
     type A = __m512i;
     type F = __m512;
 
+    #[inline(always)]
+    unsafe fn vzero() -> __m512i {
+        unsafe { _mm512_setzero_si512() }
+    }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> __m512i {
         unsafe { _mm512_loadu_si512(p.cast()) }
@@ -282,26 +305,42 @@ impl Isa for Avx512 {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m512i; 16] = std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * ss).cast()));
-            let t: [__m512i; 16] = std::array::from_fn(|i| {
-                let (a, b) = (r[i & !1], r[i | 1]);
-                if i % 2 == 0 { _mm512_unpacklo_epi32(a, b) } else { _mm512_unpackhi_epi32(a, b) }
-            });
+            let z = _mm512_setzero_si512();
+            let mut r = [z; 16];
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_loadu_si512(src.add(i * ss).cast());
+            }
+            let mut t = [z; 16];
+            for i in (0..16).step_by(2) {
+                t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+            }
             // u[4k + j], 128-bit lane L = cell 4L + j of rows 4k..4k+4.
-            let u: [__m512i; 16] = std::array::from_fn(|i| {
-                let (k, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * k + (j >> 1)], t[4 * k + 2 + (j >> 1)]);
-                if j % 2 == 0 { _mm512_unpacklo_epi64(a, b) } else { _mm512_unpackhi_epi64(a, b) }
-            });
+            let mut u = [z; 16];
+            for k in 0..4 {
+                u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+                u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+            }
             for j in 0..4 {
                 let v0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
                 let v1 = _mm512_shuffle_i32x4::<0xEE>(u[j], u[4 + j]);
                 let w0 = _mm512_shuffle_i32x4::<0x44>(u[8 + j], u[12 + j]);
                 let w1 = _mm512_shuffle_i32x4::<0xEE>(u[8 + j], u[12 + j]);
                 _mm512_storeu_si512(dst.add(j * ds).cast(), _mm512_shuffle_i32x4::<0x88>(v0, w0));
-                _mm512_storeu_si512(dst.add((4 + j) * ds).cast(), _mm512_shuffle_i32x4::<0xDD>(v0, w0));
-                _mm512_storeu_si512(dst.add((8 + j) * ds).cast(), _mm512_shuffle_i32x4::<0x88>(v1, w1));
-                _mm512_storeu_si512(dst.add((12 + j) * ds).cast(), _mm512_shuffle_i32x4::<0xDD>(v1, w1));
+                _mm512_storeu_si512(
+                    dst.add((4 + j) * ds).cast(),
+                    _mm512_shuffle_i32x4::<0xDD>(v0, w0),
+                );
+                _mm512_storeu_si512(
+                    dst.add((8 + j) * ds).cast(),
+                    _mm512_shuffle_i32x4::<0x88>(v1, w1),
+                );
+                _mm512_storeu_si512(
+                    dst.add((12 + j) * ds).cast(),
+                    _mm512_shuffle_i32x4::<0xDD>(v1, w1),
+                );
             }
         }
     }
@@ -348,6 +387,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     type A = __m256i;
     type F = __m256;
 
+    #[inline(always)]
+    unsafe fn vzero() -> __m256i {
+        unsafe { _mm256_setzero_si256() }
+    }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> __m256i {
         unsafe { _mm256_loadu_si256(p.cast()) }
@@ -445,7 +488,12 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     }
     #[inline(always)]
     unsafe fn fhsum(v: __m256) -> f32 {
-        unsafe { hsum128_ps(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))) }
+        unsafe {
+            hsum128_ps(_mm_add_ps(
+                _mm256_castps256_ps128(v),
+                _mm256_extractf128_ps::<1>(v),
+            ))
+        }
     }
     #[inline(always)]
     unsafe fn f16_load(p: *const u16) -> __m256 {
@@ -458,19 +506,32 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m256i; 8] = std::array::from_fn(|i| _mm256_loadu_si256(src.add(i * ss).cast()));
-            let t: [__m256i; 8] = std::array::from_fn(|i| {
-                let (a, b) = (r[i & !1], r[i | 1]);
-                if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
-            });
-            let u: [__m256i; 8] = std::array::from_fn(|i| {
-                let (k, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * k + (j >> 1)], t[4 * k + 2 + (j >> 1)]);
-                if j % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
-            });
+            let z = _mm256_setzero_si256();
+            let mut r = [z; 8];
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm256_loadu_si256(src.add(i * ss).cast());
+            }
+            let mut t = [z; 8];
+            for i in (0..8).step_by(2) {
+                t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            let mut u = [z; 8];
+            for k in 0..2 {
+                u[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+                u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+            }
             for j in 0..4 {
-                _mm256_storeu_si256(dst.add(j * ds).cast(), _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]));
-                _mm256_storeu_si256(dst.add((4 + j) * ds).cast(), _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]));
+                _mm256_storeu_si256(
+                    dst.add(j * ds).cast(),
+                    _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]),
+                );
+                _mm256_storeu_si256(
+                    dst.add((4 + j) * ds).cast(),
+                    _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]),
+                );
             }
         }
     }
@@ -494,7 +555,10 @@ unsafe fn f16x4_to_f32_sse(p: *const u16) -> __m128 {
         let sign = _mm_slli_epi32::<16>(_mm_and_si128(h, _mm_set1_epi32(0x8000)));
         let em = _mm_and_si128(h, _mm_set1_epi32(0x7fff));
         let bits = _mm_slli_epi32::<13>(em);
-        let scaled = _mm_mul_ps(_mm_castsi128_ps(bits), _mm_set1_ps(f32::from_bits(0x7780_0000))); // 2^112
+        let scaled = _mm_mul_ps(
+            _mm_castsi128_ps(bits),
+            _mm_set1_ps(f32::from_bits(0x7780_0000)),
+        ); // 2^112
         let infnan = _mm_cmpgt_epi32(em, _mm_set1_epi32(0x7bff));
         let special = _mm_castsi128_ps(_mm_or_si128(bits, _mm_set1_epi32(0x7f80_0000)));
         let v = _mm_blendv_ps(scaled, special, _mm_castsi128_ps(infnan));
@@ -508,6 +572,10 @@ impl Isa for Sse {
     type A = __m128i;
     type F = __m128;
 
+    #[inline(always)]
+    unsafe fn vzero() -> __m128i {
+        unsafe { _mm_setzero_si128() }
+    }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> __m128i {
         unsafe { _mm_loadu_si128(p.cast()) }
@@ -538,7 +606,12 @@ impl Isa for Sse {
     }
     #[inline(always)]
     unsafe fn dot(acc: __m128i, u: __m128i, s: __m128i) -> __m128i {
-        unsafe { _mm_add_epi32(acc, _mm_madd_epi16(_mm_maddubs_epi16(u, s), _mm_set1_epi16(1))) }
+        unsafe {
+            _mm_add_epi32(
+                acc,
+                _mm_madd_epi16(_mm_maddubs_epi16(u, s), _mm_set1_epi16(1)),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn dot_ss(acc: __m128i, a: __m128i, b: __m128i) -> __m128i {
@@ -611,7 +684,12 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m128i; 4] = std::array::from_fn(|i| _mm_loadu_si128(src.add(i * ss).cast()));
+            let r = [
+                _mm_loadu_si128(src.cast()),
+                _mm_loadu_si128(src.add(ss).cast()),
+                _mm_loadu_si128(src.add(2 * ss).cast()),
+                _mm_loadu_si128(src.add(3 * ss).cast()),
+            ];
             let t0 = _mm_unpacklo_epi32(r[0], r[1]);
             let t1 = _mm_unpackhi_epi32(r[0], r[1]);
             let t2 = _mm_unpacklo_epi32(r[2], r[3]);
@@ -641,10 +719,22 @@ mod v4 {
     );
 }
 mod v3vnni {
-    super::isa_entries!(super::Avx2<true>, "avx2,fma,f16c,avxvnni", rv = 2, t = 6, f16_t = 2);
+    super::isa_entries!(
+        super::Avx2<true>,
+        "avx2,fma,f16c,avxvnni",
+        rv = 2,
+        t = 6,
+        f16_t = 2
+    );
 }
 mod v3 {
-    super::isa_entries!(super::Avx2<false>, "avx2,fma,f16c", rv = 2, t = 4, f16_t = 2);
+    super::isa_entries!(
+        super::Avx2<false>,
+        "avx2,fma,f16c",
+        rv = 2,
+        t = 4,
+        f16_t = 2
+    );
 }
 mod v2 {
     super::isa_entries!(super::Sse, "ssse3,sse4.1", rv = 2, t = 4, f16_t = 2);
