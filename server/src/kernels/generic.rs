@@ -17,6 +17,9 @@
 //!
 //! What it does NOT do: pick a variant or split work over threads ([`super::Kernels`] does).
 
+// Index loops over small register arrays are deliberate: they unroll into straight-line code.
+#![allow(clippy::needless_range_loop)]
+
 use std::cell::RefCell;
 
 use half::f16;
@@ -83,6 +86,14 @@ pub(crate) trait Isa {
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize);
     /// Decodes one 54-byte TQ1_0 block into 256 codes in column order.
     unsafe fn tq1_block(src: *const u8, dst: *mut u8);
+    /// Two blocks at once (two rows); wide ISAs override this to fill their vectors.
+    #[inline(always)]
+    unsafe fn tq1_block2(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+        unsafe {
+            Self::tq1_block(a, da);
+            Self::tq1_block(b, db);
+        }
+    }
 }
 
 /// Tokens from which the GEMM path is used.
@@ -204,7 +215,7 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                     }
                     for i in 0..R {
                         let mut s = I::hsum(acc[i]);
-                        if cols % 256 != 0 {
+                        if !cols.is_multiple_of(256) {
                             s += i2s_tail_block(rows[i], a.q(t), cols / I2S_BLOCK - 1);
                         }
                         y[i] = i2s_epilogue(s, a.sum(t), a.scale(t), w.scale);
@@ -230,8 +241,20 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                     let bsums = a.block_sums(t);
                     let mut f = [0f32; R];
                     for b in 0..cols / TQ_BLOCK {
-                        for i in 0..R {
-                            I::tq1_block(ptrs[i].add(TQ1_BLOCK_BYTES * b), buf[i].0.as_mut_ptr());
+                        let off = TQ1_BLOCK_BYTES * b;
+                        let mut i = 0;
+                        while i + 1 < R {
+                            let (lo, hi) = buf.split_at_mut(i + 1);
+                            I::tq1_block2(
+                                ptrs[i].add(off),
+                                ptrs[i + 1].add(off),
+                                lo[i].0.as_mut_ptr(),
+                                hi[0].0.as_mut_ptr(),
+                            );
+                            i += 2;
+                        }
+                        if i < R {
+                            I::tq1_block(ptrs[i].add(off), buf[i].0.as_mut_ptr());
                         }
                         let mut acc = [I::azero(); R];
                         for k in 0..256 / I::W {

@@ -243,7 +243,7 @@ impl<'a> TernaryView<'a> {
         tensor: &'a [u8],
     ) -> Result<TernaryView<'a>, KernelError> {
         TernaryFormat::I2S.check_cols(cols)?;
-        let codes = rows.checked_mul(cols / 4).unwrap_or(usize::MAX);
+        let codes = rows.saturating_mul(cols / 4);
         if codes == usize::MAX || tensor.len() != codes.saturating_add(32) {
             return Err(KernelError::BadLength {
                 what: "I2_S tensor (codes + 32-byte trailer)".into(),
@@ -509,6 +509,7 @@ impl Kernels {
     ///
     /// # Panics
     /// If `w.len() != rows·cols`, `x.len()` is not a multiple of `cols`, or `y` is too short.
+    #[allow(clippy::too_many_arguments)]
     pub fn f16_matmul(
         &self,
         pool: &ThreadPool,

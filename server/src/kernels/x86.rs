@@ -121,6 +121,67 @@ unsafe fn tq1_block_avx2(src: *const u8, dst: *mut u8) {
 }
 
 #[inline(always)]
+unsafe fn trit512(v: __m512i, ce: __m512i, co: __m512i) -> __m512i {
+    unsafe {
+        let hi = _mm512_set1_epi16(0xFF00u16 as i16);
+        let even = _mm512_mulhi_epu16(_mm512_mullo_epi16(v, ce), _mm512_set1_epi16(3));
+        let odd = _mm512_mulhi_epu16(
+            _mm512_mullo_epi16(_mm512_and_si512(v, hi), co),
+            _mm512_set1_epi16(768),
+        );
+        _mm512_or_si512(even, _mm512_and_si512(odd, hi))
+    }
+}
+
+/// Both 32-byte halves use the same 16-bit lane constants `m`.
+#[inline(always)]
+unsafe fn trit512_mults(v: __m512i, m: &([u16; 16], [u16; 16])) -> __m512i {
+    unsafe {
+        let e = _mm256_loadu_si256(m.0.as_ptr().cast());
+        let o = _mm256_loadu_si256(m.1.as_ptr().cast());
+        trit512(v, _mm512_broadcast_i64x4(e), _mm512_broadcast_i64x4(o))
+    }
+}
+
+#[inline(always)]
+unsafe fn pair512(lo: __m256i, hi: __m256i) -> __m512i {
+    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi) }
+}
+
+#[inline(always)]
+unsafe fn store_halves(da: *mut u8, db: *mut u8, v: __m512i) {
+    unsafe {
+        _mm256_storeu_si256(da.cast(), _mm512_castsi512_si256(v));
+        _mm256_storeu_si256(db.cast(), _mm512_extracti64x4_epi64::<1>(v));
+    }
+}
+
+/// Two TQ1_0 blocks (two rows) → 2 × 256 codes: each 512-bit vector holds a unit of both rows.
+/// (No closures here: they would not inherit the caller's target features.)
+#[inline(always)]
+unsafe fn tq1_block2_avx512(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+    unsafe {
+        let q = pair512(_mm256_loadu_si256(a.cast()), _mm256_loadu_si256(b.cast()));
+        for (n, &m) in POW3.iter().enumerate() {
+            let ce = _mm512_set1_epi16((u16::from(m) << 8) as i16);
+            let t = trit512(q, ce, _mm512_set1_epi16(i16::from(m)));
+            store_halves(da.add(32 * n), db.add(32 * n), t);
+        }
+        let (la, lb) = (
+            _mm_loadu_si128(a.add(32).cast()),
+            _mm_loadu_si128(b.add(32).cast()),
+        );
+        let qa = _mm_set1_epi32(a.add(48).cast::<i32>().read_unaligned());
+        let qb = _mm_set1_epi32(b.add(48).cast::<i32>().read_unaligned());
+        let lo2 = pair512(_mm256_set_m128i(la, la), _mm256_set_m128i(lb, lb));
+        store_halves(da.add(160), db.add(160), trit512_mults(lo2, &U5));
+        store_halves(da.add(192), db.add(192), trit512_mults(lo2, &U6));
+        let c = pair512(_mm256_set_m128i(qa, la), _mm256_set_m128i(qb, lb));
+        store_halves(da.add(224), db.add(224), trit512_mults(c, &U7));
+    }
+}
+
+#[inline(always)]
 unsafe fn trit128(v: __m128i, ce: __m128i, co: __m128i) -> __m128i {
     unsafe {
         let hi = _mm_set1_epi16(0xFF00u16 as i16);
@@ -347,6 +408,10 @@ impl Isa for Avx512 {
     #[inline(always)]
     unsafe fn tq1_block(src: *const u8, dst: *mut u8) {
         unsafe { tq1_block_avx2(src, dst) }
+    }
+    #[inline(always)]
+    unsafe fn tq1_block2(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+        unsafe { tq1_block2_avx512(a, b, da, db) }
     }
 }
 
