@@ -7,6 +7,8 @@
 //!   --formats i2s,tq2,tq1  ternary formats (default all)
 //!   --sections bw,pool,shapes,model,head   what to run (default all)
 //!   --quick                fewer repetitions
+//!   --hugepages            back weights with 2 MiB pages (anonymous mmap + MADV_HUGEPAGE);
+//!                          default 4 KiB pages, as an mmap'd model file gets
 //! ```
 //! Sections: `bw` memory read bandwidth; `pool` cost of one empty parallel region (ours vs
 //! rayon); `shapes` each 2B-4T matrix at n = 1 and 128 tokens (GB/s of weights read, GOPS);
@@ -25,6 +27,24 @@ use bitnet_server::kernels::{
     Kernels, Q8Matrix, QuantActs, TernaryFormat, TernaryJob, TernaryView, ThreadPool,
 };
 use half::f16;
+use memmap2::{Advice, MmapMut};
+
+/// Page-aligned, optionally huge-page backed, zeroed bytes.
+fn big(len: usize) -> MmapMut {
+    let m = MmapMut::map_anon(len.max(1)).expect("anonymous mmap");
+    if HUGE.load(std::sync::atomic::Ordering::Relaxed) {
+        m.advise(Advice::HugePage).expect("madvise(MADV_HUGEPAGE)");
+    }
+    m
+}
+
+static HUGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn big_copy(src: &[u8]) -> MmapMut {
+    let mut m = big(src.len());
+    m[..src.len()].copy_from_slice(src);
+    m
+}
 
 struct Rng(u64);
 impl Rng {
@@ -141,6 +161,10 @@ fn parse() -> Opts {
         |s| s.split(',').map(String::from).collect(),
     );
     let quick = args.iter().any(|a| a == "--quick");
+    HUGE.store(
+        args.iter().any(|a| a == "--hugepages"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     Opts {
         variants,
         threads,
@@ -153,13 +177,18 @@ fn parse() -> Opts {
 fn main() {
     let o = parse();
     println!(
-        "# kernel_bench — CPU best variant: {}, variants: {}",
+        "# kernel_bench — CPU best variant: {}, variants: {}, weight pages: {}",
         Kernels::best().name,
         o.variants
             .iter()
             .map(|k| k.name)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        if HUGE.load(std::sync::atomic::Ordering::Relaxed) {
+            "2 MiB (MADV_HUGEPAGE)"
+        } else {
+            "4 KiB"
+        }
     );
     let mut bw = Vec::new();
     if o.sections.iter().any(|s| s == "bw") {
@@ -261,9 +290,9 @@ fn shapes(o: &Opts) {
             let one = matrix(format, rows, cols, &mut rng);
             // Enough copies to exceed the last-level cache several times over.
             let copies = (256 << 20) / one.len() + 1;
-            let mut all = Vec::with_capacity(copies * one.len());
-            for _ in 0..copies {
-                all.extend_from_slice(&one);
+            let mut all = big(copies * one.len());
+            for c in all.chunks_exact_mut(one.len()) {
+                c.copy_from_slice(&one);
             }
             let views: Vec<TernaryView> = all
                 .chunks_exact(one.len())
@@ -296,6 +325,7 @@ fn shapes(o: &Opts) {
     println!("| variant | n | threads | ms | GB/s | GFLOPS |\n|---|---|---|---|---|---|");
     let (rows, cols) = (128_256, 2560);
     let w = f16_matrix(rows, cols, &mut rng);
+    let w = w.as_slice();
     for n in [1usize, 8] {
         let x = acts(n, cols, &mut rng);
         let mut y = vec![0f32; n * rows];
@@ -325,7 +355,7 @@ fn f16_matrix(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f16> {
 
 /// The ternary weights of the whole 2B-4T model in one format.
 struct Model {
-    layers: Vec<Vec<Vec<u8>>>,
+    layers: Vec<Vec<MmapMut>>,
 }
 
 const LAYER: [(usize, usize); 7] = [
@@ -347,12 +377,14 @@ impl Model {
             .map(|&(r, c)| matrix(format, r, c, rng))
             .collect();
         Model {
-            layers: (0..30).map(|_| one.clone()).collect(),
+            layers: (0..30)
+                .map(|_| one.iter().map(|m| big_copy(m)).collect())
+                .collect(),
         }
     }
 
     fn bytes(&self) -> usize {
-        self.layers.iter().flatten().map(Vec::len).sum()
+        self.layers.iter().flatten().map(|m| m.len()).sum()
     }
 
     /// One forward step's matmuls for `n` tokens; the head runs for the last token only.
@@ -459,6 +491,7 @@ fn model(o: &Opts, bw: &[(usize, f64)]) {
     );
     let mut rng = Rng(21);
     let head = f16_matrix(128_256, 2560, &mut rng);
+    let head = head.as_slice();
     let x = acts(128, 2560, &mut rng);
     let mut bufs = Bufs {
         a: QuantActs::new(),

@@ -61,6 +61,18 @@ pub(crate) trait Isa {
     /// Like `dot`, both operands signed with `a` in [−127, 127].
     unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
     unsafe fn hsum(acc: Self::A) -> i32;
+    /// Four horizontal sums at once (x86 overrides this with a transpose-and-add).
+    #[inline(always)]
+    unsafe fn hsum4(a: [Self::A; 4]) -> [i32; 4] {
+        unsafe {
+            [
+                Self::hsum(a[0]),
+                Self::hsum(a[1]),
+                Self::hsum(a[2]),
+                Self::hsum(a[3]),
+            ]
+        }
+    }
     /// Per lane: `(lane − x) as f32`.
     unsafe fn lanes_minus_f32(acc: Self::A, x: i32) -> Self::F;
 
@@ -190,6 +202,25 @@ fn tq_scale(row: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([row[at], row[at + 1]])).to_f32()
 }
 
+/// Horizontal sums of R accumulators (groups of four reduced together).
+#[inline(always)]
+unsafe fn hsums<I: Isa, const R: usize>(acc: &[I::A; R]) -> [i32; R] {
+    let mut out = [0i32; R];
+    let mut i = 0;
+    unsafe {
+        while i + 4 <= R {
+            let s = I::hsum4([acc[i], acc[i + 1], acc[i + 2], acc[i + 3]]);
+            out[i..i + 4].copy_from_slice(&s);
+            i += 4;
+        }
+        while i < R {
+            out[i] = I::hsum(acc[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// GEMV over rows `r..r+R` for every token.
 #[inline(always)]
 unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
@@ -213,8 +244,9 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         let p = ptrs.map(|p| p.add(64 * sb));
                         superblock::<I, false, R>(&mut acc, &p, q.add(256 * sb));
                     }
+                    let sums = hsums::<I, R>(&acc);
                     for i in 0..R {
-                        let mut s = I::hsum(acc[i]);
+                        let mut s = sums[i];
                         if !cols.is_multiple_of(256) {
                             s += i2s_tail_block(rows[i], a.q(t), cols / I2S_BLOCK - 1);
                         }
@@ -228,9 +260,10 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         let mut acc = [I::azero(); R];
                         let p = ptrs.map(|p| p.add(TQ2_BLOCK_BYTES * b));
                         superblock::<I, true, R>(&mut acc, &p, q.add(256 * b));
+                        let sums = hsums::<I, R>(&acc);
                         for i in 0..R {
                             let d = tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64);
-                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
                         }
                     }
                     for i in 0..R {
@@ -264,9 +297,10 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                                     I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
                             }
                         }
+                        let sums = hsums::<I, R>(&acc);
                         for i in 0..R {
                             let d = tq_scale(rows[i], TQ1_BLOCK_BYTES * b + 52);
-                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
                         }
                     }
                     for i in 0..R {

@@ -373,10 +373,19 @@ impl Kernels {
     /// The variant named by `BITNET_KERNEL` if set (and non-empty), else the best one this CPU
     /// supports. Errors name the problem: unknown name, or features the CPU lacks.
     pub fn select() -> Result<&'static Kernels, KernelError> {
-        match std::env::var("BITNET_KERNEL") {
-            Ok(name) if !name.trim().is_empty() => Kernels::by_name(name.trim()),
-            _ => Ok(Kernels::best()),
-        }
+        let (k, how) = match std::env::var("BITNET_KERNEL") {
+            Ok(name) if !name.trim().is_empty() => {
+                (Kernels::by_name(name.trim())?, "BITNET_KERNEL")
+            }
+            _ => (Kernels::best(), "best for this CPU"),
+        };
+        tracing::info!(
+            kernel = k.name,
+            chosen_by = how,
+            "matrix kernels: {}",
+            k.description
+        );
+        Ok(k)
     }
 
     /// The best variant this CPU supports.

@@ -305,6 +305,17 @@ impl Isa for Avx512 {
         unsafe { _mm512_reduce_add_epi32(acc) }
     }
     #[inline(always)]
+    unsafe fn hsum4(a: [__m512i; 4]) -> [i32; 4] {
+        unsafe {
+            hsum4_128([
+                fold256(fold512(a[0])),
+                fold256(fold512(a[1])),
+                fold256(fold512(a[2])),
+                fold256(fold512(a[3])),
+            ])
+        }
+    }
+    #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m512i, x: i32) -> __m512 {
         unsafe { _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(x))) }
     }
@@ -437,6 +448,35 @@ unsafe fn hsum128_epi32(v: __m128i) -> i32 {
     }
 }
 
+/// Lane i of the result = sum of the four lanes of `a[i]`.
+#[inline(always)]
+unsafe fn hsum4_128(a: [__m128i; 4]) -> [i32; 4] {
+    unsafe {
+        let s01 = _mm_add_epi32(
+            _mm_unpacklo_epi32(a[0], a[1]),
+            _mm_unpackhi_epi32(a[0], a[1]),
+        );
+        let s23 = _mm_add_epi32(
+            _mm_unpacklo_epi32(a[2], a[3]),
+            _mm_unpackhi_epi32(a[2], a[3]),
+        );
+        let s = _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+        let mut out = [0i32; 4];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), s);
+        out
+    }
+}
+
+#[inline(always)]
+unsafe fn fold256(v: __m256i) -> __m128i {
+    unsafe { _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)) }
+}
+
+#[inline(always)]
+unsafe fn fold512(v: __m512i) -> __m256i {
+    unsafe { _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)) }
+}
+
 #[inline(always)]
 unsafe fn hsum128_ps(v: __m128) -> f32 {
     unsafe {
@@ -502,6 +542,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     #[inline(always)]
     unsafe fn hsum(acc: __m256i) -> i32 {
         unsafe { hsum256_epi32(acc) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: [__m256i; 4]) -> [i32; 4] {
+        unsafe { hsum4_128([fold256(a[0]), fold256(a[1]), fold256(a[2]), fold256(a[3])]) }
     }
     #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m256i, x: i32) -> __m256 {
@@ -685,6 +729,10 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn hsum(acc: __m128i) -> i32 {
         unsafe { hsum128_epi32(acc) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: [__m128i; 4]) -> [i32; 4] {
+        unsafe { hsum4_128(a) }
     }
     #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m128i, x: i32) -> __m128 {
