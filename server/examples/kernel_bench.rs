@@ -333,7 +333,7 @@ fn shapes(o: &Opts) {
             for &t in &o.threads {
                 let pool = ThreadPool::new(t);
                 let s = time(o.budget, || {
-                    k.f16_matmul(&pool, &w, rows, cols, &x, &mut y, rows)
+                    k.f16_matmul(&pool, w, rows, cols, &x, &mut y, rows)
                 });
                 println!(
                     "| {} | {n} | {t} | {:.2} | {:.1} | {:.1} |",
@@ -507,10 +507,10 @@ fn model(o: &Opts, bw: &[(usize, f64)]) {
             for &t in &o.threads {
                 let pool = ThreadPool::new(t);
                 let d = time(o.budget * 3, || {
-                    m.step(k, &pool, format, &head, &x, 1, &mut bufs)
+                    m.step(k, &pool, format, head, &x, 1, &mut bufs)
                 });
                 let p = time(o.budget * 3, || {
-                    m.step(k, &pool, format, &head, &x, 128, &mut bufs)
+                    m.step(k, &pool, format, head, &x, 128, &mut bufs)
                 });
                 let ceiling = bw
                     .iter()
