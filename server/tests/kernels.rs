@@ -387,7 +387,7 @@ fn quantizer_rounds_half_to_even_with_power_of_two_scale() {
     let a = QuantActs::quantize(&x, x.len());
     assert_eq!(a.scale(0), 64.0);
     assert_eq!(a.q(0), &[127, -127, 2, 4, -2, 0, 0, 1]);
-    assert_eq!(a.sum(0), 127 - 127 + 2 + 4 - 2 + 1);
+    assert_eq!(a.sum(0), 5); // 127 − 127 + 2 + 4 − 2 + 0 + 0 + 1
     assert_eq!(a.block_sums(0), &[a.sum(0)]);
 }
 
@@ -606,6 +606,25 @@ fn i2s_tensor_trailer_scale() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("trailer") && e.contains("96"), "{e}");
+}
+
+/// CI runs this binary under qemu CPU models and states which variants each must expose, so a
+/// qemu change cannot silently reduce coverage: `BITNET_EXPECT_KERNELS=dotprod,neon,scalar`.
+#[test]
+fn expected_variants_are_available() {
+    let names: Vec<&str> = Kernels::available().iter().map(|k| k.name).collect();
+    eprintln!("variants available on this CPU: {names:?}");
+    if let Ok(want) = std::env::var("BITNET_EXPECT_KERNELS") {
+        let want: Vec<&str> = want
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(
+            names, want,
+            "variants available differ from BITNET_EXPECT_KERNELS"
+        );
+    }
 }
 
 #[test]

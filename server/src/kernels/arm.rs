@@ -75,16 +75,22 @@ unsafe fn f16x4_to_f32(p: *const u16) -> float32x4_t {
 #[inline(always)]
 unsafe fn transpose4(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
     unsafe {
-        let r: [uint32x4_t; 4] = std::array::from_fn(|i| vld1q_u32(src.add(i * ss).cast()));
+        let r = [
+            vld1q_u32(src.cast()),
+            vld1q_u32(src.add(ss).cast()),
+            vld1q_u32(src.add(2 * ss).cast()),
+            vld1q_u32(src.add(3 * ss).cast()),
+        ];
         let t0 = vtrn1q_u32(r[0], r[1]);
         let t1 = vtrn2q_u32(r[0], r[1]);
         let t2 = vtrn1q_u32(r[2], r[3]);
         let t3 = vtrn2q_u32(r[2], r[3]);
-        let q = |x: uint32x4_t| vreinterpretq_u64_u32(x);
-        let o0 = vtrn1q_u64(q(t0), q(t2));
-        let o1 = vtrn1q_u64(q(t1), q(t3));
-        let o2 = vtrn2q_u64(q(t0), q(t2));
-        let o3 = vtrn2q_u64(q(t1), q(t3));
+        let (t0, t1) = (vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t1));
+        let (t2, t3) = (vreinterpretq_u64_u32(t2), vreinterpretq_u64_u32(t3));
+        let o0 = vtrn1q_u64(t0, t2);
+        let o1 = vtrn1q_u64(t1, t3);
+        let o2 = vtrn2q_u64(t0, t2);
+        let o3 = vtrn2q_u64(t1, t3);
         vst1q_u64(dst.cast(), o0);
         vst1q_u64(dst.add(ds).cast(), o1);
         vst1q_u64(dst.add(2 * ds).cast(), o2);
@@ -95,6 +101,10 @@ unsafe fn transpose4(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
 /// Float and shared integer operations of both variants.
 macro_rules! neon_common {
     () => {
+        #[inline(always)]
+        unsafe fn vzero() -> uint8x16_t {
+            unsafe { vdupq_n_u8(0) }
+        }
         #[inline(always)]
         unsafe fn load(p: *const u8) -> uint8x16_t {
             unsafe { vld1q_u8(p) }

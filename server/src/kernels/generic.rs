@@ -11,7 +11,14 @@
 //!   `T` tokens in registers: no horizontal sums, and the TQ per-block epilogue runs lane-wise
 //!   (lane = row) in exactly the scalar order.
 //!
+//! Closures must not appear on SIMD paths: a closure does not inherit the `#[target_feature]`s of
+//! the entry point it is inlined into (its parent is the generic function), so intrinsics inside
+//! it would become out-of-line calls. Hence the explicit loops below.
+//!
 //! What it does NOT do: pick a variant or split work over threads ([`super::Kernels`] does).
+
+// Index loops over small register arrays are deliberate: they unroll into straight-line code.
+#![allow(clippy::needless_range_loop)]
 
 use std::cell::RefCell;
 
@@ -37,6 +44,7 @@ pub(crate) trait Isa {
     type A: Copy;
     type F: Copy;
 
+    unsafe fn vzero() -> Self::V;
     unsafe fn load(p: *const u8) -> Self::V;
     unsafe fn store(p: *mut u8, v: Self::V);
     /// `(v >> SH) & 3` in every byte.
@@ -53,6 +61,18 @@ pub(crate) trait Isa {
     /// Like `dot`, both operands signed with `a` in [−127, 127].
     unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
     unsafe fn hsum(acc: Self::A) -> i32;
+    /// Four horizontal sums at once (x86 overrides this with a transpose-and-add).
+    #[inline(always)]
+    unsafe fn hsum4(a: [Self::A; 4]) -> [i32; 4] {
+        unsafe {
+            [
+                Self::hsum(a[0]),
+                Self::hsum(a[1]),
+                Self::hsum(a[2]),
+                Self::hsum(a[3]),
+            ]
+        }
+    }
     /// Per lane: `(lane − x) as f32`.
     unsafe fn lanes_minus_f32(acc: Self::A, x: i32) -> Self::F;
 
@@ -78,6 +98,14 @@ pub(crate) trait Isa {
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize);
     /// Decodes one 54-byte TQ1_0 block into 256 codes in column order.
     unsafe fn tq1_block(src: *const u8, dst: *mut u8);
+    /// Two blocks at once (two rows); wide ISAs override this to fill their vectors.
+    #[inline(always)]
+    unsafe fn tq1_block2(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+        unsafe {
+            Self::tq1_block(a, da);
+            Self::tq1_block(b, db);
+        }
+    }
 }
 
 /// Tokens from which the GEMM path is used.
@@ -174,6 +202,25 @@ fn tq_scale(row: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([row[at], row[at + 1]])).to_f32()
 }
 
+/// Horizontal sums of R accumulators (groups of four reduced together).
+#[inline(always)]
+unsafe fn hsums<I: Isa, const R: usize>(acc: &[I::A; R]) -> [i32; R] {
+    let mut out = [0i32; R];
+    let mut i = 0;
+    unsafe {
+        while i + 4 <= R {
+            let s = I::hsum4([acc[i], acc[i + 1], acc[i + 2], acc[i + 3]]);
+            out[i..i + 4].copy_from_slice(&s);
+            i += 4;
+        }
+        while i < R {
+            out[i] = I::hsum(acc[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// GEMV over rows `r..r+R` for every token.
 #[inline(always)]
 unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
@@ -197,9 +244,10 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         let p = ptrs.map(|p| p.add(64 * sb));
                         superblock::<I, false, R>(&mut acc, &p, q.add(256 * sb));
                     }
+                    let sums = hsums::<I, R>(&acc);
                     for i in 0..R {
-                        let mut s = I::hsum(acc[i]);
-                        if cols % 256 != 0 {
+                        let mut s = sums[i];
+                        if !cols.is_multiple_of(256) {
                             s += i2s_tail_block(rows[i], a.q(t), cols / I2S_BLOCK - 1);
                         }
                         y[i] = i2s_epilogue(s, a.sum(t), a.scale(t), w.scale);
@@ -212,9 +260,10 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                         let mut acc = [I::azero(); R];
                         let p = ptrs.map(|p| p.add(TQ2_BLOCK_BYTES * b));
                         superblock::<I, true, R>(&mut acc, &p, q.add(256 * b));
+                        let sums = hsums::<I, R>(&acc);
                         for i in 0..R {
                             let d = tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64);
-                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
                         }
                     }
                     for i in 0..R {
@@ -225,8 +274,20 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                     let bsums = a.block_sums(t);
                     let mut f = [0f32; R];
                     for b in 0..cols / TQ_BLOCK {
-                        for i in 0..R {
-                            I::tq1_block(ptrs[i].add(TQ1_BLOCK_BYTES * b), buf[i].0.as_mut_ptr());
+                        let off = TQ1_BLOCK_BYTES * b;
+                        let mut i = 0;
+                        while i + 1 < R {
+                            let (lo, hi) = buf.split_at_mut(i + 1);
+                            I::tq1_block2(
+                                ptrs[i].add(off),
+                                ptrs[i + 1].add(off),
+                                lo[i].0.as_mut_ptr(),
+                                hi[0].0.as_mut_ptr(),
+                            );
+                            i += 2;
+                        }
+                        if i < R {
+                            I::tq1_block(ptrs[i].add(off), buf[i].0.as_mut_ptr());
                         }
                         let mut acc = [I::azero(); R];
                         for k in 0..256 / I::W {
@@ -236,9 +297,10 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
                                     I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
                             }
                         }
+                        let sums = hsums::<I, R>(&acc);
                         for i in 0..R {
                             let d = tq_scale(rows[i], TQ1_BLOCK_BYTES * b + 52);
-                            f[i] = tq_block_step(f[i], d, I::hsum(acc[i]), bsums[b]);
+                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
                         }
                     }
                     for i in 0..R {
@@ -337,7 +399,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
             let end = (64 * kb + 64).min(nkq);
             for kq in 64 * kb..end {
                 let base = codes.add(kq * rt * 4);
-                let c: [I::V; RV] = std::array::from_fn(|v| I::load(base.add(v * I::W)));
+                let mut c = [I::vzero(); RV];
+                for v in 0..RV {
+                    c[v] = I::load(base.add(v * I::W));
+                }
                 for t in 0..T {
                     let b = I::bcast4(q[t].add(4 * kq));
                     for v in 0..RV {
@@ -346,8 +411,10 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
                 }
             }
             if F != I2S {
-                let d: [I::F; RV] =
-                    std::array::from_fn(|v| I::fload(dbuf.add(kb * rt + v * lanes)));
+                let mut d = [I::fzero(); RV];
+                for v in 0..RV {
+                    d[v] = I::fload(dbuf.add(kb * rt + v * lanes));
+                }
                 for t in 0..T {
                     let bs = *a.block_sums(t0 + t).get_unchecked(kb);
                     for v in 0..RV {
@@ -396,75 +463,76 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     let codes_len = cols * rt;
     let rowbuf_len = rt * 256;
     let dbuf_len = nblk * rt * 4;
-    SCRATCH.with(|s| {
+    let base = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         s.ensure(codes_len + rowbuf_len + dbuf_len);
-        let base = s.as_mut_ptr();
-        unsafe {
-            let codes = base;
-            let rowbuf = base.add(codes_len);
-            let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
-            let mut tile_r0 = r0;
-            while tile_r0 < r1 {
-                let nr = rt.min(r1 - tile_r0);
-                for kb in 0..nblk {
-                    let kc = 256.min(cols - 256 * kb);
-                    for i in 0..rt {
-                        let dst = rowbuf.add(256 * i);
-                        if i < nr {
-                            let row = w.row(tile_r0 + i);
-                            decode_superblock::<I, F>(row, cols, kb, dst);
-                            *dbuf.add(kb * rt + i) = match F {
-                                TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
-                                TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
-                                _ => 0.0,
-                            };
-                        } else {
-                            std::ptr::write_bytes(dst, 0, 256);
-                            *dbuf.add(kb * rt + i) = 0.0;
-                        }
-                    }
-                    for v in 0..RV {
-                        for chunk in 0..kc / I::W {
-                            let kq0 = 64 * kb + chunk * lanes;
-                            I::transpose(
-                                rowbuf.add(256 * v * lanes + chunk * I::W),
-                                256,
-                                codes.add((kq0 * rt + v * lanes) * 4),
-                                rt * 4,
-                            );
-                        }
-                    }
-                }
-                let n = a.n();
-                let mut t0 = 0;
-                while t0 + T <= n {
-                    micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += T;
-                }
-                let mut rem = n - t0;
-                if T > 8 && rem >= 8 {
-                    micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 8;
-                    rem -= 8;
-                }
-                if T > 4 && rem >= 4 {
-                    micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 4;
-                    rem -= 4;
-                }
-                if T > 2 && rem >= 2 {
-                    micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                    t0 += 2;
-                    rem -= 2;
-                }
-                if rem >= 1 {
-                    micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                }
-                tile_r0 += rt;
-            }
-        }
+        s.as_mut_ptr()
     });
+    // The buffer stays valid: nothing below re-enters `gemm` on this thread.
+    unsafe {
+        let codes = base;
+        let rowbuf = base.add(codes_len);
+        let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
+        let mut tile_r0 = r0;
+        while tile_r0 < r1 {
+            let nr = rt.min(r1 - tile_r0);
+            for kb in 0..nblk {
+                let kc = 256.min(cols - 256 * kb);
+                for i in 0..rt {
+                    let dst = rowbuf.add(256 * i);
+                    if i < nr {
+                        let row = w.row(tile_r0 + i);
+                        decode_superblock::<I, F>(row, cols, kb, dst);
+                        *dbuf.add(kb * rt + i) = match F {
+                            TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
+                            TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
+                            _ => 0.0,
+                        };
+                    } else {
+                        std::ptr::write_bytes(dst, 0, 256);
+                        *dbuf.add(kb * rt + i) = 0.0;
+                    }
+                }
+                for v in 0..RV {
+                    for chunk in 0..kc / I::W {
+                        let kq0 = 64 * kb + chunk * lanes;
+                        I::transpose(
+                            rowbuf.add(256 * v * lanes + chunk * I::W),
+                            256,
+                            codes.add((kq0 * rt + v * lanes) * 4),
+                            rt * 4,
+                        );
+                    }
+                }
+            }
+            let n = a.n();
+            let mut t0 = 0;
+            while t0 + T <= n {
+                micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += T;
+            }
+            let mut rem = n - t0;
+            if T > 8 && rem >= 8 {
+                micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 8;
+                rem -= 8;
+            }
+            if T > 4 && rem >= 4 {
+                micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 4;
+                rem -= 4;
+            }
+            if T > 2 && rem >= 2 {
+                micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+                t0 += 2;
+                rem -= 2;
+            }
+            if rem >= 1 {
+                micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            }
+            tile_r0 += rt;
+        }
+    }
 }
 
 /// Ternary entry: GEMV for few tokens, GEMM otherwise.
@@ -503,7 +571,10 @@ unsafe fn f16_tile<I: Isa, const R: usize, const T: usize>(
         let mut acc = [[I::fzero(); T]; R];
         let mut k = 0;
         while k < main {
-            let xv: [I::F; T] = std::array::from_fn(|t| I::fload(xt[t].add(k)));
+            let mut xv = [I::fzero(); T];
+            for t in 0..T {
+                xv[t] = I::fload(xt[t].add(k));
+            }
             for i in 0..R {
                 let wv = I::f16_load(wr[i].add(k));
                 for t in 0..T {

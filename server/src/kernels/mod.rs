@@ -243,7 +243,7 @@ impl<'a> TernaryView<'a> {
         tensor: &'a [u8],
     ) -> Result<TernaryView<'a>, KernelError> {
         TernaryFormat::I2S.check_cols(cols)?;
-        let codes = rows.checked_mul(cols / 4).unwrap_or(usize::MAX);
+        let codes = rows.saturating_mul(cols / 4);
         if codes == usize::MAX || tensor.len() != codes.saturating_add(32) {
             return Err(KernelError::BadLength {
                 what: "I2_S tensor (codes + 32-byte trailer)".into(),
@@ -373,10 +373,19 @@ impl Kernels {
     /// The variant named by `BITNET_KERNEL` if set (and non-empty), else the best one this CPU
     /// supports. Errors name the problem: unknown name, or features the CPU lacks.
     pub fn select() -> Result<&'static Kernels, KernelError> {
-        match std::env::var("BITNET_KERNEL") {
-            Ok(name) if !name.trim().is_empty() => Kernels::by_name(name.trim()),
-            _ => Ok(Kernels::best()),
-        }
+        let (k, how) = match std::env::var("BITNET_KERNEL") {
+            Ok(name) if !name.trim().is_empty() => {
+                (Kernels::by_name(name.trim())?, "BITNET_KERNEL")
+            }
+            _ => (Kernels::best(), "best for this CPU"),
+        };
+        tracing::info!(
+            kernel = k.name,
+            chosen_by = how,
+            "matrix kernels: {}",
+            k.description
+        );
+        Ok(k)
     }
 
     /// The best variant this CPU supports.
@@ -509,6 +518,7 @@ impl Kernels {
     ///
     /// # Panics
     /// If `w.len() != rows·cols`, `x.len()` is not a multiple of `cols`, or `y` is too short.
+    #[allow(clippy::too_many_arguments)]
     pub fn f16_matmul(
         &self,
         pool: &ThreadPool,

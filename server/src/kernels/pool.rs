@@ -152,10 +152,10 @@ impl ThreadPool {
         // SeqCst pairs with the workers' SeqCst `sleeping` store + state re-check before parking.
         s.state.store(tag << IDX_BITS, Ordering::SeqCst);
         for (i, flag) in s.sleeping.iter().enumerate() {
-            if flag.swap(false, Ordering::SeqCst) {
-                if let Some(t) = s.threads.lock().unwrap_or_else(|e| e.into_inner()).get(i) {
-                    t.unpark();
-                }
+            if flag.swap(false, Ordering::SeqCst)
+                && let Some(t) = s.threads.lock().unwrap_or_else(|e| e.into_inner()).get(i)
+            {
+                t.unpark();
             }
         }
 

@@ -121,6 +121,67 @@ unsafe fn tq1_block_avx2(src: *const u8, dst: *mut u8) {
 }
 
 #[inline(always)]
+unsafe fn trit512(v: __m512i, ce: __m512i, co: __m512i) -> __m512i {
+    unsafe {
+        let hi = _mm512_set1_epi16(0xFF00u16 as i16);
+        let even = _mm512_mulhi_epu16(_mm512_mullo_epi16(v, ce), _mm512_set1_epi16(3));
+        let odd = _mm512_mulhi_epu16(
+            _mm512_mullo_epi16(_mm512_and_si512(v, hi), co),
+            _mm512_set1_epi16(768),
+        );
+        _mm512_or_si512(even, _mm512_and_si512(odd, hi))
+    }
+}
+
+/// Both 32-byte halves use the same 16-bit lane constants `m`.
+#[inline(always)]
+unsafe fn trit512_mults(v: __m512i, m: &([u16; 16], [u16; 16])) -> __m512i {
+    unsafe {
+        let e = _mm256_loadu_si256(m.0.as_ptr().cast());
+        let o = _mm256_loadu_si256(m.1.as_ptr().cast());
+        trit512(v, _mm512_broadcast_i64x4(e), _mm512_broadcast_i64x4(o))
+    }
+}
+
+#[inline(always)]
+unsafe fn pair512(lo: __m256i, hi: __m256i) -> __m512i {
+    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi) }
+}
+
+#[inline(always)]
+unsafe fn store_halves(da: *mut u8, db: *mut u8, v: __m512i) {
+    unsafe {
+        _mm256_storeu_si256(da.cast(), _mm512_castsi512_si256(v));
+        _mm256_storeu_si256(db.cast(), _mm512_extracti64x4_epi64::<1>(v));
+    }
+}
+
+/// Two TQ1_0 blocks (two rows) → 2 × 256 codes: each 512-bit vector holds a unit of both rows.
+/// (No closures here: they would not inherit the caller's target features.)
+#[inline(always)]
+unsafe fn tq1_block2_avx512(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+    unsafe {
+        let q = pair512(_mm256_loadu_si256(a.cast()), _mm256_loadu_si256(b.cast()));
+        for (n, &m) in POW3.iter().enumerate() {
+            let ce = _mm512_set1_epi16((u16::from(m) << 8) as i16);
+            let t = trit512(q, ce, _mm512_set1_epi16(i16::from(m)));
+            store_halves(da.add(32 * n), db.add(32 * n), t);
+        }
+        let (la, lb) = (
+            _mm_loadu_si128(a.add(32).cast()),
+            _mm_loadu_si128(b.add(32).cast()),
+        );
+        let qa = _mm_set1_epi32(a.add(48).cast::<i32>().read_unaligned());
+        let qb = _mm_set1_epi32(b.add(48).cast::<i32>().read_unaligned());
+        let lo2 = pair512(_mm256_set_m128i(la, la), _mm256_set_m128i(lb, lb));
+        store_halves(da.add(160), db.add(160), trit512_mults(lo2, &U5));
+        store_halves(da.add(192), db.add(192), trit512_mults(lo2, &U6));
+        let c = pair512(_mm256_set_m128i(qa, la), _mm256_set_m128i(qb, lb));
+        store_halves(da.add(224), db.add(224), trit512_mults(c, &U7));
+    }
+}
+
+#[inline(always)]
 unsafe fn trit128(v: __m128i, ce: __m128i, co: __m128i) -> __m128i {
     unsafe {
         let hi = _mm_set1_epi16(0xFF00u16 as i16);
@@ -180,6 +241,10 @@ impl Isa for Avx512 {
     type F = __m512;
 
     #[inline(always)]
+    unsafe fn vzero() -> __m512i {
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
     unsafe fn load(p: *const u8) -> __m512i {
         unsafe { _mm512_loadu_si512(p.cast()) }
     }
@@ -238,6 +303,17 @@ impl Isa for Avx512 {
     #[inline(always)]
     unsafe fn hsum(acc: __m512i) -> i32 {
         unsafe { _mm512_reduce_add_epi32(acc) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: [__m512i; 4]) -> [i32; 4] {
+        unsafe {
+            hsum4_128([
+                fold256(fold512(a[0])),
+                fold256(fold512(a[1])),
+                fold256(fold512(a[2])),
+                fold256(fold512(a[3])),
+            ])
+        }
     }
     #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m512i, x: i32) -> __m512 {
@@ -301,26 +377,24 @@ impl Isa for Avx512 {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m512i; 16] =
-                std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * ss).cast()));
-            let t: [__m512i; 16] = std::array::from_fn(|i| {
-                let (a, b) = (r[i & !1], r[i | 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_epi32(a, b)
-                } else {
-                    _mm512_unpackhi_epi32(a, b)
-                }
-            });
+            let z = _mm512_setzero_si512();
+            let mut r = [z; 16];
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_loadu_si512(src.add(i * ss).cast());
+            }
+            let mut t = [z; 16];
+            for i in (0..16).step_by(2) {
+                t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+            }
             // u[4k + j], 128-bit lane L = cell 4L + j of rows 4k..4k+4.
-            let u: [__m512i; 16] = std::array::from_fn(|i| {
-                let (k, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * k + (j >> 1)], t[4 * k + 2 + (j >> 1)]);
-                if j % 2 == 0 {
-                    _mm512_unpacklo_epi64(a, b)
-                } else {
-                    _mm512_unpackhi_epi64(a, b)
-                }
-            });
+            let mut u = [z; 16];
+            for k in 0..4 {
+                u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+                u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+            }
             for j in 0..4 {
                 let v0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
                 let v1 = _mm512_shuffle_i32x4::<0xEE>(u[j], u[4 + j]);
@@ -346,6 +420,10 @@ impl Isa for Avx512 {
     unsafe fn tq1_block(src: *const u8, dst: *mut u8) {
         unsafe { tq1_block_avx2(src, dst) }
     }
+    #[inline(always)]
+    unsafe fn tq1_block2(a: *const u8, b: *const u8, da: *mut u8, db: *mut u8) {
+        unsafe { tq1_block2_avx512(a, b, da, db) }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +448,35 @@ unsafe fn hsum128_epi32(v: __m128i) -> i32 {
     }
 }
 
+/// Lane i of the result = sum of the four lanes of `a[i]`.
+#[inline(always)]
+unsafe fn hsum4_128(a: [__m128i; 4]) -> [i32; 4] {
+    unsafe {
+        let s01 = _mm_add_epi32(
+            _mm_unpacklo_epi32(a[0], a[1]),
+            _mm_unpackhi_epi32(a[0], a[1]),
+        );
+        let s23 = _mm_add_epi32(
+            _mm_unpacklo_epi32(a[2], a[3]),
+            _mm_unpackhi_epi32(a[2], a[3]),
+        );
+        let s = _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+        let mut out = [0i32; 4];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), s);
+        out
+    }
+}
+
+#[inline(always)]
+unsafe fn fold256(v: __m256i) -> __m128i {
+    unsafe { _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)) }
+}
+
+#[inline(always)]
+unsafe fn fold512(v: __m512i) -> __m256i {
+    unsafe { _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)) }
+}
+
 #[inline(always)]
 unsafe fn hsum128_ps(v: __m128) -> f32 {
     unsafe {
@@ -385,6 +492,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     type A = __m256i;
     type F = __m256;
 
+    #[inline(always)]
+    unsafe fn vzero() -> __m256i {
+        unsafe { _mm256_setzero_si256() }
+    }
     #[inline(always)]
     unsafe fn load(p: *const u8) -> __m256i {
         unsafe { _mm256_loadu_si256(p.cast()) }
@@ -431,6 +542,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     #[inline(always)]
     unsafe fn hsum(acc: __m256i) -> i32 {
         unsafe { hsum256_epi32(acc) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: [__m256i; 4]) -> [i32; 4] {
+        unsafe { hsum4_128([fold256(a[0]), fold256(a[1]), fold256(a[2]), fold256(a[3])]) }
     }
     #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m256i, x: i32) -> __m256 {
@@ -500,25 +615,23 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m256i; 8] =
-                std::array::from_fn(|i| _mm256_loadu_si256(src.add(i * ss).cast()));
-            let t: [__m256i; 8] = std::array::from_fn(|i| {
-                let (a, b) = (r[i & !1], r[i | 1]);
-                if i % 2 == 0 {
-                    _mm256_unpacklo_epi32(a, b)
-                } else {
-                    _mm256_unpackhi_epi32(a, b)
-                }
-            });
-            let u: [__m256i; 8] = std::array::from_fn(|i| {
-                let (k, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * k + (j >> 1)], t[4 * k + 2 + (j >> 1)]);
-                if j % 2 == 0 {
-                    _mm256_unpacklo_epi64(a, b)
-                } else {
-                    _mm256_unpackhi_epi64(a, b)
-                }
-            });
+            let z = _mm256_setzero_si256();
+            let mut r = [z; 8];
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm256_loadu_si256(src.add(i * ss).cast());
+            }
+            let mut t = [z; 8];
+            for i in (0..8).step_by(2) {
+                t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            let mut u = [z; 8];
+            for k in 0..2 {
+                u[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+                u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+                u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+            }
             for j in 0..4 {
                 _mm256_storeu_si256(
                     dst.add(j * ds).cast(),
@@ -569,6 +682,10 @@ impl Isa for Sse {
     type F = __m128;
 
     #[inline(always)]
+    unsafe fn vzero() -> __m128i {
+        unsafe { _mm_setzero_si128() }
+    }
+    #[inline(always)]
     unsafe fn load(p: *const u8) -> __m128i {
         unsafe { _mm_loadu_si128(p.cast()) }
     }
@@ -612,6 +729,10 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn hsum(acc: __m128i) -> i32 {
         unsafe { hsum128_epi32(acc) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: [__m128i; 4]) -> [i32; 4] {
+        unsafe { hsum4_128(a) }
     }
     #[inline(always)]
     unsafe fn lanes_minus_f32(acc: __m128i, x: i32) -> __m128 {
@@ -676,7 +797,12 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn transpose(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
         unsafe {
-            let r: [__m128i; 4] = std::array::from_fn(|i| _mm_loadu_si128(src.add(i * ss).cast()));
+            let r = [
+                _mm_loadu_si128(src.cast()),
+                _mm_loadu_si128(src.add(ss).cast()),
+                _mm_loadu_si128(src.add(2 * ss).cast()),
+                _mm_loadu_si128(src.add(3 * ss).cast()),
+            ];
             let t0 = _mm_unpacklo_epi32(r[0], r[1]);
             let t1 = _mm_unpackhi_epi32(r[0], r[1]);
             let t2 = _mm_unpacklo_epi32(r[2], r[3]);
