@@ -119,6 +119,7 @@ pub struct Model {
     kernels: &'static Kernels,
     pool: ThreadPool,
     q8_head: Option<Q8Matrix>,
+    rope: ops::Rope,
 }
 
 /// What logits a sequence of a batch wants back.
@@ -246,6 +247,7 @@ impl Model {
             None => Kernels::select()?,
         };
         let pool = ThreadPool::new(opts.threads);
+        let rope = ops::Rope::new(c.head_dim, c.rope_theta);
         let mut model = Model {
             config,
             file: file.clone(),
@@ -257,6 +259,7 @@ impl Model {
             kernels,
             pool,
             q8_head: None,
+            rope,
         };
         if opts.head == HeadKind::Q8 {
             let (rows, cols) = (model.config.n_vocab, model.config.n_embd);
@@ -371,6 +374,7 @@ impl Model {
         let mut g = vec![0f32; n * ff];
         let mut u = vec![0f32; n * ff];
         let mut acts = QuantActs::new();
+        let angles: Vec<Vec<(f32, f32)>> = pos.iter().map(|&p| self.rope.angles(p)).collect();
         let (kern, pool, file) = (self.kernels, &self.pool, &self.file);
         let norm_rows = |src: &[f32], w: &[f32], dst: &mut [f32], width: usize| {
             for (s, o) in src.chunks(width).zip(dst.chunks_mut(width)) {
@@ -404,12 +408,9 @@ impl Model {
                 ],
             );
             for t in 0..n {
-                for head in q[t * d..(t + 1) * d].chunks_mut(hd) {
-                    ops::rope_neox(head, pos[t], c.rope_theta);
-                }
-                for head in k[t * kvd..(t + 1) * kvd].chunks_mut(hd) {
-                    ops::rope_neox(head, pos[t], c.rope_theta);
-                }
+                let angles = &angles[t];
+                ops::Rope::apply(angles, &mut q[t * d..(t + 1) * d]);
+                ops::Rope::apply(angles, &mut k[t * kvd..(t + 1) * kvd]);
                 let cache = &mut batch[seq[t]].cache;
                 cache.push(li, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
             }
@@ -496,9 +497,10 @@ impl Model {
     }
 }
 
-/// Causal multi-head attention with grouped KV heads for every (token, head), split over the
-/// pool: token `t` of sequence `seq[t]` attends to that sequence's positions `0..=pos[t]`
-/// (its cache already holds this batch's rows). Writes `att` (n × n_embd).
+/// Causal multi-head attention with grouped KV heads, split over the pool in (token, KV head)
+/// units: token `t` of sequence `seq[t]` attends to that sequence's positions `0..=pos[t]` (its
+/// cache already holds this batch's rows). Each unit converts its KV head's f16 rows to f32 once
+/// and serves every query head of the group from them. Writes `att` (n × n_embd).
 #[allow(clippy::too_many_arguments)]
 fn attention(
     pool: &ThreadPool,
@@ -510,35 +512,40 @@ fn attention(
     q: &[f32],
     att: &mut [f32],
 ) {
+    use half::slice::HalfFloatSliceExt;
     let (d, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
     let (kvd, group) = (nkv * hd, nh / nkv);
     let scale = 1.0 / (hd as f32).sqrt();
     let n = seq.len();
     let out = SyncPtr(att.as_mut_ptr());
-    pool.parallel_for(n * nh, |unit| {
-        let (t, hh) = (unit / nh, unit % nh);
+    pool.parallel_for(n * nkv, |unit| {
+        let (t, kvh) = (unit / nkv, unit % nkv);
         let len = pos[t] + 1;
         let (kc, vc) = caches[seq[t]].layer(layer, len);
-        let kvh = hh / group;
-        let qh = &q[t * d + hh * hd..][..hd];
-        let mut scores: Vec<f32> = (0..len)
-            .map(|p| {
-                let kr = &kc[p * kvd + kvh * hd..][..hd];
-                qh.iter().zip(kr).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale
-            })
-            .collect();
-        ops::softmax(&mut scores);
-        let mut acc = vec![0f32; hd];
-        for (p, &w) in scores.iter().enumerate() {
-            let vr = &vc[p * kvd + kvh * hd..][..hd];
-            for (o, vv) in acc.iter_mut().zip(vr) {
-                *o += w * vv.to_f32();
+        let mut k = vec![0f32; len * hd];
+        let mut v = vec![0f32; len * hd];
+        for p in 0..len {
+            let src = p * kvd + kvh * hd;
+            kc[src..src + hd].convert_to_f32_slice(&mut k[p * hd..(p + 1) * hd]);
+            vc[src..src + hd].convert_to_f32_slice(&mut v[p * hd..(p + 1) * hd]);
+        }
+        let mut scores = vec![0f32; len];
+        for hh in kvh * group..(kvh + 1) * group {
+            let qh = &q[t * d + hh * hd..][..hd];
+            for (s, kr) in scores.iter_mut().zip(k.chunks_exact(hd)) {
+                *s = ops::dot(qh, kr) * scale;
+            }
+            ops::softmax(&mut scores);
+            // SAFETY: each (token, head) writes its own disjoint hd-wide slice of `att`, which
+            // outlives the parallel region; units own disjoint head ranges.
+            let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * d + hh * hd), hd) };
+            o.fill(0.0);
+            for (&w, vr) in scores.iter().zip(v.chunks_exact(hd)) {
+                for (o, &x) in o.iter_mut().zip(vr) {
+                    *o += w * x;
+                }
             }
         }
-        // SAFETY: each (t, head) unit writes its own disjoint hd-wide slice of `att`, which
-        // outlives the parallel region.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * d + hh * hd), hd) };
-        dst.copy_from_slice(&acc);
     });
 }
 

@@ -12,18 +12,43 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
-/// NeoX-style rotary embedding of one head in place: pairs `(i, i + d/2)` rotate by
-/// `pos · theta^(-2i/d)`.
-pub fn rope_neox(head: &mut [f32], pos: usize, theta: f32) {
-    let d = head.len();
-    let half = d / 2;
-    for i in 0..half {
-        let freq = (theta as f64).powf(-2.0 * i as f64 / d as f64);
-        let angle = pos as f64 * freq;
-        let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
-        let (a, b) = (head[i], head[i + half]);
-        head[i] = a * cos - b * sin;
-        head[i + half] = a * sin + b * cos;
+/// NeoX-style rotary embedding: pairs `(i, i + d/2)` of each head rotate by
+/// `pos · theta^(-2i/d)`. The frequencies are computed once per model.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f64>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f32) -> Rope {
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| (theta as f64).powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        Rope { inv_freq }
+    }
+
+    /// `(cos, sin)` of every pair's angle at position `pos`.
+    pub fn angles(&self, pos: usize) -> Vec<(f32, f32)> {
+        self.inv_freq
+            .iter()
+            .map(|f| {
+                let a = pos as f64 * f;
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .collect()
+    }
+
+    /// Rotates every head of `heads` (consecutive `head_dim`-wide slices) in place.
+    pub fn apply(angles: &[(f32, f32)], heads: &mut [f32]) {
+        let half = angles.len();
+        for head in heads.chunks_mut(2 * half) {
+            let (lo, hi) = head.split_at_mut(half);
+            for ((a, b), &(cos, sin)) in lo.iter_mut().zip(hi.iter_mut()).zip(angles) {
+                let (x, y) = (*a, *b);
+                *a = x * cos - y * sin;
+                *b = x * sin + y * cos;
+            }
+        }
     }
 }
 
@@ -40,6 +65,24 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (g, &u) in g.iter_mut().zip(u) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
+}
+
+/// Dot product with eight independent accumulators, so the compiler can vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// In-place softmax.
@@ -69,13 +112,16 @@ mod tests {
 
     #[test]
     fn rope_rotates_pairs_half_apart() {
-        let mut h = [1.0, 0.0, 0.0, 0.0];
-        rope_neox(&mut h, 1, 10_000.0);
-        // i = 0: angle = 1 rad; element 0 pairs with element 2.
+        let rope = Rope::new(4, 10_000.0);
+        // Two heads of 4: i = 0 has angle pos·1, i = 1 has pos·10000^(-1/2) = pos/100.
+        let mut h = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        Rope::apply(&rope.angles(1), &mut h);
+        // element 0 pairs with element 2.
         assert!((h[0] - 1f32.cos()).abs() < 1e-6 && (h[2] - 1f32.sin()).abs() < 1e-6);
         assert_eq!(h[1], 0.0);
+        assert!((h[5] - 0.01f32.cos()).abs() < 1e-6 && (h[7] - 0.01f32.sin()).abs() < 1e-6);
         let mut h = [1.0, 2.0, 3.0, 4.0];
-        rope_neox(&mut h, 0, 10_000.0);
+        Rope::apply(&rope.angles(0), &mut h);
         assert_eq!(h, [1.0, 2.0, 3.0, 4.0]);
     }
 
