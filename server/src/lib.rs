@@ -1,8 +1,12 @@
 //! `bitnet-server`: a CPU inference engine and HTTP server for BitNet b1.58 (ternary) models
 //! stored as GGUF. See ARCHITECTURE.md at the repository root for the code map.
 
+pub mod config;
 pub mod download;
 pub mod engine;
 pub mod health;
+pub mod healthcheck;
+pub mod http;
 pub mod secret;
+pub mod serve;
 pub mod tokenizer;

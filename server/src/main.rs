@@ -1,4 +1,7 @@
-fn main() {
-    eprintln!("bitnet-server: no commands yet");
-    std::process::exit(2);
+//! The `bitnet-server` binary: parses the command line and runs a subcommand (see `cli`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

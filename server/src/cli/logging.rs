@@ -1,0 +1,27 @@
+//! Structured logs on stderr through `tracing`: text or JSON, filtered by `RUST_LOG`
+//! (default `info`).
+//!
+//! This module does NOT decide what is logged; secrets never reach it because they are wrapped in
+//! `Secret`, whose formatting prints `***`.
+
+pub use bitnet_server::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+/// Install the global subscriber (once, at start-up).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .flatten_event(true)
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("bitnet-server: could not set up logging: {e}");
+    }
+}
