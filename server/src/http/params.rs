@@ -168,10 +168,11 @@ pub fn max_tokens(name: &str, v: Option<i64>, allow_zero: bool) -> Result<Option
     }
 }
 
-/// The budget to submit: the request's, or whatever room the context leaves. Too-large values
-/// are passed through so the engine reports them with the numbers.
+/// The budget to submit: the request's, or whatever room the context leaves (at least one
+/// token, so a prompt that fills the context is reported as too long). Too-large values are
+/// passed through so the engine reports them with the numbers.
 pub fn effective_max_tokens(requested: Option<usize>, prompt_len: usize, n_ctx: usize) -> usize {
-    requested.unwrap_or_else(|| n_ctx.saturating_sub(prompt_len))
+    requested.unwrap_or_else(|| n_ctx.saturating_sub(prompt_len).max(1))
 }
 
 /// `n` (number of choices): only 1 is supported.
@@ -376,6 +377,7 @@ mod tests {
         assert!(e.message.contains("positive"), "{}", e.message);
         assert_eq!(effective_max_tokens(None, 10, 100), 90);
         assert_eq!(effective_max_tokens(Some(1000), 10, 100), 1000);
+        assert_eq!(effective_max_tokens(None, 100, 100), 1);
     }
 
     #[test]
