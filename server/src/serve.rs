@@ -100,7 +100,10 @@ pub async fn run_with(
         health,
     });
 
+    // `biased`: once the signal fired, the server may finish in the same instant (no open
+    // connections); the drain path must still run.
     tokio::select! {
+        biased;
         _ = draining.cancelled() => {}
         result = &mut server => {
             // The server stopped on its own: an accept-loop error.

@@ -98,6 +98,10 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
         "JSON log lines:\n{logs}"
     );
     assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(
+        logs.contains("\"message\":\"shut down\""),
+        "went through the drain path:\n{logs}"
+    );
     assert!(!logs.contains("sk-never-logged"), "{logs}");
 }
 

@@ -416,6 +416,29 @@ fn hf_token_is_sent_as_bearer_and_never_logged() {
             Some(format!("Bearer {token}").as_str())
         );
 
+        // The real hub redirects to a CDN on another host: the token must not follow.
+        let cdn = FakeHub::start().await;
+        let other = hub::content(30_000, 13);
+        hub.add("org/model", "gated.gguf", other.clone());
+        cdn.add("org/model", "gated.gguf", other);
+        hub.redirect_cdn_to(&cdn);
+        download::acquire(
+            &hub_source("gated.gguf", None),
+            &with_token,
+            &download::NoProgress,
+        )
+        .await
+        .unwrap();
+        let cdn_get = cdn
+            .seen()
+            .into_iter()
+            .find(|s| s.method == "GET")
+            .expect("the CDN served the file");
+        assert_eq!(
+            cdn_get.authorization, None,
+            "the token was sent to the CDN host"
+        );
+
         // A --model-url download never carries the hub token.
         hub.add_plain("m.gguf", hub::content(5_000, 8));
         let url = ModelSource::url(&format!("{}/files/m.gguf", hub.base), None).unwrap();

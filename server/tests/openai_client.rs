@@ -15,7 +15,10 @@ use std::process::Command;
 use common::{Setup, TestServer};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn python_with_openai() -> Option<PathBuf> {
@@ -24,7 +27,10 @@ fn python_with_openai() -> Option<PathBuf> {
         .into_iter()
         .chain(std::iter::once(workspace().join("target/pyenv/bin/python")));
     candidates.into_iter().find(|py| {
-        Command::new(py).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
+        Command::new(py)
+            .args(["-c", "import openai"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     })
 }
 
@@ -32,7 +38,10 @@ fn python_with_openai() -> Option<PathBuf> {
 async fn the_openai_python_client_works_against_the_server() {
     let Some(python) = python_with_openai() else {
         let required = std::env::var("BITNET_REQUIRE_OPENAI_TEST").is_ok_and(|v| v == "1");
-        assert!(!required, "BITNET_REQUIRE_OPENAI_TEST=1 but no Python with `openai` was found");
+        assert!(
+            !required,
+            "BITNET_REQUIRE_OPENAI_TEST=1 but no Python with `openai` was found"
+        );
         eprintln!(
             "SKIPPED: no Python with the `openai` package (set BITNET_OPENAI_PYTHON or create \
              target/pyenv with `pip install openai`)"
@@ -43,14 +52,22 @@ async fn the_openai_python_client_works_against_the_server() {
     let script = workspace().join("xtask/py/openai_client_test.py");
     let base = s.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).arg(base).args(["--timeout", "30"]).output().unwrap()
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .args(["--timeout", "30"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "openai client checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "openai client checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("0 failure(s)"), "{stdout}");
     s.shutdown().await.unwrap();
 }

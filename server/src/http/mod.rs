@@ -215,13 +215,25 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
     next.run(req).await
 }
 
+/// Count the request for `/metrics` and write an access-log line (probes at debug level, so a
+/// health check every few seconds does not flood the log).
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "other".to_string());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
     let response = next.run(req).await;
-    state.metrics.record(&endpoint, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.record(&endpoint, status);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if is_public(&endpoint) {
+        tracing::debug!(%method, endpoint, status, ms, "request");
+    } else {
+        // For streams this is the time to the response head; the stream continues after it.
+        tracing::info!(%method, endpoint, status, ms, "request");
+    }
     response
 }

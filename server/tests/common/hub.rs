@@ -51,6 +51,8 @@ struct Inner {
     plain: Mutex<HashMap<String, Vec<u8>>>,
     seen: Mutex<Vec<Seen>>,
     faults: Faults,
+    /// Redirect /resolve to another server's /cdn (a cross-host CDN, like the real hub's).
+    cdn_base: Mutex<Option<String>>,
     body_gets: AtomicUsize,
 }
 
@@ -85,6 +87,7 @@ impl FakeHub {
             plain: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
             faults: Faults::default(),
+            cdn_base: Mutex::new(None),
             body_gets: AtomicUsize::new(0),
         });
         let app = Router::new()
@@ -114,6 +117,11 @@ impl FakeHub {
 
     pub fn add_plain(&self, name: &str, bytes: Vec<u8>) {
         self.inner.plain.lock().unwrap().insert(name.into(), bytes);
+    }
+
+    /// Send /resolve redirects to `other`'s /cdn (which must hold the same file).
+    pub fn redirect_cdn_to(&self, other: &FakeHub) {
+        *self.inner.cdn_base.lock().unwrap() = Some(other.base.clone());
     }
 
     pub fn faults(&self) -> &Faults {
@@ -184,7 +192,13 @@ async fn resolve(
     let sha = sha256_hex(bytes);
     let mut r = Response::builder()
         .status(StatusCode::FOUND)
-        .header(header::LOCATION, format!("/cdn/{sha}"))
+        .header(
+            header::LOCATION,
+            format!(
+                "{}/cdn/{sha}",
+                inner.cdn_base.lock().unwrap().clone().unwrap_or_default()
+            ),
+        )
         .header("x-linked-size", bytes.len().to_string())
         .header("x-repo-commit", COMMIT)
         .header(header::ETAG, "W/\"git-etag\"");
