@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -117,7 +117,6 @@ pub async fn run_with(
         }
     }
 
-    let deadline = Instant::now() + options.shutdown_timeout;
     tracing::info!(
         timeout_s = options.shutdown_timeout.as_secs_f64(),
         "shutting down: no new connections; letting in-flight requests finish"
@@ -125,30 +124,42 @@ pub async fn run_with(
     lifecycle.abort();
     if let Some(engine) = state.engine.get() {
         engine.handle.begin_shutdown();
-        while engine.handle.is_busy() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if engine.handle.is_busy() {
-            let stats = engine.handle.stats();
+    }
+    // The server finishes once every connection is done: each in-flight response (streams
+    // included) has been written to the end. Waiting on the engine instead would cut streams
+    // whose last events are generated but not yet sent.
+    let finished = match tokio::time::timeout(options.shutdown_timeout, &mut server).await {
+        Ok(result) => Some(result),
+        Err(_) => {
+            let stats = state
+                .engine
+                .get()
+                .map(|e| e.handle.stats())
+                .unwrap_or_default();
             tracing::warn!(
                 active = stats.active,
                 queued = stats.queued,
                 "shutdown timeout reached; cancelling the remaining requests"
             );
+            // End open streams and fail whatever is still generating, then give the
+            // connections a moment to write their final bytes.
+            stream_cancel.cancel();
+            stop_engine(&state).await;
+            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+                Ok(result) => Some(result),
+                Err(_) => {
+                    tracing::warn!(
+                        "connections still open after the shutdown deadline; closing them"
+                    );
+                    server.abort();
+                    None
+                }
+            }
         }
-    }
-    // End open streams and fail whatever is still running; then give the connections a moment
-    // to flush their last bytes.
-    stream_cancel.cancel();
+    };
     stop_engine(&state).await;
-    let grace = Duration::from_secs(2);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(Ok(Err(e))) => return Err(ServeError::Server(e)),
-        Ok(_) => {}
-        Err(_) => {
-            tracing::warn!("connections still open after the shutdown deadline; closing them");
-            server.abort();
-        }
+    if let Some(Ok(Err(e))) = finished {
+        return Err(ServeError::Server(e));
     }
     tracing::info!("shut down");
     Ok(())

@@ -65,7 +65,8 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (code, text) = loop {
         let (code, text) = healthcheck(&url);
-        if text.contains("HTTP 503") || Instant::now() > deadline {
+        // Wait past `missing`/`loading` to the final state.
+        if text.contains("\"state\":\"failed\"") || Instant::now() > deadline {
             break (code, text);
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -71,3 +71,63 @@ async fn the_openai_python_client_works_against_the_server() {
     assert!(stdout.contains("0 failure(s)"), "{stdout}");
     s.shutdown().await.unwrap();
 }
+
+/// The concurrency bench script (`xtask/py/bench_concurrency.py`) against the test backend,
+/// whose decode step costs the same for one sequence or eight: aggregate throughput must scale
+/// with the batch, no request may be lost, and overload must produce only 200s and 503s. (With
+/// the real engine the ratio is the model's batching efficiency; this checks the scheduler and
+/// the script.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_bench_sees_batching_and_clean_overload() {
+    let Some(python) = python_with_openai() else {
+        let required = std::env::var("BITNET_REQUIRE_OPENAI_TEST").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "BITNET_REQUIRE_OPENAI_TEST=1 but no Python with httpx/openai was found"
+        );
+        eprintln!("SKIPPED: no Python with the `openai` package (see the test above)");
+        return;
+    };
+    let s = TestServer::ready(Setup {
+        n_ctx: 4096,
+        parallel: 8,
+        queue_size: 4,
+        endless: true,
+        step_delay: std::time::Duration::from_millis(8),
+        ..Setup::default()
+    })
+    .await;
+    let script = workspace().join("xtask/py/bench_concurrency.py");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .args([
+                "--clients",
+                "8",
+                "--max-tokens",
+                "40",
+                "--overload",
+                "12",
+                "--min-ratio",
+                "3",
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["completed"], 8);
+    assert!(
+        summary["overload_outcomes"]["503"].as_u64().unwrap_or(0) > 0,
+        "overload provoked 503s: {summary}"
+    );
+    s.shutdown().await.unwrap();
+}

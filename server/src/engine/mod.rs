@@ -301,7 +301,8 @@ pub trait ModelLoader: Send + Sync {
 pub struct EngineConfig {
     /// The most sequences decoded together.
     pub parallel: usize,
-    /// The most requests waiting for a slot (at least 1); more get [`SubmitError::QueueFull`].
+    /// The most requests waiting for a slot when all `parallel` are busy (at least 1); more get
+    /// [`SubmitError::QueueFull`].
     pub queue_size: usize,
     /// The longest prompt chunk fed in one prefill call, so a long prompt does not stall the
     /// decode steps of other requests for its whole length.
@@ -346,6 +347,7 @@ pub struct EngineHandle {
     counters: Arc<SharedCounters>,
     n_ctx: usize,
     n_vocab: usize,
+    parallel: usize,
     queue_size: usize,
 }
 
@@ -396,8 +398,16 @@ impl EngineHandle {
             });
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        // Count before sending so the scheduler can never observe a negative queue.
-        self.counters.queued.fetch_add(1, Ordering::SeqCst);
+        // Free slots take requests at once; beyond them, `queue_size` may wait. Count before
+        // sending so the scheduler never sees a negative queue.
+        let waiting = self.counters.queued.fetch_add(1, Ordering::SeqCst);
+        let active = self.counters.active.load(Ordering::SeqCst);
+        if waiting + active >= self.parallel + self.queue_size {
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull {
+                capacity: self.queue_size,
+            });
+        }
         match self.jobs.try_send(Job {
             request,
             events: tx,
@@ -485,8 +495,10 @@ impl Engine {
         };
         let n_ctx = backend.n_ctx();
         let n_vocab = backend.n_vocab().min(tokenizer.vocab_size().max(1));
-        // `sync_channel(0)` would be a rendezvous channel, not "no queue": keep one slot minimum.
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_size);
+        // The channel holds requests not yet admitted: up to `parallel` the scheduler has not
+        // picked up yet plus `queue_size` waiting for a slot. The limit is checked in `submit`;
+        // the capacity is only the hard bound.
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.parallel + config.queue_size);
         let wake = Arc::new(scheduler::Wake::default());
         let counters = Arc::new(SharedCounters::default());
         let handle = EngineHandle {
@@ -495,6 +507,7 @@ impl Engine {
             counters: counters.clone(),
             n_ctx,
             n_vocab,
+            parallel: config.parallel,
             queue_size: config.queue_size,
         };
         let scheduler = scheduler::Scheduler::new(

@@ -198,8 +198,16 @@ impl Scheduler {
                 Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => return true,
             };
+            // Count it active before it leaves the queue, so `submit` never sees a free slot
+            // that is not there.
+            self.counters
+                .active
+                .store(self.active.len() + 1, Ordering::SeqCst);
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
             self.start(job);
+            self.counters
+                .active
+                .store(self.active.len(), Ordering::SeqCst);
         }
         false
     }
