@@ -401,3 +401,40 @@ async fn shutdown_cancels_what_is_left_after_the_timeout() {
     assert_eq!(plain.status(), 500);
     assert!(stats.steps_of(0) < 1000);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_non_streaming_request_cancels_it_too() {
+    let s = TestServer::ready(Setup {
+        endless: true,
+        step_delay: Duration::from_millis(10),
+        n_ctx: 100_000,
+        ..Setup::default()
+    })
+    .await;
+    bitnet_server::download::tls::install_crypto_provider();
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "a", "max_tokens": 50_000, "temperature": 0}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let stats = s.stats.clone();
+    wait_until(
+        "the abandoned sequence to be freed",
+        Duration::from_secs(5),
+        || stats.was_freed(0),
+    )
+    .await;
+    assert!(
+        stats.steps_of(0) < 200,
+        "stopped soon after the client left: {} steps",
+        stats.steps_of(0)
+    );
+    s.shutdown().await.unwrap();
+}

@@ -4,7 +4,7 @@
 //! - Hub files: `HEAD {HF_ENDPOINT}/{repo}/resolve/{revision}/{file}` (without following the
 //!   CDN redirect) gives the commit, size and — for LFS files — the sha256; then the file is
 //!   fetched into the cache (see [`cache`] for the layout) with resume and retries (see
-//!   [`fetch`]), verified, fsynced and renamed into `blobs/<sha256>`.
+//!   `fetch`), verified, fsynced and renamed into `blobs/<sha256>`.
 //! - URLs: fetched the same way; without `--sha256` the digest is computed and logged, and the
 //!   cached copy is reused on later starts.
 //! - `HF_HUB_OFFLINE=1`: only the cache is consulted. `HF_TOKEN` is sent as a bearer token and
