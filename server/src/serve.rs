@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -81,14 +83,26 @@ pub async fn run_with(
     let app = http::router(state.clone());
 
     tracing::info!(%addr, model = %options.source, "listening; the model is acquired in the background");
-    let lifecycle = tokio::spawn(acquire_and_load(options.clone(), loader, state.clone()));
+    let lifecycle = {
+        let (options, state) = (options.clone(), state.clone());
+        tokio::spawn(async move {
+            let health = state.health.clone();
+            let run = AssertUnwindSafe(acquire_and_load(options, loader, state)).catch_unwind();
+            if let Err(panic) = run.await {
+                // Never leave /health saying "downloading" forever.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                health.set(ModelState::Failed {
+                    reason: format!("internal error while preparing the model: {what}"),
+                });
+            }
+        })
+    };
 
     let draining = CancellationToken::new();
-    let signal = draining.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        signal.cancel();
-    });
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -100,11 +114,11 @@ pub async fn run_with(
         health,
     });
 
-    // `biased`: once the signal fired, the server may finish in the same instant (no open
-    // connections); the drain path must still run.
+    // The shutdown future is polled here, not in a task of its own: if it ever failed, the
+    // failure would surface instead of leaving a server that ignores SIGTERM.
+    tokio::pin!(shutdown);
     tokio::select! {
-        biased;
-        _ = draining.cancelled() => {}
+        _ = &mut shutdown => draining.cancel(),
         result = &mut server => {
             // The server stopped on its own: an accept-loop error.
             lifecycle.abort();

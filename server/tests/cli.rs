@@ -28,6 +28,18 @@ fn clean(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Kills the child if the test fails before it is reaped, so no server outlives the test.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn healthcheck(url: &str) -> (i32, String) {
     let out = clean(&mut Command::new(BIN))
         .args(["healthcheck", "--url", url, "--timeout", "2"])
@@ -44,7 +56,7 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
     let model = dir.path().join("m.gguf");
     std::fs::write(&model, b"placeholder").unwrap();
     let port = free_port();
-    let mut child = clean(&mut Command::new(BIN))
+    let child = clean(&mut Command::new(BIN))
         .args([
             "serve",
             "--host",
@@ -61,6 +73,7 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = Reap(child);
     let url = format!("http://127.0.0.1:{port}/health");
     let deadline = Instant::now() + Duration::from_secs(10);
     let (code, text) = loop {
@@ -77,12 +90,12 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
 
     let started = Instant::now();
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -93,7 +106,7 @@ fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
     };
     assert_eq!(exit.code(), Some(0));
     let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
     assert!(
         logs.lines().all(|l| l.trim_start().starts_with('{')),
         "JSON log lines:\n{logs}"
@@ -174,4 +187,48 @@ fn bad_configuration_exits_2_with_a_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex"));
+}
+
+/// A server whose stderr reader went away (closed pipe) must still log without panicking and
+/// still shut down on SIGTERM. (The subscriber's fallback `eprintln!` used to panic the task
+/// that waited for the signal, leaving a server that ignored SIGTERM.)
+#[test]
+fn sigterm_works_when_stderr_is_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"placeholder").unwrap();
+    let port = free_port();
+    let mut child = clean(&mut Command::new(BIN))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--model")
+        .arg(&model)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut child = Reap(child);
+    let url = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthcheck(&url).1.contains("\"state\":\"failed\"") {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
 }

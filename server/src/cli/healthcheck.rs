@@ -2,6 +2,7 @@
 //!
 //! This module does NOT implement the HTTP request (see `bitnet_server::healthcheck`).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,19 +42,24 @@ impl HealthcheckCommand {
         match bitnet_server::healthcheck::probe(&url, timeout) {
             Ok(result) if result.ready() => {
                 if !self.quiet {
-                    println!("ready: {}", result.body.trim());
+                    let _ = writeln!(std::io::stdout(), "ready: {}", result.body.trim());
                 }
                 ExitCode::SUCCESS
             }
             Ok(result) => {
                 if !self.quiet {
-                    eprintln!("not ready (HTTP {}): {}", result.status, result.body.trim());
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "not ready (HTTP {}): {}",
+                        result.status,
+                        result.body.trim()
+                    );
                 }
                 ExitCode::FAILURE
             }
             Err(e) => {
                 if !self.quiet {
-                    eprintln!("unhealthy: {e}");
+                    let _ = writeln!(std::io::stderr(), "unhealthy: {e}");
                 }
                 ExitCode::FAILURE
             }

@@ -5,14 +5,19 @@
 //! `Secret`, whose formatting prints `***`.
 
 pub use bitnet_server::config::LogFormat;
+use std::io::Write;
+
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber (once, at start-up).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `log_internal_errors(false)`: when stderr is gone (a closed pipe), a log line must be
+    // dropped, not turned into a panic by the subscriber's fallback `eprintln!`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
@@ -22,6 +27,9 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
     if let Err(e) = result {
-        eprintln!("bitnet-server: could not set up logging: {e}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "bitnet-server: could not set up logging: {e}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! This module does NOT implement the server (see `bitnet_server::serve`).
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ impl ServeCommand {
         let options = match self.args.to_options() {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("bitnet-server serve: {e}");
+                let _ = writeln!(std::io::stderr(), "bitnet-server serve: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -34,7 +35,10 @@ impl ServeCommand {
         {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("bitnet-server serve: could not start the async runtime: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "bitnet-server serve: could not start the async runtime: {e}"
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -49,7 +53,7 @@ impl ServeCommand {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("bitnet-server serve: {e}");
+                let _ = writeln!(std::io::stderr(), "bitnet-server serve: {e}");
                 ExitCode::FAILURE
             }
         }
