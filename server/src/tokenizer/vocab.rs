@@ -36,10 +36,7 @@ pub struct GgufVocab {
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
     #[error("cannot read vocabulary dump {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error(
         "vocabulary dump {path} is malformed ({what}); regenerate it with xtask/py/dump_llama3_vocab.py"
     )]
@@ -58,9 +55,7 @@ impl RankedVocab {
             path: p.clone(),
             what,
         };
-        let rest = data
-            .strip_prefix(b"BNVOCAB1")
-            .ok_or_else(|| bad("bad magic"))?;
+        let rest = data.strip_prefix(b"BNVOCAB1").ok_or_else(|| bad("bad magic"))?;
         let (count, mut rest) = split_u32(rest).ok_or_else(|| bad("truncated header"))?;
         if count as usize > rest.len() / 5 {
             return Err(bad("token count larger than the file"));
@@ -123,13 +118,7 @@ impl RankedVocab {
         let token_types = self
             .special
             .iter()
-            .map(|&s| {
-                if s {
-                    TOKEN_TYPE_CONTROL
-                } else {
-                    TOKEN_TYPE_NORMAL
-                }
-            })
+            .map(|&s| if s { TOKEN_TYPE_CONTROL } else { TOKEN_TYPE_NORMAL })
             .collect();
         let merges = merges
             .into_iter()
