@@ -2,12 +2,20 @@
 //! stored as GGUF. See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod cli;
+pub mod config;
+pub mod download;
+pub mod engine;
 pub mod generate;
 pub mod gguf;
+pub mod health;
+pub mod healthcheck;
+pub mod http;
 pub mod kernels;
 pub mod model;
 pub mod quant;
 pub mod sampling;
+pub mod secret;
+pub mod serve;
 pub mod stop;
 pub mod synth;
 pub mod tokenizer;

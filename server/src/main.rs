@@ -1,9 +1,5 @@
-use clap::Parser;
+//! The `bitnet-server` binary: parses the command line and runs a subcommand (see `cli`).
 
-fn main() {
-    let cli = bitnet_server::cli::Cli::parse();
-    if let Err(e) = bitnet_server::cli::run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    bitnet_server::cli::main()
 }

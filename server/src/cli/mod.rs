@@ -1,45 +1,74 @@
-//! The `bitnet-server` command line: one module per subcommand. Each parses its own flags
-//! (with `BITNET_*` environment fallbacks where a deployment would set them) and calls into the
-//! library; none of them holds engine logic.
+//! The `bitnet-server` command line: one module per subcommand. Each parses its own flags (with
+//! `BITNET_*` environment fallbacks where a deployment would set them) and calls into the
+//! library. `serve` runs the HTTP server; `healthcheck` is the container probe; `generate`,
+//! `inspect`, `logits` and `perplexity` use the engine directly.
+//!
+//! This module does NOT contain server or engine logic.
 
 pub mod generate;
+mod healthcheck;
 pub mod inspect;
+mod logging;
 pub mod logits;
 pub mod model_args;
 pub mod perplexity;
 pub mod sampling_args;
+mod serve;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "bitnet-server",
-    version,
-    about = "Serve BitNet b1.58 ternary models on CPUs (OpenAI- and llama.cpp-compatible API)"
-)]
+pub use logging::LogFormat;
+
+/// Serve BitNet b1.58 ternary models on CPUs (OpenAI- and llama.cpp-compatible API).
+#[derive(Debug, Parser)]
+#[command(name = "bitnet-server", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "BITNET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+/// The subcommands.
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the OpenAI- and llama.cpp-compatible HTTP API.
+    Serve(Box<serve::ServeCommand>),
+    /// Exit 0 if the server at --url reports ready, 1 otherwise (for container HEALTHCHECK).
+    Healthcheck(healthcheck::HealthcheckCommand),
+    /// Stream a completion of a prompt to stdout.
+    Generate(generate::GenerateArgs),
     /// Print a GGUF file's metadata and tensor table.
     Inspect(inspect::InspectArgs),
     /// Print the logits for a token-id sequence fed in one batch (teacher forcing).
     Logits(logits::LogitsArgs),
-    /// Stream a completion of a prompt to stdout.
-    Generate(generate::GenerateArgs),
     /// Perplexity of a text file, computed as llama.cpp's perplexity tool does.
     Perplexity(perplexity::PerplexityArgs),
 }
 
-/// Runs the parsed command; returns the process exit code.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(cmd) => {
+            logging::init(cli.log_format);
+            return cmd.run();
+        }
+        Command::Healthcheck(cmd) => return cmd.run(),
+        Command::Generate(a) => generate::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Logits(a) => logits::run(&a),
-        Command::Generate(a) => generate::run(&a),
         Command::Perplexity(a) => perplexity::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,463 @@
+//! `serve` configuration: every flag also reads a `BITNET_*` environment variable (and the
+//! Hugging Face variables `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`), all documented by
+//! `bitnet-server serve --help`. Secrets (`HF_TOKEN`, `--api-key`) are never echoed by `--help`
+//! or `Debug`.
+//!
+//! This module does NOT start anything: [`ServeArgs::to_options`] turns flags into the typed
+//! options `serve::run` takes, rejecting contradictory or out-of-range values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::download::{self, DownloadOptions, ModelSource, Sha256Hex};
+use crate::engine::{EngineConfig, LoadOptions};
+use crate::http::ApiConfig;
+use crate::http::metrics::Limits;
+use crate::secret::Secret;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Flags of `bitnet-server serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "BITNET_HOST",
+        default_value = "0.0.0.0",
+        help_heading = "Server"
+    )]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(
+        long,
+        env = "BITNET_PORT",
+        default_value_t = 8080,
+        help_heading = "Server"
+    )]
+    pub port: u16,
+
+    /// Require `Authorization: Bearer <KEY>` on every endpoint except /health and /metrics.
+    #[arg(
+        long,
+        env = "BITNET_API_KEY",
+        hide_env_values = true,
+        help_heading = "Server"
+    )]
+    pub api_key: Option<Secret>,
+
+    /// Largest accepted request body, in bytes (suffixes: K, M, KiB, MiB, e.g. 2MiB).
+    #[arg(long, env = "BITNET_MAX_BODY", default_value = "2MiB", value_parser = parse_size, help_heading = "Server")]
+    pub max_body: usize,
+
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before cancelling them.
+    #[arg(
+        long,
+        env = "BITNET_SHUTDOWN_TIMEOUT",
+        default_value_t = 10.0,
+        help_heading = "Server"
+    )]
+    pub shutdown_timeout: f64,
+
+    /// Local GGUF model file (no download).
+    #[arg(long, short = 'm', env = "BITNET_MODEL", help_heading = "Model source",
+          conflicts_with_all = ["hf_repo", "model_url"])]
+    pub model: Option<PathBuf>,
+
+    /// Hugging Face repo to download the model from, e.g. microsoft/bitnet-b1.58-2B-4T-gguf.
+    #[arg(
+        long,
+        env = "BITNET_HF_REPO",
+        requires = "hf_file",
+        conflicts_with = "model_url",
+        help_heading = "Model source"
+    )]
+    pub hf_repo: Option<String>,
+
+    /// File inside --hf-repo, e.g. ggml-model-i2_s.gguf.
+    #[arg(
+        long,
+        env = "BITNET_HF_FILE",
+        requires = "hf_repo",
+        help_heading = "Model source"
+    )]
+    pub hf_file: Option<String>,
+
+    /// Branch, tag or commit of --hf-repo.
+    #[arg(
+        long,
+        env = "BITNET_REVISION",
+        default_value = "main",
+        help_heading = "Model source"
+    )]
+    pub revision: String,
+
+    /// Download the model from this http(s) URL.
+    #[arg(long, env = "BITNET_MODEL_URL", help_heading = "Model source")]
+    pub model_url: Option<String>,
+
+    /// Expected sha256 of the model file (64 hex characters). Without it, Hub downloads are
+    /// checked against the hub's published LFS digest; URLs are not checked.
+    #[arg(long, env = "BITNET_SHA256", help_heading = "Model source")]
+    pub sha256: Option<String>,
+
+    /// Download cache directory [default: $XDG_CACHE_HOME/bitnet-serve or ~/.cache/bitnet-serve].
+    /// Laid out like the Hugging Face hub cache.
+    #[arg(long, env = "BITNET_MODEL_DIR", help_heading = "Model source")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Name the API serves the model under [default: the repo id, or the file name without .gguf].
+    #[arg(long, env = "BITNET_MODEL_ID", help_heading = "Model source")]
+    pub model_id: Option<String>,
+
+    /// Hugging Face endpoint (a mirror, or a local test server).
+    #[arg(long, env = "HF_ENDPOINT", default_value = download::DEFAULT_ENDPOINT, help_heading = "Download")]
+    pub hf_endpoint: String,
+
+    /// Hugging Face access token for gated or private repos (sent only to --hf-endpoint).
+    #[arg(
+        long,
+        env = "HF_TOKEN",
+        hide_env_values = true,
+        help_heading = "Download"
+    )]
+    pub hf_token: Option<Secret>,
+
+    /// Never use the network: serve from the cache or fail (HF_HUB_OFFLINE=1).
+    #[arg(long, env = "HF_HUB_OFFLINE", help_heading = "Download")]
+    pub offline: bool,
+
+    /// Retries after consecutive download failures without progress.
+    #[arg(
+        long,
+        env = "BITNET_DOWNLOAD_RETRIES",
+        default_value_t = 8,
+        help_heading = "Download"
+    )]
+    pub download_retries: u32,
+
+    /// Seconds without receiving data before a download attempt is retried.
+    #[arg(
+        long,
+        env = "BITNET_DOWNLOAD_READ_TIMEOUT",
+        default_value_t = 60.0,
+        help_heading = "Download"
+    )]
+    pub download_read_timeout: f64,
+
+    /// Context length per sequence in tokens [default: the model's trained length].
+    #[arg(long, short = 'c', env = "BITNET_CTX_SIZE", help_heading = "Inference")]
+    pub ctx_size: Option<usize>,
+
+    /// Threads for the forward pass [default: all available cores].
+    #[arg(long, short = 't', env = "BITNET_THREADS", help_heading = "Inference")]
+    pub threads: Option<usize>,
+
+    /// The most requests generating at once (decoded together in one batch).
+    #[arg(
+        long,
+        short = 'p',
+        env = "BITNET_PARALLEL",
+        default_value_t = 4,
+        help_heading = "Inference"
+    )]
+    pub parallel: usize,
+
+    /// The most requests waiting for a slot; beyond it requests get 503 with Retry-After.
+    #[arg(
+        long,
+        env = "BITNET_QUEUE_SIZE",
+        default_value_t = 64,
+        help_heading = "Inference"
+    )]
+    pub queue_size: usize,
+}
+
+/// A configuration problem, worded for the command line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Everything `serve::run` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub source: ModelSource,
+    pub download: DownloadOptions,
+    pub api: ApiConfig,
+    pub engine: EngineConfig,
+    pub load: LoadOptions,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Check the flags and build [`ServeOptions`].
+    pub fn to_options(&self) -> Result<ServeOptions, ConfigError> {
+        let err = |m: String| ConfigError(m);
+        let listen: SocketAddr = format!("{}:{}", bracket_ipv6(&self.host), self.port)
+            .parse()
+            .map_err(|_| {
+                err(format!(
+                    "--host {:?} is not an IP address (e.g. 0.0.0.0 or ::)",
+                    self.host
+                ))
+            })?;
+        let sha256 = self
+            .sha256
+            .as_deref()
+            .map(Sha256Hex::parse)
+            .transpose()
+            .map_err(|e| err(format!("--sha256: {e}")))?;
+        let source = match (&self.model, &self.hf_repo, &self.hf_file, &self.model_url) {
+            (Some(path), None, None, None) => ModelSource::Local {
+                path: path.clone(),
+                sha256,
+            },
+            (None, Some(repo), Some(file), None) => {
+                ModelSource::hub(repo, file, &self.revision, sha256)
+                    .map_err(|e| err(e.to_string()))?
+            }
+            (None, None, None, Some(url)) => {
+                ModelSource::url(url, sha256).map_err(|e| err(e.to_string()))?
+            }
+            (None, None, None, None) => {
+                return Err(err(
+                    "no model given: pass --model PATH, --hf-repo REPO --hf-file FILE, or \
+                     --model-url URL (or BITNET_MODEL / BITNET_HF_REPO + BITNET_HF_FILE / \
+                     BITNET_MODEL_URL)"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    "give exactly one model source: --model, --hf-repo with --hf-file, or \
+                     --model-url"
+                        .into(),
+                ));
+            }
+        };
+        if self.parallel == 0 {
+            return Err(err("--parallel must be at least 1".into()));
+        }
+        if self.queue_size == 0 {
+            return Err(err("--queue-size must be at least 1".into()));
+        }
+        if self.threads == Some(0) {
+            return Err(err(
+                "--threads must be at least 1 (omit it to use every core)".into(),
+            ));
+        }
+        if self.ctx_size == Some(0) {
+            return Err(err(
+                "--ctx-size must be at least 1 (omit it for the model's length)".into(),
+            ));
+        }
+        if self.max_body < 1024 {
+            return Err(err(format!(
+                "--max-body {} is too small; use at least 1KiB",
+                self.max_body
+            )));
+        }
+        let seconds = |flag: &str, v: f64| {
+            if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(err(format!(
+                    "{flag} must be between 0 and 86400 seconds, got {v}"
+                )))
+            }
+        };
+        let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout)?;
+        let read_timeout = seconds("--download-read-timeout", self.download_read_timeout)?;
+        if read_timeout.is_zero() {
+            return Err(err("--download-read-timeout must be more than 0".into()));
+        }
+        let endpoint = self.hf_endpoint.trim_end_matches('/').to_string();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(err(format!(
+                "HF_ENDPOINT {endpoint:?} must start with http:// or https://"
+            )));
+        }
+        let model_id = self
+            .model_id
+            .clone()
+            .unwrap_or_else(|| source.default_model_id());
+        let file_name = source.file_name();
+        let mut aliases = vec![file_name.clone()];
+        if let Some(stem) = file_name.strip_suffix(".gguf") {
+            aliases.push(stem.to_string());
+        }
+        Ok(ServeOptions {
+            listen,
+            download: DownloadOptions {
+                cache_dir: self.model_dir.clone().unwrap_or_else(default_cache_dir),
+                endpoint,
+                token: self.hf_token.clone().filter(|t| !t.expose().is_empty()),
+                offline: self.offline,
+                read_timeout,
+                max_retries: self.download_retries,
+                ..DownloadOptions::default()
+            },
+            source,
+            api: ApiConfig {
+                model_id,
+                aliases,
+                api_key: self.api_key.clone().filter(|k| !k.expose().is_empty()),
+                max_body: self.max_body,
+                limits: Limits {
+                    queue_size: self.queue_size,
+                    parallel: self.parallel,
+                },
+            },
+            engine: EngineConfig {
+                parallel: self.parallel,
+                queue_size: self.queue_size,
+                ..EngineConfig::default()
+            },
+            load: LoadOptions {
+                ctx_size: self.ctx_size,
+                threads: self.threads,
+                parallel: self.parallel,
+            },
+            shutdown_timeout,
+        })
+    }
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// `$XDG_CACHE_HOME/bitnet-serve`, `~/.cache/bitnet-serve`, or `./models`.
+pub fn default_cache_dir() -> PathBuf {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(xdg) = from("XDG_CACHE_HOME") {
+        return xdg.join("bitnet-serve");
+    }
+    if let Some(home) = from("HOME") {
+        return home.join(".cache").join("bitnet-serve");
+    }
+    PathBuf::from("models")
+}
+
+/// `2097152`, `512K`, `2M`, `2MiB`, `1G` → bytes (K/M/G are binary multiples).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 2097152 or 2MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use K, M or G"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<ServeOptions, String> {
+        let t = T::try_parse_from(std::iter::once("x").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        t.args.to_options().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sources() {
+        let o = parse(&["--model", "/m/x.gguf"]).unwrap();
+        assert!(matches!(o.source, ModelSource::Local { .. }));
+        assert_eq!(o.api.model_id, "x");
+        let o = parse(&[
+            "--hf-repo",
+            "o/n",
+            "--hf-file",
+            "f.gguf",
+            "--revision",
+            "v1",
+        ])
+        .unwrap();
+        assert!(matches!(o.source, ModelSource::Hub { ref revision, .. } if revision == "v1"));
+        assert_eq!(o.api.model_id, "o/n");
+        assert!(o.api.aliases.contains(&"f.gguf".to_string()));
+        assert!(parse(&["--hf-repo", "o/n"]).is_err(), "hf-file is required");
+        assert!(parse(&["--model", "a", "--model-url", "http://x/y"]).is_err());
+        let e = parse(&[]).unwrap_err();
+        assert!(e.contains("no model given"), "{e}");
+        let e = parse(&["--model", "a", "--sha256", "xyz"]).unwrap_err();
+        assert!(e.contains("--sha256"), "{e}");
+    }
+
+    #[test]
+    fn limits_and_sizes() {
+        assert!(parse(&["--model", "a", "--parallel", "0"]).is_err());
+        assert!(parse(&["--model", "a", "--queue-size", "0"]).is_err());
+        assert!(parse(&["--model", "a", "--shutdown-timeout", "-1"]).is_err());
+        assert_eq!(
+            parse(&["--model", "a", "--max-body", "10MiB"])
+                .unwrap()
+                .api
+                .max_body,
+            10 << 20
+        );
+        assert_eq!(parse(&["--model", "a"]).unwrap().api.max_body, 2 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert!(parse_size("2X").is_err());
+        assert!(parse_size("").is_err());
+        let o = parse(&["--model", "a", "--host", "::1", "--port", "9"]).unwrap();
+        assert_eq!(o.listen.to_string(), "[::1]:9");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let o = parse(&[
+            "--model",
+            "a",
+            "--api-key",
+            "sekrit-key",
+            "--hf-token",
+            "hf_sekrit",
+        ])
+        .unwrap();
+        let dbg = format!("{o:?}");
+        assert!(!dbg.contains("sekrit"), "{dbg}");
+        assert_eq!(o.api.api_key.unwrap().expose(), "sekrit-key");
+    }
+}

@@ -1,0 +1,547 @@
+//! The engine boundary: what the HTTP layer asks of a loaded model, and the scheduler that
+//! serves many requests on one model at once.
+//!
+//! The model side plugs in through three traits:
+//! - [`Backend`]: the forward pass over a per-sequence KV cache (prefill, batched decode, free);
+//! - [`Tokenizer`]: text ↔ token ids, token bytes, chat template, end-of-generation ids;
+//! - [`TokenSampler`] (made per request by a [`SamplerFactory`]): picks the next token from logits.
+//!
+//! A [`ModelLoader`] turns a verified GGUF path into a [`LoadedModel`] bundling the three; the
+//! serve command calls it once the file is on disk. [`Engine::start`] then moves the backend onto
+//! a dedicated OS thread (the scheduler, see [`scheduler`]) and hands out an [`EngineHandle`].
+//!
+//! This module does NOT implement a model, a tokenizer or a sampler: those live in `model/`,
+//! `tokenizer/` and the sampler module, and are wired in by the loader. It also knows nothing
+//! about HTTP: request parsing and response shapes live in `http/`.
+
+pub mod scheduler;
+pub mod text;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use scheduler::EngineStats;
+
+/// Identifies one sequence (one request's KV cache) inside a [`Backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub u32);
+
+/// A failure inside the backend (out of memory, KV cache exhausted, internal bug). The
+/// scheduler fails the affected requests with this message and keeps serving the others.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// The forward pass over a model, with one KV cache per live sequence.
+///
+/// Called only from the scheduler thread, one call at a time. Implementations may use their own
+/// worker threads inside a call.
+pub trait Backend: Send {
+    /// The context length (tokens per sequence, prompt + generated) this backend was built for.
+    fn n_ctx(&self) -> usize;
+    /// The number of logits per position (the vocabulary size as the output head sees it).
+    fn n_vocab(&self) -> usize;
+    /// Start an empty sequence. Errors if no KV cache slot is free.
+    fn new_sequence(&mut self) -> Result<SeqId, BackendError>;
+    /// Append `tokens` (non-empty) to `seq` and return the logits after the last of them.
+    /// The scheduler may call this several times per sequence to feed a long prompt in chunks.
+    fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError>;
+    /// One decode step over several sequences: append one token to each and return one logits
+    /// vector per entry, in the same order. Every `SeqId` appears at most once.
+    fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError>;
+    /// Release a sequence's KV cache. Unknown ids are ignored.
+    fn free(&mut self, seq: SeqId);
+}
+
+/// A failure to turn text into tokens (or to render a chat template).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenizeError(pub String);
+
+/// One chat message as given to the chat template: role and plain text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Text ↔ tokens for one model. Shared between HTTP handlers and the scheduler thread.
+pub trait Tokenizer: Send + Sync {
+    /// The number of token ids (ids are `0..vocab_size`).
+    fn vocab_size(&self) -> usize;
+    /// Encode `text`. `add_bos`: prepend the model's beginning-of-text token if it has one.
+    /// `parse_special`: recognise special-token text (e.g. `<|eot_id|>`) as those tokens.
+    fn encode(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizeError>;
+    /// The raw bytes a token stands for (special tokens: their text). `None` for ids out of range.
+    /// These bytes may be a fragment of a multi-byte UTF-8 character.
+    fn token_bytes(&self, id: u32) -> Option<Vec<u8>>;
+    /// Is this an end-of-generation token (EOS, EOT, ...)?
+    fn is_eog(&self, id: u32) -> bool;
+    /// Render a conversation with the model's chat template, ending with the assistant prefix
+    /// when `add_generation_prompt` is set. The result is encoded with `parse_special = true`
+    /// and `add_bos = false` (templates write the BOS text themselves).
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizeError>;
+
+    /// Decode ids to text; invalid UTF-8 becomes U+FFFD. Errors name the first bad id.
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let piece = self.token_bytes(id).ok_or_else(|| {
+                TokenizeError(format!(
+                    "token id {id} is out of range (vocabulary size {})",
+                    self.vocab_size()
+                ))
+            })?;
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// Sampling settings for one request, already validated by the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// 0 disables top-k.
+    pub top_k: usize,
+    /// 1.0 disables top-p.
+    pub top_p: f32,
+    /// 0.0 disables min-p.
+    pub min_p: f32,
+    /// 1.0 disables the repetition penalty.
+    pub repeat_penalty: f32,
+    /// How many of the last tokens the repeat/presence/frequency penalties look at.
+    pub repeat_last_n: usize,
+    /// OpenAI presence penalty (0 disables).
+    pub presence_penalty: f32,
+    /// OpenAI frequency penalty (0 disables).
+    pub frequency_penalty: f32,
+    /// Seed for this request's random number generator (always concrete: the HTTP layer draws
+    /// one when the client gave none, so every response is reproducible from its seed).
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Picks the next token for one sequence. `logits` may be modified in place (penalties,
+/// temperature, truncation); `history` is the prompt followed by the tokens generated so far.
+pub trait TokenSampler: Send {
+    fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32;
+}
+
+impl<F: FnMut(&mut [f32], &[u32]) -> u32 + Send> TokenSampler for F {
+    fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self(logits, history)
+    }
+}
+
+/// Makes one [`TokenSampler`] per request (each with its own RNG seeded from the params).
+pub type SamplerFactory = Arc<dyn Fn(&SamplingParams) -> Box<dyn TokenSampler> + Send + Sync>;
+
+/// One generation job, as the scheduler receives it.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// The full prompt, already tokenized (BOS included when wanted). Must not be empty.
+    pub prompt_tokens: Vec<u32>,
+    /// The most tokens to generate; `prompt_tokens.len() + max_tokens` must fit the context.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop strings: generation ends *before* the first occurrence of any of them, which is
+    /// never sent to the client.
+    pub stop: Vec<String>,
+    /// `None`: no log-probabilities. `Some(n)`: the chosen token's logprob plus the top `n`.
+    pub logprobs: Option<usize>,
+    /// Keep generating past end-of-generation tokens (llama.cpp's `ignore_eos`).
+    pub ignore_eos: bool,
+}
+
+/// Why a generation ended, in OpenAI's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+/// Token counts for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// A candidate token with its log-probability (natural log of the softmax of the raw logits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    /// The token's bytes (possibly not valid UTF-8 on their own).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// Log-probability information for one generated token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogprobInfo {
+    pub chosen: TokenLogprob,
+    /// The most likely tokens, best first (length = the requested `n`).
+    pub top: Vec<TokenLogprob>,
+}
+
+/// What the scheduler sends back for a request.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// One generated token. `text` is the newly releasable text: it can be empty (an incomplete
+    /// UTF-8 character, or a possible stop-string prefix held back) or include text held back
+    /// from earlier tokens.
+    Token {
+        id: u32,
+        text: String,
+        logprob: Option<LogprobInfo>,
+    },
+    /// The generation ended normally. `text` is held-back text released at the end (a partial
+    /// stop-string prefix that never completed). Nothing follows.
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+        /// The stop string that ended generation, if any.
+        stop_word: Option<String>,
+        text: String,
+    },
+    /// The generation failed (backend error or shutdown). Nothing follows.
+    Failed { message: String },
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    #[error(
+        "the prompt ({prompt} tokens) plus max_tokens ({max_tokens}) exceeds the model's context \
+         of {n_ctx} tokens; shorten the prompt or lower max_tokens to at most {room}",
+        room = n_ctx.saturating_sub(*prompt)
+    )]
+    ContextOverflow {
+        prompt: usize,
+        max_tokens: usize,
+        n_ctx: usize,
+    },
+    #[error("token id {id} is out of range: the vocabulary has {n_vocab} tokens")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("the request queue is full ({capacity} waiting); retry shortly")]
+    QueueFull { capacity: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// What the serve command needs to start a model, besides the file.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Requested context length; `None` = the model's trained length.
+    pub ctx_size: Option<usize>,
+    /// Worker threads for the forward pass; `None` = all available cores.
+    pub threads: Option<usize>,
+    /// The most sequences decoded together (KV cache slots to allocate).
+    pub parallel: usize,
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    pub backend: Box<dyn Backend>,
+    pub tokenizer: Arc<dyn Tokenizer>,
+    pub sampler: SamplerFactory,
+    /// The kernel set chosen for this CPU (shown by /health and /metrics), e.g. `avx512-vnni`.
+    pub kernel: String,
+}
+
+/// A failure to load a model file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+/// Turns a verified model file into a [`LoadedModel`]. Runs on a blocking thread.
+pub trait ModelLoader: Send + Sync {
+    fn load(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError>;
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The most sequences decoded together.
+    pub parallel: usize,
+    /// The most requests waiting for a slot when all `parallel` are busy (at least 1); more get
+    /// [`SubmitError::QueueFull`].
+    pub queue_size: usize,
+    /// The longest prompt chunk fed in one prefill call, so a long prompt does not stall the
+    /// decode steps of other requests for its whole length.
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 4,
+            queue_size: 64,
+            prefill_chunk: 512,
+        }
+    }
+}
+
+/// Counters shared between the scheduler thread and readers (metrics, tests).
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub decode_steps: AtomicU64,
+    /// Decode throughput over the last measurement window, tokens/s, stored as f64 bits.
+    pub tokens_per_second_bits: AtomicU64,
+    pub shutting_down: AtomicBool,
+    pub abort: AtomicBool,
+}
+
+/// A submitted request on its way to the scheduler.
+pub(crate) struct Job {
+    pub request: GenerationRequest,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// The cloneable way in: submit requests, read stats, shut down.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    wake: Arc<scheduler::Wake>,
+    counters: Arc<SharedCounters>,
+    n_ctx: usize,
+    n_vocab: usize,
+    parallel: usize,
+    queue_size: usize,
+}
+
+impl fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("n_ctx", &self.n_ctx)
+            .field("n_vocab", &self.n_vocab)
+            .field("queue_size", &self.queue_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// The context length of the loaded model.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Check a request against the model's limits and queue it. Events arrive on the returned
+    /// receiver; dropping the receiver cancels the generation (checked before every step).
+    pub fn submit(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
+        if self.counters.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let prompt = request.prompt_tokens.len();
+        if prompt == 0 {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        if prompt.saturating_add(request.max_tokens) > self.n_ctx {
+            return Err(SubmitError::ContextOverflow {
+                prompt,
+                max_tokens: request.max_tokens,
+                n_ctx: self.n_ctx,
+            });
+        }
+        if let Some(&id) = request
+            .prompt_tokens
+            .iter()
+            .find(|&&id| id as usize >= self.n_vocab)
+        {
+            return Err(SubmitError::TokenOutOfRange {
+                id,
+                n_vocab: self.n_vocab,
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Free slots take requests at once; beyond them, `queue_size` may wait. Count before
+        // sending so the scheduler never sees a negative queue.
+        let waiting = self.counters.queued.fetch_add(1, Ordering::SeqCst);
+        let active = self.counters.active.load(Ordering::SeqCst);
+        if waiting + active >= self.parallel + self.queue_size {
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull {
+                capacity: self.queue_size,
+            });
+        }
+        match self.jobs.try_send(Job {
+            request,
+            events: tx,
+        }) {
+            Ok(()) => {
+                self.wake.notify();
+                Ok(rx)
+            }
+            Err(err) => {
+                self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(match err {
+                    std::sync::mpsc::TrySendError::Full(_) => SubmitError::QueueFull {
+                        capacity: self.queue_size,
+                    },
+                    std::sync::mpsc::TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    /// A snapshot of the scheduler's counters.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.counters;
+        EngineStats {
+            queued: c.queued.load(Ordering::Relaxed),
+            active: c.active.load(Ordering::Relaxed),
+            prompt_tokens: c.prompt_tokens.load(Ordering::Relaxed),
+            generated_tokens: c.generated_tokens.load(Ordering::Relaxed),
+            decode_steps: c.decode_steps.load(Ordering::Relaxed),
+            tokens_per_second: f64::from_bits(c.tokens_per_second_bits.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Refuse new requests from now on; running and queued ones continue.
+    pub fn begin_shutdown(&self) {
+        self.counters.shutting_down.store(true, Ordering::SeqCst);
+        self.wake.notify();
+    }
+
+    /// Stop now: every running or queued request gets [`Event::Failed`] and the scheduler
+    /// thread exits.
+    pub fn abort(&self) {
+        self.counters.shutting_down.store(true, Ordering::SeqCst);
+        self.counters.abort.store(true, Ordering::SeqCst);
+        self.wake.notify();
+    }
+
+    /// Are any requests queued or running?
+    pub fn is_busy(&self) -> bool {
+        self.counters.queued.load(Ordering::SeqCst) + self.counters.active.load(Ordering::SeqCst)
+            > 0
+    }
+}
+
+/// A running engine: the handle plus what handlers need to build prompts and name the model.
+pub struct Engine {
+    pub handle: EngineHandle,
+    pub tokenizer: Arc<dyn Tokenizer>,
+    pub kernel: String,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("handle", &self.handle)
+            .field("kernel", &self.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Move the model's backend onto a new scheduler thread and start serving.
+    pub fn start(model: LoadedModel, config: EngineConfig) -> std::io::Result<Engine> {
+        let LoadedModel {
+            backend,
+            tokenizer,
+            sampler,
+            kernel,
+        } = model;
+        let config = EngineConfig {
+            parallel: config.parallel.max(1),
+            queue_size: config.queue_size.max(1),
+            prefill_chunk: config.prefill_chunk.max(1),
+        };
+        let n_ctx = backend.n_ctx();
+        let n_vocab = backend.n_vocab().min(tokenizer.vocab_size().max(1));
+        // The channel holds requests not yet admitted: up to `parallel` the scheduler has not
+        // picked up yet plus `queue_size` waiting for a slot. The limit is checked in `submit`;
+        // the capacity is only the hard bound.
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.parallel + config.queue_size);
+        let wake = Arc::new(scheduler::Wake::default());
+        let counters = Arc::new(SharedCounters::default());
+        let handle = EngineHandle {
+            jobs: jobs_tx,
+            wake: wake.clone(),
+            counters: counters.clone(),
+            n_ctx,
+            n_vocab,
+            parallel: config.parallel,
+            queue_size: config.queue_size,
+        };
+        let scheduler = scheduler::Scheduler::new(
+            backend,
+            tokenizer.clone(),
+            sampler,
+            config,
+            jobs_rx,
+            wake,
+            counters,
+        );
+        let thread = std::thread::Builder::new()
+            .name("bitnet-scheduler".into())
+            .spawn(move || scheduler.run())?;
+        Ok(Engine {
+            handle,
+            tokenizer,
+            kernel,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Abort everything and wait for the scheduler thread to exit.
+    pub fn stop(&self) {
+        self.handle.abort();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}

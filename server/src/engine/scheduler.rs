@@ -1,0 +1,550 @@
+//! The decode loop: one OS thread owns the [`Backend`] and serves every request with continuous
+//! batching.
+//!
+//! Each iteration: drop sequences whose client went away (their event receiver was dropped),
+//! admit queued requests while fewer than `parallel` run, feed one prompt chunk of one sequence
+//! still in prefill, then run ONE decode step over every sequence that has a token to feed,
+//! sample, and send the results. New requests thus join between steps without waiting for
+//! others to finish, and a cancelled request costs at most the step already under way.
+//!
+//! This module does NOT validate requests (see [`super::EngineHandle::submit`]), sample
+//! (the per-request [`TokenSampler`] does) or format responses.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::text::TextStream;
+use super::{
+    Backend, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
+    SamplerFactory, SeqId, SharedCounters, TokenLogprob, TokenSampler, Tokenizer, Usage,
+};
+
+/// A snapshot of the scheduler's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineStats {
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Requests being prefilled or decoded.
+    pub active: usize,
+    /// Prompt tokens processed since start.
+    pub prompt_tokens: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
+    /// Batched decode steps run since start.
+    pub decode_steps: u64,
+    /// Generated tokens per second over the last measurement window (0 when idle).
+    pub tokens_per_second: f64,
+}
+
+/// Wakes the scheduler thread when it sleeps for lack of work.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    pub(crate) fn notify(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *pending = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut pending, _) = self
+            .cv
+            .wait_timeout_while(pending, timeout, |p| !*p)
+            .unwrap_or_else(|p| p.into_inner());
+        *pending = false;
+    }
+}
+
+/// One admitted request.
+struct Active {
+    seq: SeqId,
+    events: UnboundedSender<Event>,
+    /// Prompt followed by generated tokens.
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// How many prompt tokens the backend has seen.
+    prefilled: usize,
+    /// The last sampled token, not yet fed to the backend.
+    next_input: Option<u32>,
+    generated: usize,
+    max_tokens: usize,
+    sampler: Box<dyn TokenSampler>,
+    text: TextStream,
+    logprobs: Option<usize>,
+    ignore_eos: bool,
+    /// The client went away or the request ended: free at the next cleanup.
+    finished: bool,
+}
+
+/// How often the tokens/s gauge is recomputed.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// How long the thread sleeps without work before re-checking flags.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+pub(crate) struct Scheduler {
+    backend: Box<dyn Backend>,
+    tokenizer: Arc<dyn Tokenizer>,
+    sampler: SamplerFactory,
+    config: EngineConfig,
+    jobs: Receiver<Job>,
+    wake: Arc<Wake>,
+    counters: Arc<SharedCounters>,
+    active: Vec<Active>,
+    n_vocab: usize,
+    rate_window_start: Instant,
+    rate_window_tokens: u64,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        backend: Box<dyn Backend>,
+        tokenizer: Arc<dyn Tokenizer>,
+        sampler: SamplerFactory,
+        config: EngineConfig,
+        jobs: Receiver<Job>,
+        wake: Arc<Wake>,
+        counters: Arc<SharedCounters>,
+    ) -> Self {
+        let n_vocab = backend.n_vocab();
+        Self {
+            backend,
+            tokenizer,
+            sampler,
+            config,
+            jobs,
+            wake,
+            counters,
+            active: Vec::new(),
+            n_vocab,
+            rate_window_start: Instant::now(),
+            rate_window_tokens: 0,
+        }
+    }
+
+    /// The thread body. Returns when aborted or when every handle is gone.
+    pub(crate) fn run(mut self) {
+        let result = catch_unwind(AssertUnwindSafe(|| self.run_loop()));
+        if let Err(panic) = result {
+            let message = panic_message(&panic);
+            tracing::error!(%message, "the scheduler thread panicked; failing all requests");
+            self.counters.abort.store(true, Ordering::SeqCst);
+            self.counters.shutting_down.store(true, Ordering::SeqCst);
+            // The backend's state is unknown after a panic: do not call into it again.
+            let message = format!("internal error in the inference engine: {message}");
+            self.fail_everything(&message, false);
+        }
+        self.counters.active.store(0, Ordering::SeqCst);
+        self.counters
+            .tokens_per_second_bits
+            .store(0f64.to_bits(), Ordering::Relaxed);
+    }
+
+    fn run_loop(&mut self) {
+        loop {
+            if self.counters.abort.load(Ordering::SeqCst) {
+                self.fail_everything(
+                    "the server is shutting down; the request was cancelled",
+                    true,
+                );
+                return;
+            }
+            self.drop_finished();
+            let disconnected = self.admit();
+            self.update_rate();
+            if self.active.is_empty() {
+                if disconnected {
+                    return;
+                }
+                self.wake.wait(IDLE_WAIT);
+                continue;
+            }
+            self.prefill_one_chunk();
+            self.drop_finished();
+            self.decode_step();
+        }
+    }
+
+    /// Free sequences that ended or whose client disconnected.
+    fn drop_finished(&mut self) {
+        let backend = &mut self.backend;
+        self.active.retain(|a| {
+            if a.finished || a.events.is_closed() {
+                backend.free(a.seq);
+                false
+            } else {
+                true
+            }
+        });
+        self.counters
+            .active
+            .store(self.active.len(), Ordering::SeqCst);
+    }
+
+    /// Move queued requests into free slots. Returns true when no handle can submit any more.
+    fn admit(&mut self) -> bool {
+        while self.active.len() < self.config.parallel {
+            let job = match self.jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            };
+            // Count it active before it leaves the queue, so `submit` never sees a free slot
+            // that is not there.
+            self.counters
+                .active
+                .store(self.active.len() + 1, Ordering::SeqCst);
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            self.start(job);
+            self.counters
+                .active
+                .store(self.active.len(), Ordering::SeqCst);
+        }
+        false
+    }
+
+    fn start(&mut self, job: Job) {
+        let Job { request, events } = job;
+        if events.is_closed() {
+            return; // the client left while queued
+        }
+        let GenerationRequest {
+            prompt_tokens,
+            max_tokens,
+            sampling,
+            stop,
+            logprobs,
+            ignore_eos,
+        } = request;
+        let prompt_len = prompt_tokens.len();
+        if max_tokens == 0 {
+            let _ = events.send(Event::Done {
+                finish_reason: FinishReason::Length,
+                usage: usage(prompt_len, 0),
+                stop_word: None,
+                text: String::new(),
+            });
+            return;
+        }
+        let seq = match self.backend.new_sequence() {
+            Ok(seq) => seq,
+            Err(err) => {
+                let _ = events.send(Event::Failed {
+                    message: format!("could not start a sequence: {err}"),
+                });
+                return;
+            }
+        };
+        let sampler = (self.sampler)(&sampling);
+        let mut history = prompt_tokens;
+        history.reserve(max_tokens);
+        self.active.push(Active {
+            seq,
+            events,
+            history,
+            prompt_len,
+            prefilled: 0,
+            next_input: None,
+            generated: 0,
+            max_tokens,
+            sampler,
+            text: TextStream::new(&stop),
+            logprobs,
+            ignore_eos,
+            finished: false,
+        });
+        self.counters
+            .active
+            .store(self.active.len(), Ordering::SeqCst);
+    }
+
+    /// Feed one chunk of the oldest prompt still being prefilled.
+    fn prefill_one_chunk(&mut self) {
+        let Some(index) = self.active.iter().position(|a| a.prefilled < a.prompt_len) else {
+            return;
+        };
+        let chunk = self.config.prefill_chunk;
+        let a = &mut self.active[index];
+        let end = (a.prefilled + chunk).min(a.prompt_len);
+        let result = self.backend.prefill(a.seq, &a.history[a.prefilled..end]);
+        self.counters
+            .prompt_tokens
+            .fetch_add((end - a.prefilled) as u64, Ordering::Relaxed);
+        a.prefilled = end;
+        match result {
+            Err(err) => fail(a, &format!("prompt processing failed: {err}")),
+            Ok(mut logits) => {
+                if a.prefilled == a.prompt_len {
+                    self.after_logits(index, &mut logits);
+                }
+            }
+        }
+    }
+
+    /// One batched decode step over every sequence with a token to feed.
+    fn decode_step(&mut self) {
+        let mut indices = Vec::with_capacity(self.active.len());
+        let mut steps = Vec::with_capacity(self.active.len());
+        for (i, a) in self.active.iter().enumerate() {
+            if let Some(token) = a.next_input {
+                indices.push(i);
+                steps.push((a.seq, token));
+            }
+        }
+        if steps.is_empty() {
+            return;
+        }
+        let result = self.backend.decode(&steps);
+        self.counters.decode_steps.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(all_logits) if all_logits.len() == steps.len() => {
+                for (i, mut logits) in indices.into_iter().zip(all_logits) {
+                    self.active[i].next_input = None;
+                    self.after_logits(i, &mut logits);
+                }
+            }
+            Ok(all_logits) => {
+                let message = format!(
+                    "internal error: the backend returned {} logit rows for {} sequences",
+                    all_logits.len(),
+                    steps.len()
+                );
+                for i in indices {
+                    fail(&mut self.active[i], &message);
+                }
+            }
+            Err(err) => {
+                for i in indices {
+                    fail(&mut self.active[i], &format!("decoding failed: {err}"));
+                }
+            }
+        }
+    }
+
+    /// Sample from fresh logits for sequence `index`, send the token, decide whether to go on.
+    fn after_logits(&mut self, index: usize, logits: &mut [f32]) {
+        let n_vocab = self.n_vocab;
+        let a = &mut self.active[index];
+        if logits.len() != n_vocab {
+            let message = format!(
+                "internal error: the backend returned {} logits, expected {n_vocab}",
+                logits.len()
+            );
+            fail(a, &message);
+            return;
+        }
+        let raw = a.logprobs.map(|_| logits.to_vec());
+        let token = a.sampler.sample(logits, &a.history);
+        if token as usize >= n_vocab {
+            fail(
+                a,
+                &format!("internal error: the sampler chose token {token} of {n_vocab}"),
+            );
+            return;
+        }
+        a.generated += 1;
+        a.history.push(token);
+        self.counters
+            .generated_tokens
+            .fetch_add(1, Ordering::Relaxed);
+        self.rate_window_tokens += 1;
+
+        if !a.ignore_eos && self.tokenizer.is_eog(token) {
+            finish(a, FinishReason::Stop, None);
+            return;
+        }
+        let bytes = self.tokenizer.token_bytes(token).unwrap_or_default();
+        let logprob = match (raw, a.logprobs) {
+            (Some(raw), Some(top_n)) => Some(logprob_info(&raw, token, top_n, &*self.tokenizer)),
+            _ => None,
+        };
+        let pushed = a.text.push(&bytes);
+        if a.events
+            .send(Event::Token {
+                id: token,
+                text: pushed.text,
+                logprob,
+            })
+            .is_err()
+        {
+            a.finished = true; // the client is gone
+            return;
+        }
+        if let Some(stop) = pushed.stop {
+            finish(a, FinishReason::Stop, Some(stop));
+        } else if a.generated >= a.max_tokens {
+            finish(a, FinishReason::Length, None);
+        } else {
+            a.next_input = Some(token);
+        }
+    }
+
+    fn update_rate(&mut self) {
+        let elapsed = self.rate_window_start.elapsed();
+        if elapsed >= RATE_WINDOW {
+            let rate = self.rate_window_tokens as f64 / elapsed.as_secs_f64();
+            self.counters
+                .tokens_per_second_bits
+                .store(rate.to_bits(), Ordering::Relaxed);
+            self.rate_window_start = Instant::now();
+            self.rate_window_tokens = 0;
+        }
+    }
+
+    fn fail_everything(&mut self, message: &str, free: bool) {
+        for a in &mut self.active {
+            fail(a, message);
+            if free {
+                self.backend.free(a.seq);
+            }
+        }
+        self.active.clear();
+        while let Ok(job) = self.jobs.try_recv() {
+            self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+            let _ = job.events.send(Event::Failed {
+                message: message.to_string(),
+            });
+        }
+        self.counters.active.store(0, Ordering::SeqCst);
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    }
+}
+
+fn finish(a: &mut Active, finish_reason: FinishReason, stop_word: Option<String>) {
+    let text = a.text.finish();
+    let _ = a.events.send(Event::Done {
+        finish_reason,
+        usage: usage(a.prompt_len, a.generated),
+        stop_word,
+        text,
+    });
+    a.finished = true;
+}
+
+fn fail(a: &mut Active, message: &str) {
+    let _ = a.events.send(Event::Failed {
+        message: message.to_string(),
+    });
+    a.finished = true;
+    a.next_input = None;
+}
+
+/// Log-probabilities from raw logits: log-softmax of the chosen token and the top `n`.
+fn logprob_info(raw: &[f32], chosen: u32, n: usize, tokenizer: &dyn Tokenizer) -> LogprobInfo {
+    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = raw.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let log_z = f64::from(max) + sum.ln();
+    let entry = |id: u32| TokenLogprob {
+        id,
+        bytes: tokenizer.token_bytes(id).unwrap_or_default(),
+        logprob: (f64::from(raw[id as usize]) - log_z) as f32,
+    };
+    let mut top: Vec<u32> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        // Partial selection keeps this O(vocab) for a 128k vocabulary.
+        let mut ids: Vec<u32> = (0..raw.len() as u32).collect();
+        let n = n.min(ids.len());
+        let by_logit_desc =
+            |a: &u32, b: &u32| raw[*b as usize].total_cmp(&raw[*a as usize]).then(a.cmp(b));
+        if n < ids.len() {
+            ids.select_nth_unstable_by(n - 1, by_logit_desc);
+            ids.truncate(n);
+        }
+        ids.sort_by(by_logit_desc);
+        top = ids;
+    }
+    LogprobInfo {
+        chosen: entry(chosen),
+        top: top.into_iter().map(entry).collect(),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bytes;
+    impl Tokenizer for Bytes {
+        fn vocab_size(&self) -> usize {
+            4
+        }
+        fn encode(
+            &self,
+            _: &str,
+            _: bool,
+            _: bool,
+        ) -> Result<Vec<u32>, crate::engine::TokenizeError> {
+            Ok(vec![])
+        }
+        fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+            (id < 4).then(|| vec![b'a' + id as u8])
+        }
+        fn is_eog(&self, _: u32) -> bool {
+            false
+        }
+        fn apply_chat_template(
+            &self,
+            _: &[crate::engine::ChatMessage],
+            _: bool,
+        ) -> Result<String, crate::engine::TokenizeError> {
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_and_top_is_sorted() {
+        let raw = [0.0f32, 2.0, 1.0, -1.0];
+        let info = logprob_info(&raw, 2, 2, &Bytes);
+        let z: f64 = raw.iter().map(|&x| f64::from(x).exp()).sum();
+        assert!((f64::from(info.chosen.logprob) - (1.0 - z.ln())).abs() < 1e-5);
+        assert_eq!(
+            info.top.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(info.top[0].bytes, b"b");
+        let total: f64 = (0..4)
+            .map(|i| f64::from(logprob_info(&raw, i, 0, &Bytes).chosen.logprob).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn wake_returns_after_notify() {
+        let wake = Arc::new(Wake::default());
+        let w = wake.clone();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            w.wait(Duration::from_secs(10));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        wake.notify();
+        assert!(t.join().unwrap() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,243 @@
+//! Plumbing shared by the generation endpoints: readiness and model-name checks, prompt
+//! tokenization, collecting a whole response, and turning engine events into an SSE stream that
+//! ends on shutdown and cancels the generation when the client goes away.
+//!
+//! This module does NOT know any response format: endpoints pass closures that build their own
+//! JSON.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::{Prompt, PromptPiece};
+use crate::engine::{Engine, Event, FinishReason, LogprobInfo, Usage};
+
+/// The engine, or 503 saying where the model is in its lifecycle.
+pub fn ready_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
+    match (state.health.is_ready(), state.engine.get()) {
+        (true, Some(engine)) => Ok(engine.clone()),
+        _ => Err(ApiError::not_ready(&state.health.state().describe())),
+    }
+}
+
+/// 404 unless `requested` (when given) names this server's model.
+pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
+    match requested {
+        None => Ok(()),
+        Some(name) if state.model_names.iter().any(|n| n == name) => Ok(()),
+        Some(name) => Err(ApiError::unknown_model(name, &state.model_id)),
+    }
+}
+
+/// Tokenize a prompt. Text gets BOS (when the model has one) and special-token parsing;
+/// token arrays are used as given.
+pub fn tokenize_prompt(engine: &Engine, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
+    let tok = &engine.tokenizer;
+    let encode = |text: &str, bos: bool| {
+        tok.encode(text, bos, true).map_err(|e| {
+            ApiError::invalid_param("prompt", format!("the prompt could not be tokenized: {e}"))
+        })
+    };
+    let tokens = match prompt {
+        Prompt::Text(text) => encode(text, true)?,
+        Prompt::Tokens(ids) => ids.clone(),
+        Prompt::Mixed(pieces) => {
+            let mut out = Vec::new();
+            for (i, piece) in pieces.iter().enumerate() {
+                match piece {
+                    PromptPiece::Text(text) => out.extend(encode(text, i == 0)?),
+                    PromptPiece::Token(id) => out.push(*id),
+                }
+            }
+            out
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "the prompt is empty after tokenization: give at least one token of text",
+        ));
+    }
+    Ok(tokens)
+}
+
+/// One generated token as collected for a non-streaming response.
+#[derive(Debug, Clone)]
+pub struct CollectedToken {
+    pub id: u32,
+    pub logprob: Option<LogprobInfo>,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub text: String,
+    pub tokens: Vec<CollectedToken>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub stop_word: Option<String>,
+    pub timings: Timings,
+}
+
+/// Wall-clock split between prompt processing and generation (llama.cpp's `timings`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub prompt: Duration,
+    pub predicted: Duration,
+}
+
+/// Tracks when the first token arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    first: Option<Instant>,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            first: None,
+        }
+    }
+
+    pub fn token(&mut self) {
+        self.first.get_or_insert_with(Instant::now);
+    }
+
+    pub fn timings(&self) -> Timings {
+        let now = Instant::now();
+        let first = self.first.unwrap_or(now);
+        Timings {
+            prompt: first - self.start,
+            predicted: now - first,
+        }
+    }
+}
+
+/// Wait for the whole generation.
+pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
+    let mut clock = Clock::start();
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Token {
+                id,
+                text: piece,
+                logprob,
+            } => {
+                clock.token();
+                text.push_str(&piece);
+                tokens.push(CollectedToken { id, logprob });
+            }
+            Event::Done {
+                finish_reason,
+                usage,
+                stop_word,
+                text: tail,
+            } => {
+                text.push_str(&tail);
+                return Ok(Collected {
+                    text,
+                    tokens,
+                    finish_reason,
+                    usage,
+                    stop_word,
+                    timings: clock.timings(),
+                });
+            }
+            Event::Failed { message } => {
+                return Err(ApiError::internal(format!("generation failed: {message}")));
+            }
+        }
+    }
+    Err(ApiError::internal(
+        "the generation ended without a result (the engine stopped)",
+    ))
+}
+
+/// What a stream step produces: SSE events to send, and whether the stream is finished.
+pub type StreamStep = (Vec<SseEvent>, bool);
+
+/// Stream engine events as SSE. `on_event` gets each event (`None` if the engine went away
+/// without finishing) and returns what to send. The stream ends when `on_event` says so or when
+/// `cancel` fires (shutdown deadline). Dropping the stream (client gone) drops the receiver,
+/// which cancels the generation in the scheduler.
+pub fn sse_response<F>(
+    rx: UnboundedReceiver<Event>,
+    cancel: CancellationToken,
+    on_event: F,
+) -> Response
+where
+    F: FnMut(Option<Event>) -> StreamStep + Send + 'static,
+{
+    let stream = futures_util::stream::unfold(
+        (rx, on_event, VecDeque::<SseEvent>::new(), false),
+        |(mut rx, mut on_event, mut queue, mut finished)| async move {
+            loop {
+                if let Some(event) = queue.pop_front() {
+                    return Some((Ok::<_, Infallible>(event), (rx, on_event, queue, finished)));
+                }
+                if finished {
+                    return None;
+                }
+                let event = rx.recv().await;
+                let ended = event.is_none();
+                let (events, done) = on_event(event);
+                queue.extend(events);
+                finished = done || ended;
+            }
+        },
+    );
+    let stream = stream.take_until(cancel.cancelled_owned());
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// An SSE `data:` event carrying JSON.
+pub fn json_event<T: serde::Serialize>(value: &T) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
+}
+
+/// An SSE error event in OpenAI's error shape.
+pub fn error_event(error: &ApiError) -> SseEvent {
+    SseEvent::default().data(error.body_json())
+}
+
+/// The error for an engine event stream that ended badly.
+pub fn stream_failure(event: Option<&Event>) -> ApiError {
+    match event {
+        Some(Event::Failed { message }) => {
+            ApiError::internal(format!("generation failed: {message}"))
+        }
+        _ => ApiError::internal("the generation ended without a result (the engine stopped)"),
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A response id like `chatcmpl-1f0c…`.
+pub fn response_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        super::params::random_u64(),
+        super::params::random_u64() as u32
+    )
+}

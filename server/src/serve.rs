@@ -1,0 +1,259 @@
+//! The `serve` lifecycle: listen at once, acquire and load the model in the background while
+//! `/health` reports progress, then serve; on the shutdown signal stop accepting connections, let
+//! in-flight requests finish for up to the shutdown timeout, cancel what is left, and return.
+//!
+//! This module does NOT parse flags (see `config`), install signal handlers or logging (the
+//! binary does), or know how a model is built: a [`ModelLoader`] is passed in.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use futures_util::FutureExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeOptions;
+use crate::download::{self, Phase, Progress, ProgressSink};
+use crate::engine::{Engine, ModelLoader};
+use crate::health::{Health, ModelState};
+use crate::http::{self, AppState};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "could not listen on {addr}: {source}. Is another process using the port? Choose \
+         another with --port (BITNET_PORT)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// Bind `options.listen` and run until `shutdown` completes.
+pub async fn run(
+    options: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    run_on(listener, options, loader, shutdown).await
+}
+
+/// A running server's state, for callers that embed it (tests, benchmarks).
+pub struct Running {
+    pub state: AppState,
+    pub health: Arc<Health>,
+}
+
+/// Serve on an already bound listener until `shutdown` completes.
+pub async fn run_on(
+    listener: TcpListener,
+    options: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    run_with(listener, options, loader, shutdown, |_| {}).await
+}
+
+/// [`run_on`], handing the state to `on_start` once the listener is serving.
+pub async fn run_with(
+    listener: TcpListener,
+    options: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(Running),
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let health = Arc::new(Health::new(options.api.model_id.clone()));
+    let stream_cancel = CancellationToken::new();
+    let state = AppState::new(options.api.clone(), health.clone(), stream_cancel.clone());
+    let app = http::router(state.clone());
+
+    tracing::info!(%addr, model = %options.source, "listening; the model is acquired in the background");
+    let lifecycle = {
+        let (options, state) = (options.clone(), state.clone());
+        tokio::spawn(async move {
+            let health = state.health.clone();
+            let run = AssertUnwindSafe(acquire_and_load(options, loader, state)).catch_unwind();
+            if let Err(panic) = run.await {
+                // Never leave /health saying "downloading" forever.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                health.set(ModelState::Failed {
+                    reason: format!("internal error while preparing the model: {what}"),
+                });
+            }
+        })
+    };
+
+    let draining = CancellationToken::new();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { server.await });
+    on_start(Running {
+        state: state.clone(),
+        health,
+    });
+
+    // The shutdown future is polled here, not in a task of its own: if it ever failed, the
+    // failure would surface instead of leaving a server that ignores SIGTERM.
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => draining.cancel(),
+        result = &mut server => {
+            // The server stopped on its own: an accept-loop error.
+            lifecycle.abort();
+            stop_engine(&state).await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServeError::Server(e)),
+                Err(e) => Err(ServeError::Server(std::io::Error::other(e))),
+            };
+        }
+    }
+
+    tracing::info!(
+        timeout_s = options.shutdown_timeout.as_secs_f64(),
+        "shutting down: no new connections; letting in-flight requests finish"
+    );
+    lifecycle.abort();
+    if let Some(engine) = state.engine.get() {
+        engine.handle.begin_shutdown();
+    }
+    // The server finishes once every connection is done: each in-flight response (streams
+    // included) has been written to the end. Waiting on the engine instead would cut streams
+    // whose last events are generated but not yet sent.
+    let finished = match tokio::time::timeout(options.shutdown_timeout, &mut server).await {
+        Ok(result) => Some(result),
+        Err(_) => {
+            let stats = state
+                .engine
+                .get()
+                .map(|e| e.handle.stats())
+                .unwrap_or_default();
+            tracing::warn!(
+                active = stats.active,
+                queued = stats.queued,
+                "shutdown timeout reached; cancelling the remaining requests"
+            );
+            // End open streams and fail whatever is still generating, then give the
+            // connections a moment to write their final bytes.
+            stream_cancel.cancel();
+            stop_engine(&state).await;
+            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+                Ok(result) => Some(result),
+                Err(_) => {
+                    tracing::warn!(
+                        "connections still open after the shutdown deadline; closing them"
+                    );
+                    server.abort();
+                    None
+                }
+            }
+        }
+    };
+    stop_engine(&state).await;
+    if let Some(Ok(Err(e))) = finished {
+        return Err(ServeError::Server(e));
+    }
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn stop_engine(state: &AppState) {
+    if let Some(engine) = state.engine.get().cloned() {
+        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+    }
+}
+
+/// Relays download progress into the health state.
+struct HealthSink(Arc<Health>);
+
+impl ProgressSink for HealthSink {
+    fn report(&self, p: Progress) {
+        self.0.set(match p.phase {
+            Phase::Downloading => ModelState::Downloading {
+                bytes: p.bytes,
+                total: p.total,
+                bytes_per_second: p.bytes_per_second,
+            },
+            Phase::Verifying => ModelState::Verifying {
+                bytes: p.bytes,
+                total: p.total,
+            },
+        });
+    }
+}
+
+/// The background task: model file → loaded engine → ready, or failed with the reason.
+async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, state: AppState) {
+    let health = state.health.clone();
+    let sink = HealthSink(health.clone());
+    let acquired = match download::acquire(&options.source, &options.download, &sink).await {
+        Ok(a) => a,
+        Err(e) => {
+            health.set(ModelState::Failed {
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    tracing::info!(
+        path = %acquired.path.display(),
+        sha256 = acquired.sha256.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        verified = acquired.verified,
+        cached = acquired.from_cache,
+        "model file ready; loading"
+    );
+    health.set(ModelState::Loading);
+    let path = acquired.path.clone();
+    let load = options.load.clone();
+    let loaded = tokio::task::spawn_blocking(move || loader.load(&path, &load)).await;
+    let model = match loaded {
+        Ok(Ok(model)) => model,
+        Ok(Err(e)) => {
+            health.set(ModelState::Failed {
+                reason: format!("could not load {}: {e}", acquired.path.display()),
+            });
+            return;
+        }
+        Err(e) => {
+            health.set(ModelState::Failed {
+                reason: format!("the model loader crashed: {e}"),
+            });
+            return;
+        }
+    };
+    let kernel = model.kernel.clone();
+    match Engine::start(model, options.engine.clone()) {
+        Ok(engine) => {
+            tracing::info!(n_ctx = engine.handle.n_ctx(), %kernel, "model loaded");
+            health.set_kernel(kernel);
+            if state.set_engine(Arc::new(engine)).is_ok() {
+                health.set(ModelState::Ready);
+            }
+        }
+        Err(e) => health.set(ModelState::Failed {
+            reason: format!("could not start the engine thread: {e}"),
+        }),
+    }
+}

@@ -1,0 +1,234 @@
+//! The `bitnet-server` binary: `serve` exits 0 on SIGTERM, `healthcheck` exit codes, `--help`
+//! documents the environment variables without showing secrets, bad flags exit 2.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Setup, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bitnet-server");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Environment without the variables serve and healthcheck read, so the host cannot leak in.
+fn clean(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BITNET_") || k.starts_with("HF_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Kills the child if the test fails before it is reaped, so no server outlives the test.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn healthcheck(url: &str) -> (i32, String) {
+    let out = clean(&mut Command::new(BIN))
+        .args(["healthcheck", "--url", url, "--timeout", "2"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"placeholder").unwrap();
+    let port = free_port();
+    let child = clean(&mut Command::new(BIN))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log-format",
+            "json",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .env("BITNET_API_KEY", "sk-never-logged")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let url = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, text) = loop {
+        let (code, text) = healthcheck(&url);
+        // Wait past `missing`/`loading` to the final state.
+        if text.contains("\"state\":\"failed\"") || Instant::now() > deadline {
+            break (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // This binary has no engine linked yet, so the model ends in `failed`: not ready.
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"state\":\"failed\""), "{text}");
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.lines().all(|l| l.trim_start().starts_with('{')),
+        "JSON log lines:\n{logs}"
+    );
+    assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(
+        logs.contains("\"message\":\"shut down\""),
+        "went through the drain path:\n{logs}"
+    );
+    assert!(!logs.contains("sk-never-logged"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_when_ready() {
+    let s = TestServer::ready(Setup::default()).await;
+    let url = s.url("/health");
+    let (code, text) = tokio::task::spawn_blocking(move || healthcheck(&url))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"state\":\"ready\""), "{text}");
+    s.shutdown().await.unwrap();
+    let (code, _) = healthcheck(&format!("http://127.0.0.1:{}/health", free_port()));
+    assert_eq!(code, 1, "nothing listening");
+}
+
+#[test]
+fn help_documents_env_vars_and_hides_secrets() {
+    let out = clean(&mut Command::new(BIN))
+        .args(["serve", "--help"])
+        .env("HF_TOKEN", "hf_should_not_show")
+        .env("BITNET_API_KEY", "sk_should_not_show")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "BITNET_HOST",
+        "BITNET_PORT",
+        "BITNET_MODEL",
+        "BITNET_HF_REPO",
+        "BITNET_HF_FILE",
+        "BITNET_REVISION",
+        "BITNET_MODEL_URL",
+        "BITNET_SHA256",
+        "BITNET_MODEL_DIR",
+        "BITNET_CTX_SIZE",
+        "BITNET_THREADS",
+        "BITNET_PARALLEL",
+        "BITNET_QUEUE_SIZE",
+        "BITNET_MAX_BODY",
+        "BITNET_SHUTDOWN_TIMEOUT",
+        "BITNET_LOG_FORMAT",
+        "BITNET_API_KEY",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from --help"
+        );
+    }
+    assert!(!help.contains("should_not_show"), "{help}");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_a_message() {
+    let out = clean(&mut Command::new(BIN))
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model given"));
+    let out = clean(&mut Command::new(BIN))
+        .args(["serve", "--model", "x", "--sha256", "nothex"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex"));
+}
+
+/// A server whose stderr reader went away (closed pipe) must still log without panicking and
+/// still shut down on SIGTERM. (The subscriber's fallback `eprintln!` used to panic the task
+/// that waited for the signal, leaving a server that ignored SIGTERM.)
+#[test]
+fn sigterm_works_when_stderr_is_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"placeholder").unwrap();
+    let port = free_port();
+    let mut child = clean(&mut Command::new(BIN))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--model")
+        .arg(&model)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut child = Reap(child);
+    let url = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthcheck(&url).1.contains("\"state\":\"failed\"") {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
