@@ -4,18 +4,24 @@
 //! This module does NOT implement the server (see `crate::serve`).
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::model_args::HeadArg;
 use crate::config::ServeArgs;
-use crate::engine::{LoadError, LoadOptions, LoadedModel, ModelLoader};
+use crate::engine::ModelLoader;
+use crate::engine::bitnet::BitnetLoader;
+use crate::model::HeadKind;
 use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct ServeCommand {
     #[command(flatten)]
     pub args: ServeArgs,
+    /// Output head arithmetic: f16 (as published) or q8 (half the memory traffic per token,
+    /// slightly different logits).
+    #[arg(long, value_enum, default_value_t = HeadArg::F16, env = "BITNET_HEAD", help_heading = "Engine")]
+    pub head: HeadArg,
 }
 
 impl ServeCommand {
@@ -44,7 +50,7 @@ impl ServeCommand {
         };
         let result = runtime.block_on(crate::serve::run(
             options,
-            engine_loader(),
+            engine_loader(self.head),
             shutdown_signal(),
         ));
         // Do not wait for blocking tasks (a lock wait, a hash) that outlived the server.
@@ -85,23 +91,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// The model loader this binary serves with.
-///
-/// INTEGRATION POINT: the inference engine (GGUF reader, forward pass, tokenizer, sampler) is
-/// built in parallel and not linked yet. When it lands, return its `ModelLoader` here; nothing
-/// else in the server changes. Until then every start ends in the `failed` state with this
-/// message, while the HTTP API, downloads and health reporting work.
-fn engine_loader() -> Arc<dyn ModelLoader> {
-    Arc::new(NoEngine)
-}
-
-struct NoEngine;
-
-impl ModelLoader for NoEngine {
-    fn load(&self, path: &Path, _: &LoadOptions) -> Result<LoadedModel, LoadError> {
-        Err(LoadError(format!(
-            "this build has no inference engine linked in, so {} cannot be loaded",
-            path.display()
-        )))
-    }
+/// The model loader this binary serves with: the BitNet engine.
+fn engine_loader(head: HeadArg) -> Arc<dyn ModelLoader> {
+    let head = match head {
+        HeadArg::F16 => HeadKind::F16,
+        HeadArg::Q8 => HeadKind::Q8,
+    };
+    Arc::new(BitnetLoader { head })
 }

@@ -14,6 +14,7 @@
 //! `tokenizer/` and the sampler module, and are wired in by the loader. It also knows nothing
 //! about HTTP: request parsing and response shapes live in `http/`.
 
+pub mod bitnet;
 pub mod scheduler;
 pub mod text;
 

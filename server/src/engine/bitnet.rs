@@ -1,0 +1,240 @@
+//! The real engine behind the server's boundary: a [`ModelLoader`] that maps a GGUF file into a
+//! [`crate::model::Model`], its tokenizer and chat template, and the sampler.
+//!
+//! Each live sequence owns a KV cache; a decode step runs every sequence's next token through
+//! one batched forward pass (one weight pass for all of them). This module adapts types; it
+//! holds no numerics of its own.
+
+use super::{
+    Backend, BackendError, ChatMessage, LoadError, LoadOptions, LoadedModel, ModelLoader,
+    SamplerFactory, SamplingParams, SeqId, TokenSampler, TokenizeError, Tokenizer,
+};
+use crate::gguf::GgufFile;
+use crate::model::{HeadKind, KvCache, Logits, Model, SeqInput};
+use crate::sampling::{self, Sampler};
+use crate::tokenizer::{self as tok, ChatTemplate};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads BitNet GGUF files with the kernels chosen for this CPU (or `BITNET_KERNEL`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BitnetLoader {
+    pub head: HeadKind,
+}
+
+impl ModelLoader for BitnetLoader {
+    fn load(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
+        let err = |e: &dyn std::fmt::Display| LoadError(e.to_string());
+        let file = GgufFile::open(path).map_err(|e| err(&e))?;
+        let opts = crate::model::LoadOptions {
+            n_ctx: options.ctx_size,
+            threads: options.threads.unwrap_or(0),
+            kernels: None,
+            head: self.head,
+        };
+        let model = Model::load(&file, &opts).map_err(|e| err(&e))?;
+        let data = tok::TokenizerData::from_gguf(&file).map_err(|e| err(&e))?;
+        let tokenizer = tok::Tokenizer::new(data).map_err(|e| err(&e))?;
+        let text_of = |id: Option<u32>| {
+            id.map(|i| String::from_utf8_lossy(tokenizer.token_bytes(i)).into_owned())
+                .unwrap_or_default()
+        };
+        let chat = ChatTemplate::for_model(
+            &model.config.arch,
+            tokenizer.chat_template(),
+            &text_of(tokenizer.bos_id()),
+            &text_of(tokenizer.eos_id()),
+        )
+        .map_err(|e| err(&e))?;
+        let kernel = format!("{} ({} threads)", model.kernels().name, model.threads());
+        tracing::info!(
+            model = %path.display(),
+            kernel = %kernel,
+            head = ?model.head(),
+            n_ctx = model.n_ctx(),
+            "model loaded"
+        );
+        let sampler: SamplerFactory = Arc::new(|p: &SamplingParams| {
+            Box::new(SamplerAdapter::new(p)) as Box<dyn TokenSampler>
+        });
+        Ok(LoadedModel {
+            backend: Box::new(BitnetBackend {
+                model,
+                seqs: HashMap::new(),
+                next: 0,
+                max_seqs: options.parallel.max(1),
+            }),
+            tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
+            sampler,
+            kernel,
+        })
+    }
+}
+
+/// The model plus one KV cache per live sequence.
+pub struct BitnetBackend {
+    model: Model,
+    seqs: HashMap<SeqId, KvCache>,
+    next: u32,
+    max_seqs: usize,
+}
+
+impl BitnetBackend {
+    fn cache(&mut self, seq: SeqId) -> Result<KvCache, BackendError> {
+        self.seqs
+            .remove(&seq)
+            .ok_or_else(|| BackendError(format!("unknown sequence {}", seq.0)))
+    }
+}
+
+impl Backend for BitnetBackend {
+    fn n_ctx(&self) -> usize {
+        self.model.n_ctx()
+    }
+
+    fn n_vocab(&self) -> usize {
+        self.model.config.n_vocab
+    }
+
+    fn new_sequence(&mut self) -> Result<SeqId, BackendError> {
+        if self.seqs.len() >= self.max_seqs {
+            return Err(BackendError(format!(
+                "all {} sequence slots are in use (raise --parallel)",
+                self.max_seqs
+            )));
+        }
+        let id = SeqId(self.next);
+        self.next = self.next.wrapping_add(1);
+        self.seqs.insert(id, self.model.new_cache());
+        Ok(id)
+    }
+
+    fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
+        let mut cache = self.cache(seq)?;
+        let mut batch = [SeqInput {
+            cache: &mut cache,
+            tokens,
+            logits: Logits::Last,
+        }];
+        let out = self.model.forward(&mut batch);
+        self.seqs.insert(seq, cache);
+        out.map(|mut v| v.remove(0))
+            .map_err(|e| BackendError(e.to_string()))
+    }
+
+    fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let mut caches = Vec::with_capacity(steps.len());
+        for &(seq, _) in steps {
+            match self.cache(seq) {
+                Ok(c) => caches.push((seq, c)),
+                Err(e) => {
+                    for (s, c) in caches {
+                        self.seqs.insert(s, c);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let out = {
+            let mut batch: Vec<SeqInput<'_>> = caches
+                .iter_mut()
+                .zip(steps)
+                .map(|((_, cache), (_, token))| SeqInput {
+                    cache,
+                    tokens: std::slice::from_ref(token),
+                    logits: Logits::Last,
+                })
+                .collect();
+            self.model.forward(&mut batch)
+        };
+        for (s, c) in caches {
+            self.seqs.insert(s, c);
+        }
+        out.map_err(|e| BackendError(e.to_string()))
+    }
+
+    fn free(&mut self, seq: SeqId) {
+        self.seqs.remove(&seq);
+    }
+}
+
+/// The tokenizer and chat template as the server sees them.
+pub struct BitnetTokenizer {
+    tokenizer: tok::Tokenizer,
+    chat: ChatTemplate,
+}
+
+impl Tokenizer for BitnetTokenizer {
+    fn vocab_size(&self) -> usize {
+        self.tokenizer.vocab_size()
+    }
+
+    fn encode(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizeError> {
+        Ok(self.tokenizer.encode(text, add_bos, parse_special))
+    }
+
+    fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        ((id as usize) < self.tokenizer.vocab_size())
+            .then(|| self.tokenizer.token_bytes(id).to_vec())
+    }
+
+    fn is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizeError> {
+        let msgs: Vec<tok::ChatMessage> = messages
+            .iter()
+            .map(|m| tok::ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        self.chat
+            .render(&msgs, add_generation_prompt)
+            .map_err(|e| TokenizeError(e.to_string()))
+    }
+}
+
+/// The engine's sampler behind the scheduler's per-request sampler interface. Presence and
+/// frequency penalties count generated tokens only, so the prompt length is taken from the
+/// first call (when nothing has been generated yet).
+struct SamplerAdapter {
+    sampler: Sampler,
+    prompt_len: Option<usize>,
+}
+
+impl SamplerAdapter {
+    fn new(p: &SamplingParams) -> SamplerAdapter {
+        let params = sampling::SamplingParams {
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            repeat_last_n: p.repeat_last_n,
+            presence_penalty: p.presence_penalty,
+            frequency_penalty: p.frequency_penalty,
+            seed: Some(p.seed),
+        };
+        SamplerAdapter {
+            sampler: Sampler::new(params),
+            prompt_len: None,
+        }
+    }
+}
+
+impl TokenSampler for SamplerAdapter {
+    fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let prompt_len = *self.prompt_len.get_or_insert(history.len());
+        let generated = history.len().saturating_sub(prompt_len);
+        self.sampler.sample(logits, history, generated)
+    }
+}

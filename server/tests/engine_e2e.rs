@@ -1,0 +1,263 @@
+//! The real engine behind the HTTP server, end to end: the `bitnet-server serve` binary on a
+//! synthetic BitNet model (no test backend). Covers issue 3's Must-show 1 (the `openai` Python
+//! client, chat and completions, streaming and not), 3 (concurrent streams, none lost; a full
+//! queue gives 503s) and 4 (a client disconnect stops generation within a token).
+
+use bitnet_server::gguf::GgmlType;
+use bitnet_server::synth::{self, Shape};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHAPE: Shape = Shape {
+    name: "e2e",
+    n_embd: 256,
+    n_layer: 2,
+    n_head: 4,
+    n_head_kv: 2,
+    n_ff: 512,
+    n_ctx: 1024,
+};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn model_file() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("e2e.gguf");
+    if !path.exists() {
+        let w = synth::build(
+            &SHAPE,
+            GgmlType::I2S,
+            GgmlType::F16,
+            &synth::toy_vocab(150),
+            5,
+        );
+        let tmp = dir.join(format!("e2e.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, w.to_bytes()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
+/// A running `bitnet-server serve`, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let model = model_file();
+        let child = Command::new(env!("CARGO_BIN_EXE_bitnet-server"))
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--threads",
+                "2",
+            ])
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .env_remove("BITNET_KERNEL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = s.request("GET", "/health", "") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain HTTP/1.1 request; returns the status and body.
+    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    fn generated_tokens(&self) -> f64 {
+        let (_, m) = self.request("GET", "/metrics", "").unwrap();
+        m.lines()
+            .filter(|l| l.starts_with("bitnet_generated_tokens_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python_with_openai() -> Option<PathBuf> {
+    let py = workspace().join("target/pyenv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let required = std::env::var("BITNET_REQUIRE_OPENAI_TEST").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "BITNET_REQUIRE_OPENAI_TEST=1 but target/pyenv has no `openai` package"
+    );
+    eprintln!("SKIPPED: no target/pyenv with `openai` (cargo xtask ci creates it)");
+    None
+}
+
+#[test]
+fn the_openai_client_works_against_the_real_engine() {
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    let s = Server::start(&[]);
+    let out = Command::new(python)
+        .arg(workspace().join("xtask/py/openai_client_test.py"))
+        .arg(s.base())
+        .args(["--timeout", "60"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("0 failure(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn disconnect_mid_stream_stops_generation_within_a_token() {
+    let s = Server::start(&[]);
+    let before = s.generated_tokens();
+    let body =
+        r#"{"prompt":"the cat","n_predict":500,"ignore_eos":true,"stream":true,"temperature":0}"#;
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        c,
+        "POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut received = 0;
+    let mut line = String::new();
+    while received < 5 {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended early");
+        if line.starts_with("data: ") {
+            received += 1;
+        }
+    }
+    drop(r);
+    c.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(c);
+    // The server is ahead of this reader by whatever sits in socket buffers, so count from the
+    // server's side: generation must stop soon after the close and stay stopped. (That the
+    // scheduler stops within one decode step of noticing is asserted in `concurrency.rs`.)
+    std::thread::sleep(Duration::from_millis(1000));
+    let generated = s.generated_tokens() - before;
+    std::thread::sleep(Duration::from_millis(1000));
+    let settled = s.generated_tokens() - before;
+    assert_eq!(
+        generated, settled,
+        "generation still running after the disconnect"
+    );
+    assert!(
+        generated < 100.0,
+        "read {received} tokens; the server generated {generated} of the 500 requested"
+    );
+}
+
+#[test]
+fn concurrent_streams_all_complete_and_overload_is_503() {
+    let s = Server::start(&["--parallel", "4", "--queue-size", "2"]);
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let port = s.port;
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"model":"e2e","prompt":"story {i}","max_tokens":24,"stream":true,"temperature":0.7,"seed":{i}}}"#
+                );
+                let srv = Server { child: Command::new("true").spawn().unwrap(), port };
+                let (status, text) = srv.request("POST", "/v1/completions", &body).unwrap();
+                drop(srv);
+                (status, text.matches("data: {").count(), text.contains("data: [DONE]"))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (status, chunks, done) = h.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            chunks >= 2 && done,
+            "a stream was cut: {chunks} chunks, done={done}"
+        );
+    }
+    // 4 slots + 2 queued: a burst of 12 long requests must give only 200s and 503s.
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let port = s.port;
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"prompt":"x {i}","n_predict":64,"ignore_eos":true}}"#);
+                let srv = Server {
+                    child: Command::new("true").spawn().unwrap(),
+                    port,
+                };
+                srv.request("POST", "/completion", &body).unwrap().0
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = burst.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(codes.iter().all(|&c| c == 200 || c == 503), "{codes:?}");
+    assert!(codes.contains(&503) && codes.contains(&200), "{codes:?}");
+    assert_eq!(
+        s.request("GET", "/health", "").unwrap().0,
+        200,
+        "server unhealthy after the burst"
+    );
+}
