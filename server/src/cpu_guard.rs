@@ -76,6 +76,12 @@ pub struct UnknownFeature {
     pub known: String,
 }
 
+/// The feature names the guard knows for a target architecture (`x86_64`, `aarch64`; rustc
+/// spelling), in table order. Tools validate tier profiles with it.
+pub fn known_features(target_arch: &str) -> &'static [&'static str] {
+    features::names_for_arch(target_arch)
+}
+
 /// Names of the features in `mask`, in table order (for this binary's architecture).
 pub fn feature_names(mask: u64) -> Vec<&'static str> {
     features::names()

@@ -1,8 +1,11 @@
 //! `cargo xtask`: the project's automation (images, compose files, synthetic models, CI).
 
+mod images;
 mod pyenv;
 
 use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
@@ -12,7 +15,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "bitnet-serve project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build every CPU tier and assemble the images (OCI layout, docker-load tarball).
+    BuildImages(images::Args),
+}
+
 fn main() -> anyhow::Result<()> {
     let _ = pyenv::python_with;
-    anyhow::bail!("no xtask commands yet")
+    match Cli::parse().command {
+        Cmd::BuildImages(args) => images::run(args),
+    }
 }

@@ -36,12 +36,28 @@ pub fn host_mask() -> u64 {
     use features::X86Reg;
     let max_leaf = cpuid(0, 0).0;
     let (_, _, l1_ecx, l1_edx) = cpuid(1, 0);
-    let (l7_eax, l7_ebx, l7_ecx, l7_edx) = if max_leaf >= 7 { cpuid(7, 0) } else { (0, 0, 0, 0) };
-    let l7s1_eax = if max_leaf >= 7 && l7_eax >= 1 { cpuid(7, 1).0 } else { 0 };
+    let (l7_eax, l7_ebx, l7_ecx, l7_edx) = if max_leaf >= 7 {
+        cpuid(7, 0)
+    } else {
+        (0, 0, 0, 0)
+    };
+    let l7s1_eax = if max_leaf >= 7 && l7_eax >= 1 {
+        cpuid(7, 1).0
+    } else {
+        0
+    };
     let max_ext = cpuid(0x8000_0000, 0).0;
-    let e1_ecx = if max_ext >= 0x8000_0001 { cpuid(0x8000_0001, 0).2 } else { 0 };
+    let e1_ecx = if max_ext >= 0x8000_0001 {
+        cpuid(0x8000_0001, 0).2
+    } else {
+        0
+    };
     // XCR0 says which register states the OS saves; only readable when OSXSAVE (leaf 1 ECX 27).
-    let xcr0 = if l1_ecx & (1 << 27) != 0 { xgetbv0() } else { 0 };
+    let xcr0 = if l1_ecx & (1 << 27) != 0 {
+        xgetbv0()
+    } else {
+        0
+    };
     let mut mask = 0u64;
     for (i, f) in features::X86.iter().enumerate() {
         let reg = match f.reg {
@@ -85,7 +101,10 @@ pub fn host_mask() -> u64 {
 }
 
 /// Elsewhere nothing can be checked: report everything as present.
-#[cfg(not(any(target_arch = "x86_64", all(target_arch = "aarch64", target_os = "linux"))))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_os = "linux")
+)))]
 pub fn host_mask() -> u64 {
     u64::MAX
 }
