@@ -19,6 +19,7 @@ mod assemble;
 mod cargo_build;
 mod cargo_meta;
 mod docker;
+mod dockerfile;
 mod fingerprint;
 mod layer;
 mod oci;
@@ -627,6 +628,34 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     keep.insert(index_desc.digest.clone());
     layout.gc(&keep)?;
+    // The `docker build` context of images/Dockerfile: the same layers.
+    let mut context = Vec::new();
+    for img in &images {
+        let [base, licences, app] = [0, 1, 2].map(|i| {
+            img.layers
+                .get(i)
+                .map(|l| layout.blob_path(&l.digest))
+                .transpose()
+        });
+        if let (Some(base), Some(licences), Some(app)) = (base?, licences?, app?) {
+            context.push((img.tier.clone(), [base, licences, app]));
+        }
+    }
+    dockerfile::write_context(&out.join("context"), &context)?;
+    let default_tier = tiers
+        .iter()
+        .find(|p| p.default_for_arch && p.platform.architecture == "amd64")
+        .or(tiers.first())
+        .map(|p| p.name.as_str())
+        .unwrap_or_default();
+    let dockerfile_text = dockerfile::render(&spec, default_tier);
+    if std::fs::read_to_string(out.join("context/Dockerfile"))
+        .ok()
+        .as_deref()
+        != Some(&dockerfile_text)
+    {
+        oci::write_atomic(&out.join("context/Dockerfile"), dockerfile_text.as_bytes())?;
+    }
     let manifest_json = archive::docker_manifest(&meta, &images)?;
     let tarball = out.join(format!(
         "{}-{}.tar",
