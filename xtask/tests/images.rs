@@ -807,6 +807,55 @@ fn push_to_a_local_registry_with_basic_auth_keeps_digests() {
         let d = format!("sha256:{}", hex::encode(Sha256::digest(&o.stdout)));
         assert_eq!(d, b.summary["index_digest"].as_str().unwrap(), "{r}");
     }
+    // Docker pulls the multi-platform tag: 20.10 matches variants exactly, so it must take the
+    // plain linux/amd64 entry (the v2 build); Docker >= 23 detects the host level and takes the
+    // best tier. Login goes to a throw-away DOCKER_CONFIG, never the user's.
+    let login = Command::new("docker")
+        .env("DOCKER_CONFIG", cfg)
+        .args([
+            "login",
+            "-u",
+            user,
+            "--password-stdin",
+            repo.split('/').next().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(password.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(login.status.success(), "docker login: {}", text(&login));
+    let pulled = format!("{repo}:{}", b.version());
+    run(Command::new("docker")
+        .env("DOCKER_CONFIG", cfg)
+        .args(["pull", "-q", &pulled]));
+    let o = run(Command::new("docker").args(["image", "inspect", &pulled]));
+    let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()[0]["Id"].clone();
+    let server = String::from_utf8_lossy(
+        &run(Command::new("docker").args(["version", "-f", "{{.Server.Version}}"])).stdout,
+    )
+    .trim()
+    .to_string();
+    let major: u32 = server
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let expected = if major < 23 { "x86-64-v2" } else { "x86-64-v4" };
+    if major < 23 || std::arch::is_x86_feature_detected!("avx512vl") {
+        assert_eq!(
+            id,
+            b.tier(expected)["config_digest"],
+            "Docker {server} pulled the wrong tier for this host"
+        );
+    }
+    eprintln!("Docker {server} pulled {pulled} as the {expected} image");
+    let _ = docker(&["rmi", &pulled]);
+
     // A second push uploads nothing new.
     let (o, _) = xtask(
         &[

@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long, default_value = "bitnet-server")]
     pub name: String,
     /// Image version (tag prefix). Default: the server crate's version.
-    #[arg(long)]
+    #[arg(long, env = "BITNET_IMAGE_VERSION")]
     pub version: Option<String>,
     /// Output directory (relative paths are relative to the workspace root).
     #[arg(long, default_value = "target/images", value_name = "DIR")]

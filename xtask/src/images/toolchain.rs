@@ -159,23 +159,31 @@ pub fn ensure_linker(target: &str, rustflags: &[String], install: bool) -> Resul
     bail!("no linker for {target}: add `-C linker=rust-lld` to the profile's rustflags")
 }
 
-/// Environment for the `cc` crate when a tier's graph compiles C: `CC_<triple>`/`AR_<triple>`.
+/// Environment for the `cc` crate when a tier's graph compiles C: `CC_<triple>`/`AR_<triple>`,
+/// after making sure the compiler *and its headers* are installed.
+///
+/// Verified here with rustls + ring 0.17 (the crypto provider we recommend for the server's HTTPS
+/// downloads): x86_64 musl with `musl-gcc`; aarch64 musl with `aarch64-linux-gnu-gcc` plus the
+/// cross libc headers, linked by rust-lld, running under qemu-aarch64. (aws-lc-rs, reqwest's
+/// default provider, needs a much larger C build and is not set up here.)
 pub fn c_compiler_env(target: &str, install: bool) -> Result<Vec<(String, String)>> {
     let key = target.replace('-', "_");
     if std::env::var_os(format!("CC_{key}")).is_some() {
         return Ok(Vec::new()); // the user chose one
     }
-    let (cc, ar, pkg) = match target {
-        "x86_64-unknown-linux-musl" => ("musl-gcc", "ar", "musl-tools"),
+    let (cc, ar, pkgs): (&str, &str, &[&str]) = match target {
+        "x86_64-unknown-linux-musl" => ("musl-gcc", "ar", &["musl-tools"]),
         "aarch64-unknown-linux-musl" => (
             "aarch64-linux-gnu-gcc",
             "aarch64-linux-gnu-ar",
-            "gcc-aarch64-linux-gnu",
+            &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"],
         ),
         other => bail!("no known C cross compiler for {other}; set CC_{key} and AR_{key}"),
     };
-    if !on_path(cc) {
-        ensure_debian(&[pkg], &format!("C code for {target}"), install)?;
+    if on_path("dpkg-query") {
+        ensure_debian(pkgs, &format!("C code for {target}"), install)?;
+    } else if !on_path(cc) {
+        bail!("C code for {target} needs {cc}; install it or set CC_{key} and AR_{key}");
     }
     Ok(vec![
         (format!("CC_{key}"), cc.to_string()),
