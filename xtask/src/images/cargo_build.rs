@@ -2,7 +2,7 @@
 //! terminal (indicatif) and plain log lines otherwise, a log file per tier, and a stamp so an
 //! unchanged tier is skipped without starting cargo. Reads cargo's JSON messages to find the
 //! binary and the packages compiled *for the target* (for the SBOM). It does NOT choose flags or
-//! environment (see `plan` in `mod.rs`).
+//! environment (see `plan`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, IsTerminal, Write};

@@ -3,6 +3,7 @@
 //! - an OCI layout (`<out>/oci`): per-tier manifests and a multi-platform index (v4, v3, v2, a plain
 //!   linux/amd64 entry → the default tier, arm64 v8);
 //! - a hybrid tarball (`<out>/<name>-<version>.tar`) that `docker load` accepts on both image stores;
+//! - `<out>/context`: the same layers plus a Dockerfile, for `docker build` users;
 //! - `<out>/summary.json` (tiers, digests, sizes) and a summary table on stdout;
 //!
 //! then optionally loads it into Docker (`--load`) and pushes it to a registry (`--push`).
@@ -11,8 +12,10 @@
 //! so a no-change rerun does no compiling or compressing. Everything is reproducible from the
 //! inputs and SOURCE_DATE_EPOCH (default: the last commit's time).
 //!
-//! This module only orchestrates; each step lives in its own submodule. It does NOT write compose
-//! files or run the server.
+//! Steps: `profile`/`spec`/`project` read the inputs, `plan` decides each cargo build,
+//! `cargo_build` runs them, `assemble` (with `layer`, `sbom`, `cargo_meta`, `oci`) makes the
+//! images, `archive`/`dockerfile` write the other outputs, `docker`/`registry` publish.
+//! This module only orchestrates them. It does NOT write compose files or run the server.
 
 mod archive;
 mod assemble;
@@ -23,15 +26,17 @@ mod dockerfile;
 mod fingerprint;
 mod layer;
 mod oci;
+mod plan;
 mod profile;
+mod project;
 mod registry;
 mod sbom;
 mod spec;
+mod summary;
 mod toolchain;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -41,9 +46,11 @@ use assemble::{Meta, TierImage};
 use cargo_build::{Built, Plan, Progress};
 use fingerprint::{Fingerprint, read_stamp, write_stamp};
 use layer::Layer;
-use oci::{Layout, MT_INDEX};
+use oci::{Descriptor, Layout, MT_INDEX};
 use profile::Profile;
+use project::PackageInfo;
 use spec::{ImageSpec, ResolvedEntry};
+use summary::{Summary, human};
 
 /// Arguments of `cargo xtask build-images`.
 #[derive(clap::Args, Debug)]
@@ -84,297 +91,6 @@ pub struct Args {
     pub no_install: bool,
 }
 
-/// `<out>/summary.json`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Summary {
-    /// Image name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// OCI layout directory.
-    pub layout: PathBuf,
-    /// Hybrid tarball.
-    pub tarball: PathBuf,
-    /// Digest of the multi-platform index.
-    pub index_digest: String,
-    /// Per tier.
-    pub tiers: Vec<SummaryTier>,
-    /// SOURCE_DATE_EPOCH used.
-    pub source_date_epoch: u64,
-}
-
-/// One tier in `summary.json`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SummaryTier {
-    /// Tier name.
-    pub tier: String,
-    /// Tag suffix.
-    pub suffix: String,
-    /// `os/arch/variant`.
-    pub platform: String,
-    /// Manifest digest.
-    pub manifest_digest: String,
-    /// Config digest (= Docker image id on the classic store).
-    pub config_digest: String,
-    /// Layers + config + manifest, compressed.
-    pub compressed_bytes: u64,
-    /// The built binary on this machine.
-    pub binary: PathBuf,
-    /// Whether the cargo build was skipped (unchanged).
-    pub build_skipped: bool,
-    /// Seconds the cargo build took (0 if skipped).
-    pub build_seconds: f64,
-    /// Whether assembly was skipped (unchanged).
-    pub assembly_skipped: bool,
-}
-
-/// The server package's Cargo metadata we need (read from its Cargo.toml, no cargo call).
-struct PackageInfo {
-    version: String,
-    description: String,
-    license: String,
-    repository: String,
-}
-
-fn workspace_members(root: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(root.join("Cargo.toml"))?;
-    let v: toml::Value = toml::from_str(&text).context("invalid workspace Cargo.toml")?;
-    let members = v["workspace"]["members"]
-        .as_array()
-        .context("workspace.members missing")?;
-    let mut out = Vec::new();
-    for m in members.iter().filter_map(|m| m.as_str()) {
-        if let Some(prefix) = m.strip_suffix("/*") {
-            for e in std::fs::read_dir(root.join(prefix))? {
-                let p = e?.path();
-                if p.join("Cargo.toml").is_file() {
-                    out.push(p);
-                }
-            }
-        } else {
-            out.push(root.join(m));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-impl PackageInfo {
-    fn read(root: &Path, package: &str) -> Result<(Self, PathBuf)> {
-        let ws: toml::Value = toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml"))?)?;
-        let ws_pkg = &ws["workspace"]["package"];
-        for dir in workspace_members(root)? {
-            let text = std::fs::read_to_string(dir.join("Cargo.toml"))?;
-            let v: toml::Value = toml::from_str(&text)?;
-            let p = &v["package"];
-            if p["name"].as_str() != Some(package) {
-                continue;
-            }
-            // `key.workspace = true` → the workspace.package value.
-            let field = |k: &str| -> String {
-                match &p.get(k) {
-                    Some(toml::Value::String(s)) => s.clone(),
-                    Some(toml::Value::Table(t)) if t.get("workspace").is_some() => ws_pkg
-                        .get(k)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                    _ => String::new(),
-                }
-            };
-            let info = PackageInfo {
-                version: field("version"),
-                description: field("description"),
-                license: field("license"),
-                repository: field("repository"),
-            };
-            if info.version.is_empty() {
-                bail!("{}: package {package} has no version", dir.display());
-            }
-            return Ok((info, dir));
-        }
-        bail!("images/image.toml: app.package {package:?} is not a workspace member")
-    }
-}
-
-fn git(root: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .current_dir(root)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// SOURCE_DATE_EPOCH from the environment, else the last commit's time.
-fn source_date_epoch(root: &Path) -> Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"));
-    }
-    match git(root, &["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()) {
-        Some(t) => Ok(t),
-        None => {
-            bail!("no SOURCE_DATE_EPOCH and no git history to take it from; set SOURCE_DATE_EPOCH")
-        }
-    }
-}
-
-fn revision(root: &Path) -> String {
-    let Some(rev) = git(root, &["rev-parse", "HEAD"]) else {
-        return "unknown".into();
-    };
-    let dirty = git(root, &["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
-    if dirty { format!("{rev}-dirty") } else { rev }
-}
-
-/// Inputs every tier's cargo build depends on: toolchain, workspace manifests, lock file, cargo
-/// config, and the sources of every workspace member except xtask.
-fn source_fingerprint(root: &Path, rustc_vv: &str) -> Result<String> {
-    let mut f = Fingerprint::new("sources");
-    f.str("rustc", rustc_vv);
-    for file in [
-        "Cargo.toml",
-        "Cargo.lock",
-        ".cargo/config.toml",
-        ".cargo/config",
-        "rust-toolchain.toml",
-        "rust-toolchain",
-    ] {
-        f.file(file, &root.join(file));
-    }
-    for member in workspace_members(root)? {
-        if member.file_name().is_some_and(|n| n == "xtask") {
-            continue;
-        }
-        let rel = member
-            .strip_prefix(root)
-            .unwrap_or(&member)
-            .to_string_lossy()
-            .into_owned();
-        f.file(&format!("{rel}/Cargo.toml"), &member.join("Cargo.toml"));
-        f.file(&format!("{rel}/build.rs"), &member.join("build.rs"));
-        f.tree(&format!("{rel}/src"), &member.join("src"))?;
-    }
-    Ok(f.finish())
-}
-
-fn cargo_home() -> Option<PathBuf> {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-}
-
-/// The tiers of `profile`'s architecture, best first, as the guard's ladder.
-fn ladder(all: &[Profile], profile: &Profile) -> String {
-    all.iter()
-        .filter(|p| p.platform.architecture == profile.platform.architecture)
-        .map(|p| {
-            format!(
-                "{}|{}|{}",
-                p.name,
-                p.tag_suffix,
-                p.required_features.join(",")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-struct PlanInputs<'a> {
-    root: &'a Path,
-    target_base: &'a Path,
-    out: &'a Path,
-    all: &'a [Profile],
-    spec: &'a ImageSpec,
-    meta: &'a Meta,
-    sources: &'a str,
-    jobs_per_build: usize,
-    force: bool,
-}
-
-fn plan(p: &Profile, i: &PlanInputs<'_>) -> Plan {
-    let target_dir = i.target_base.join(&p.name);
-    let mut flags = p.rustflags.clone();
-    flags.extend(["-C".into(), "target-feature=+crt-static".into()]);
-    // Paths in panic messages: the same on every machine, so binaries are comparable.
-    flags.extend([
-        "--remap-path-prefix".into(),
-        format!("{}=/bitnet-serve", i.root.display()),
-    ]);
-    if let Some(home) = cargo_home() {
-        flags.extend([
-            "--remap-path-prefix".into(),
-            format!("{}=/cargo", home.display()),
-        ]);
-    }
-    let env: Vec<(String, String)> = vec![
-        ("CARGO_ENCODED_RUSTFLAGS".into(), flags.join("\x1f")),
-        ("CARGO_PROFILE_RELEASE_STRIP".into(), "symbols".into()),
-        ("CARGO_TERM_COLOR".into(), "never".into()),
-        ("BITNET_TIER".into(), p.name.clone()),
-        ("BITNET_TIER_SUFFIX".into(), p.tag_suffix.clone()),
-        (
-            "BITNET_TIER_IMAGE".into(),
-            format!("{}:{}", i.meta.name, i.meta.version),
-        ),
-        ("BITNET_TIER_FEATURES".into(), p.required_features.join(",")),
-        ("BITNET_TIER_LADDER".into(), ladder(i.all, p)),
-    ];
-    let mut args: Vec<String> = [
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        &i.spec.app.package,
-        "--bin",
-        &i.spec.app.bin,
-        "--target",
-        &p.target,
-        "--message-format=json-render-diagnostics",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(["--target-dir".into(), target_dir.display().to_string()])
-    .collect();
-    let mut f = Fingerprint::new("tier-build");
-    f.str("sources", i.sources).bytes("profile", &p.raw);
-    for a in &args {
-        f.str("arg", a);
-    }
-    for (k, v) in &env {
-        f.str(k, v);
-    }
-    // Parallelism does not change the output, so it is not fingerprinted.
-    args.extend(["--jobs".into(), i.jobs_per_build.to_string()]);
-    Plan {
-        tier: p.name.clone(),
-        target: p.target.clone(),
-        args,
-        env,
-        env_remove: [
-            "RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "CARGO_ENCODED_RUSTFLAGS",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        bin: i.spec.app.bin.clone(),
-        fingerprint: f.finish(),
-        stamp: target_dir.join("build-images.stamp.json"),
-        log: i.out.join("logs").join(format!("{}.log", p.name)),
-        force: i.force,
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct AssemblyStamp {
     fingerprint: String,
@@ -388,36 +104,40 @@ struct TarballStamp {
     size: u64,
 }
 
+/// Everything decided before building: paths, profiles, the image data, metadata, toolchain.
+struct Run {
+    args: Args,
+    root: PathBuf,
+    out: PathBuf,
+    target_base: PathBuf,
+    all: Vec<Profile>,
+    tiers: Vec<Profile>,
+    spec: ImageSpec,
+    meta: Meta,
+    rustc_vv: String,
+    rustc_v: String,
+    base_entries: Vec<ResolvedEntry>,
+    app_files: Vec<ResolvedEntry>,
+    progress: Progress,
+}
+
 /// Lazily computed inputs shared by the tiers that need assembling.
-struct Shared<'a> {
-    root: &'a Path,
-    spec: &'a ImageSpec,
-    base_entries: &'a [ResolvedEntry],
+#[derive(Default)]
+struct Shared {
     base: Option<Layer>,
     graphs: BTreeMap<String, cargo_meta::Graph>,
     licence_layers: BTreeMap<BTreeSet<String>, (Layer, usize)>,
     checksums: Option<BTreeMap<(String, String), String>>,
 }
 
-impl Shared<'_> {
-    fn base(&mut self, epoch: u64) -> Result<Layer> {
-        if self.base.is_none() {
-            self.base = Some(assemble::base_layer(self.base_entries, epoch)?);
-        }
-        Ok(self.base.clone().expect("just built"))
-    }
-
-    fn graph(&mut self, target: &str) -> Result<cargo_meta::Graph> {
+impl Shared {
+    fn graph(&mut self, run: &Run, target: &str) -> Result<cargo_meta::Graph> {
         if !self.graphs.contains_key(target) {
-            let g = cargo_meta::load(self.root, target, &self.spec.app.package)?;
+            let g = cargo_meta::load(&run.root, target, &run.spec.app.package)?;
             self.graphs.insert(target.to_string(), g);
         }
         Ok(self.graphs[target].clone())
     }
-}
-
-fn human(bytes: u64) -> String {
-    format!("{:.2} MB", bytes as f64 / 1e6)
 }
 
 /// Run `cargo xtask build-images`.
@@ -432,7 +152,6 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let out = abs(&args.out);
-    let target_base = abs(&args.target_dir);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let lock = std::fs::File::create(out.join(".lock"))?;
     if lock.try_lock().is_err() {
@@ -442,18 +161,51 @@ pub fn run(args: Args) -> Result<()> {
         );
         lock.lock()?;
     }
-    let progress = Progress::detect();
+    let run = prepare(args, root, out)?;
+    let mut shared = Shared::default();
+    let built = build_tiers(&run, &mut shared)?;
+    let (images, assembled) = assemble_tiers(&run, &mut shared, &built)?;
+    let (layout, index_desc, index_json, tarball) = write_outputs(&run, &images)?;
+    let rows: Vec<(&TierImage, &Built, bool)> = images
+        .iter()
+        .zip(&built)
+        .zip(&assembled)
+        .map(|((i, b), a)| (i, b, *a))
+        .collect();
+    let summary = Summary::new(
+        &run.meta,
+        layout.root().to_path_buf(),
+        tarball.clone(),
+        &index_desc.digest,
+        &rows,
+    );
+    write_stamp(&run.out.join("summary.json"), &summary)?;
+    summary.print();
+    publish(&run, &layout, &images, &tarball, &index_desc, &index_json)?;
+    eprintln!(
+        "build-images: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
+/// Read profiles and image data, settle the metadata, make sure the toolchain is there.
+fn prepare(args: Args, root: PathBuf, out: PathBuf) -> Result<Run> {
+    let target_base = if args.target_dir.is_absolute() {
+        args.target_dir.clone()
+    } else {
+        root.join(&args.target_dir)
+    };
     let all = profile::load_all(&root.join("profiles"))?;
     let tiers = profile::select(all.clone(), &args.tiers)?;
     let images_dir = root.join("images");
     let spec = ImageSpec::load(&images_dir)?;
-    let (pkg, _pkg_dir) = PackageInfo::read(&root, &spec.app.package)?;
-    let epoch = source_date_epoch(&root)?;
+    let pkg = PackageInfo::read(&root, &spec.app.package)?;
+    let epoch = project::source_date_epoch(&root)?;
     let meta = Meta {
         name: args.name.clone(),
         version: args.version.clone().unwrap_or(pkg.version.clone()),
-        revision: revision(&root),
+        revision: project::revision(&root),
         epoch,
         created: oci::rfc3339(epoch),
         source: spec.image.source.clone().unwrap_or(pkg.repository.clone()),
@@ -467,116 +219,130 @@ pub fn run(args: Args) -> Result<()> {
     };
     validate_reference(&meta)?;
 
-    // Toolchain prerequisites.
     let install = !args.no_install;
     let targets: BTreeSet<&str> = tiers.iter().map(|t| t.target.as_str()).collect();
-    toolchain::ensure_targets(&targets.iter().copied().collect::<Vec<_>>(), install)?;
+    toolchain::ensure_targets(&targets.into_iter().collect::<Vec<_>>(), install)?;
     for t in &tiers {
         toolchain::ensure_linker(&t.target, &t.rustflags, install)?;
     }
     let (rustc_vv, rustc_v) = toolchain::rustc_version()?;
     let sysroot = toolchain::sysroot()?;
+    let resolve = |entries: &[spec::EntrySpec]| -> Result<Vec<ResolvedEntry>> {
+        entries
+            .iter()
+            .map(|e| e.resolve(&images_dir, &sysroot))
+            .collect()
+    };
+    let base_entries = resolve(&spec.base)?;
+    let app_files = resolve(&spec.app.files)?;
+    Ok(Run {
+        args,
+        root,
+        out,
+        target_base,
+        all,
+        tiers,
+        spec,
+        meta,
+        rustc_vv,
+        rustc_v,
+        base_entries,
+        app_files,
+        progress: Progress::detect(),
+    })
+}
 
-    // Builds.
+/// Plan and run the tier builds (unchanged tiers are skipped inside `cargo_build`).
+fn build_tiers(run: &Run, shared: &mut Shared) -> Result<Vec<Built>> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let parallel = args
+    let parallel = run
+        .args
         .jobs
         .unwrap_or((cores / 2).max(1))
-        .clamp(1, tiers.len().max(1));
-    let sources = source_fingerprint(&root, &rustc_vv)?;
-    let inputs = PlanInputs {
-        root: &root,
-        target_base: &target_base,
-        out: &out,
-        all: &all,
-        spec: &spec,
-        meta: &meta,
+        .clamp(1, run.tiers.len().max(1));
+    let sources = project::source_fingerprint(&run.root, &run.rustc_vv)?;
+    let inputs = plan::PlanInputs {
+        root: &run.root,
+        target_base: &run.target_base,
+        out: &run.out,
+        all: &run.all,
+        spec: &run.spec,
+        meta: &run.meta,
         sources: &sources,
         jobs_per_build: (cores / parallel).max(1),
-        force: args.force,
+        force: run.args.force,
     };
-    let mut plans: Vec<Plan> = tiers.iter().map(|p| plan(p, &inputs)).collect();
-    let base_entries: Vec<ResolvedEntry> = spec
-        .base
-        .iter()
-        .map(|e| e.resolve(&images_dir, &sysroot))
-        .collect::<Result<_>>()?;
-    let app_files: Vec<ResolvedEntry> = spec
-        .app
-        .files
-        .iter()
-        .map(|e| e.resolve(&images_dir, &sysroot))
-        .collect::<Result<_>>()?;
-    let mut shared = Shared {
-        root: &root,
-        spec: &spec,
-        base_entries: &base_entries,
-        base: None,
-        graphs: BTreeMap::new(),
-        licence_layers: BTreeMap::new(),
-        checksums: None,
-    };
-    // A cross C compiler only when a tier that really builds has C in its graph.
+    let mut plans: Vec<Plan> = run.tiers.iter().map(|p| plan::plan(p, &inputs)).collect();
+    // A C compiler only when a tier that really builds has C in its graph.
     for plan in plans.iter_mut() {
         let fresh = read_stamp::<serde_json::Value>(&plan.stamp)
             .is_some_and(|s| s["fingerprint"] == plan.fingerprint.as_str());
-        if fresh && !args.force {
+        if fresh && !run.args.force {
             continue;
         }
-        let g = shared.graph(&plan.target)?;
+        let g = shared.graph(run, &plan.target)?;
         let c_crates = g.needs_c_toolchain(&g.runtime_closure(None));
         if !c_crates.is_empty() {
-            progress.line(&format!(
+            run.progress.line(&format!(
                 "[{}] C code in {}; setting up a C compiler for {}",
                 plan.tier,
                 c_crates.join(", "),
                 plan.target
             ));
-            plan.env
-                .extend(toolchain::c_compiler_env(&plan.target, install)?);
+            plan.env.extend(toolchain::c_compiler_env(
+                &plan.target,
+                !run.args.no_install,
+            )?);
         }
     }
-    progress.line(&format!(
-        "{} tier(s), {parallel} at a time, {} jobs each; SOURCE_DATE_EPOCH={epoch} ({})",
+    run.progress.line(&format!(
+        "{} tier(s), {parallel} at a time, {} jobs each; SOURCE_DATE_EPOCH={} ({})",
         plans.len(),
         inputs.jobs_per_build,
-        meta.created
+        run.meta.epoch,
+        run.meta.created
     ));
-    let built = cargo_build::build_all(&plans, parallel, &progress)?;
+    cargo_build::build_all(&plans, parallel, &run.progress)
+}
 
-    // Assembly.
-    let layout = Layout::open(&out.join("oci"))?;
-    let cache_dir = out.join("cache");
-    let mut assembly_fp_common = Fingerprint::new("assembly");
-    assembly_fp_common
-        .tree("xtask/src/images", &root.join("xtask/src/images"))?
-        .tree("images", &images_dir)?
-        .str("meta", &format!("{meta:?}"))
-        .str("rustc", &rustc_v);
-    for e in base_entries.iter().chain(&app_files) {
-        assembly_fp_common.str(
+/// Assemble (or reuse, when its inputs are unchanged) each tier's image in the layout. Returns
+/// the images and, per tier, whether it was assembled now.
+fn assemble_tiers(
+    run: &Run,
+    shared: &mut Shared,
+    built: &[Built],
+) -> Result<(Vec<TierImage>, Vec<bool>)> {
+    let layout = Layout::open(&run.out.join("oci"))?;
+    let mut common = Fingerprint::new("assembly");
+    common
+        .tree("xtask/src/images", &run.root.join("xtask/src/images"))?
+        .tree("images", &run.root.join("images"))?
+        .str("meta", &format!("{:?}", run.meta))
+        .str("rustc", &run.rustc_v);
+    for e in run.base_entries.iter().chain(&run.app_files) {
+        common.str(
             "entry",
             &format!(
                 "{} {:o} {} {} {:?}",
                 e.path, e.mode, e.uid, e.gid, e.provenance
             ),
         );
-        assembly_fp_common.bytes("data", e.data.as_deref().unwrap_or_default());
+        common.bytes("data", e.data.as_deref().unwrap_or_default());
     }
-    let assembly_common = assembly_fp_common.finish();
+    let common = common.finish();
     let mut images = Vec::new();
     let mut assembled = Vec::new();
-    for (p, b) in tiers.iter().zip(&built) {
+    for (p, b) in run.tiers.iter().zip(built) {
         let mut f = Fingerprint::new("tier-assembly");
-        f.str("common", &assembly_common)
+        f.str("common", &common)
             .str("build", &b.fingerprint)
             .str("binary", &b.binary_sha256)
             .bytes("profile", &p.raw);
         let fp = f.finish();
-        let stamp_path = cache_dir.join(format!("{}.json", p.name));
-        if !args.force
+        let stamp_path = run.out.join("cache").join(format!("{}.json", p.name));
+        if !run.args.force
             && let Some(st) = read_stamp::<AssemblyStamp>(&stamp_path)
             && st.fingerprint == fp
             && st.image.blobs().all(|d| layout.has_blob(&d.digest, d.size))
@@ -585,7 +351,7 @@ pub fn run(args: Args) -> Result<()> {
             assembled.push(false);
             continue;
         }
-        let image = assemble_tier(&mut shared, &layout, &meta, p, b, &app_files, &rustc_v)?;
+        let image = assemble_tier(run, shared, &layout, p, b)?;
         write_stamp(
             &stamp_path,
             &AssemblyStamp {
@@ -596,9 +362,7 @@ pub fn run(args: Args) -> Result<()> {
         images.push(image);
         assembled.push(true);
     }
-
-    // Size budget.
-    if let Some(budget) = spec.image.size_budget_mb {
+    if let Some(budget) = run.spec.image.size_budget_mb {
         for img in &images {
             if img.compressed_size() as f64 > budget * 1e6 {
                 bail!(
@@ -615,145 +379,129 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
+    Ok((images, assembled))
+}
 
-    // Index, layout, tarball.
-    let index = assemble::index(&images, assemble::labels(&spec, &meta, None));
+/// Write the index, the layout's index.json (and drop unreferenced blobs), the `docker build`
+/// context and the hybrid tarball.
+fn write_outputs(
+    run: &Run,
+    images: &[TierImage],
+) -> Result<(Layout, Descriptor, Vec<u8>, PathBuf)> {
+    let (meta, out) = (&run.meta, &run.out);
+    let layout = Layout::open(&out.join("oci"))?;
+    let index = assemble::index(images, assemble::labels(&run.spec, meta, None));
     let index_json = oci::canonical_json(&index)?;
     let index_desc = layout.put(MT_INDEX, &index_json)?;
-    let top = assemble::layout_index(&meta, &index_desc, &images);
-    let top_json = layout.write_index(&top)?;
+    let top_json = layout.write_index(&assemble::layout_index(meta, &index_desc, images))?;
     let mut keep: BTreeSet<String> = images
         .iter()
         .flat_map(|i| i.blobs().map(|d| d.digest.clone()))
         .collect();
     keep.insert(index_desc.digest.clone());
     layout.gc(&keep)?;
-    // The `docker build` context of images/Dockerfile: the same layers.
+
+    // The `docker build` context of images/Dockerfile: the same layers, and the Dockerfile.
     let mut context = Vec::new();
-    for img in &images {
-        let [base, licences, app] = [0, 1, 2].map(|i| {
-            img.layers
-                .get(i)
-                .map(|l| layout.blob_path(&l.digest))
-                .transpose()
-        });
-        if let (Some(base), Some(licences), Some(app)) = (base?, licences?, app?) {
-            context.push((img.tier.clone(), [base, licences, app]));
+    for img in images {
+        let paths: Vec<PathBuf> = img
+            .layers
+            .iter()
+            .map(|l| layout.blob_path(&l.digest))
+            .collect::<Result<_>>()?;
+        if let [base, licences, app] = &paths[..] {
+            context.push((
+                img.tier.clone(),
+                [base.clone(), licences.clone(), app.clone()],
+            ));
         }
     }
     dockerfile::write_context(&out.join("context"), &context)?;
-    let default_tier = tiers
+    let default_tier = run
+        .tiers
         .iter()
         .find(|p| p.default_for_arch && p.platform.architecture == "amd64")
-        .or(tiers.first())
+        .or(run.tiers.first())
         .map(|p| p.name.as_str())
         .unwrap_or_default();
-    let dockerfile_text = dockerfile::render(&spec, default_tier);
-    if std::fs::read_to_string(out.join("context/Dockerfile"))
-        .ok()
-        .as_deref()
-        != Some(&dockerfile_text)
-    {
-        oci::write_atomic(&out.join("context/Dockerfile"), dockerfile_text.as_bytes())?;
+    let text = dockerfile::render(&run.spec, default_tier);
+    let path = out.join("context/Dockerfile");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+        oci::write_atomic(&path, text.as_bytes())?;
     }
-    let manifest_json = archive::docker_manifest(&meta, &images)?;
+
+    let manifest_json = archive::docker_manifest(meta, images)?;
     let tarball = out.join(format!(
         "{}-{}.tar",
         meta.name.replace('/', "_"),
         meta.version
     ));
-    let tar_stamp_path = cache_dir.join("tarball.json");
+    let stamp_path = out.join("cache/tarball.json");
     let want = |size| TarballStamp {
         index_json: layer::sha256_digest(&top_json),
         manifest_json: layer::sha256_digest(&manifest_json),
         size,
     };
-    let current_size = std::fs::metadata(&tarball).map(|m| m.len()).unwrap_or(0);
-    let tar_fresh =
-        read_stamp::<TarballStamp>(&tar_stamp_path).is_some_and(|s| s == want(current_size));
-    if !tar_fresh || args.force {
-        archive::write(&tarball, &layout, &top_json, &manifest_json, &keep, epoch)?;
-        let size = std::fs::metadata(&tarball)?.len();
-        write_stamp(&tar_stamp_path, &want(size))?;
+    let current = std::fs::metadata(&tarball).map(|m| m.len()).unwrap_or(0);
+    if run.args.force || read_stamp::<TarballStamp>(&stamp_path).is_none_or(|s| s != want(current))
+    {
+        archive::write(
+            &tarball,
+            &layout,
+            &top_json,
+            &manifest_json,
+            &keep,
+            meta.epoch,
+        )?;
+        write_stamp(&stamp_path, &want(std::fs::metadata(&tarball)?.len()))?;
     }
+    Ok((layout, index_desc, index_json, tarball))
+}
 
-    // Summary.
-    let summary = Summary {
-        name: meta.name.clone(),
-        version: meta.version.clone(),
-        layout: layout.root().to_path_buf(),
-        tarball: tarball.clone(),
-        index_digest: index_desc.digest.clone(),
-        source_date_epoch: epoch,
-        tiers: images
+/// `--load` and `--push`.
+fn publish(
+    run: &Run,
+    layout: &Layout,
+    images: &[TierImage],
+    tarball: &Path,
+    index_desc: &Descriptor,
+    index_json: &[u8],
+) -> Result<()> {
+    if !run.args.load && run.args.push.is_none() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if run.args.load {
+        let feats: Vec<(&TierImage, &[String])> = images
             .iter()
-            .zip(&built)
-            .zip(&assembled)
-            .map(|((i, b), a)| SummaryTier {
-                tier: i.tier.clone(),
-                suffix: i.suffix.clone(),
-                platform: format!(
-                    "{}/{}{}",
-                    i.platform.os,
-                    i.platform.architecture,
-                    i.platform
-                        .variant
-                        .as_deref()
-                        .map(|v| format!("/{v}"))
-                        .unwrap_or_default()
-                ),
-                manifest_digest: i.manifest.digest.clone(),
-                config_digest: i.config.digest.clone(),
-                compressed_bytes: i.compressed_size(),
-                binary: b.binary.clone(),
-                build_skipped: b.skipped,
-                build_seconds: b.seconds,
-                assembly_skipped: !a,
-            })
-            .collect(),
-    };
-    write_stamp(&out.join("summary.json"), &summary)?;
-    print_summary(&summary, &meta);
-
-    if args.load || args.push.is_some() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        if args.load {
-            let feats: Vec<(&TierImage, &[String])> = images
-                .iter()
-                .zip(&tiers)
-                .map(|(i, p)| (i, p.required_features.as_slice()))
-                .collect();
-            let best = docker::best_for_host(&feats);
-            let tags = rt.block_on(docker::load(&tarball, &meta, &images, best))?;
-            for t in tags {
-                println!("loaded  {t}");
-            }
-        }
-        if let Some(dest) = &args.push {
-            let target = registry::Target::parse(dest, args.plain_http)?;
-            let report = rt.block_on(registry::push(
-                target,
-                &layout,
-                &meta,
-                &images,
-                &index_desc.digest,
-                &index_json,
-            ))?;
-            for t in &report.tags {
-                println!("pushed  {t}");
-            }
-            println!(
-                "pushed  {} blob(s) uploaded, {} already there",
-                report.uploaded, report.existing
-            );
+            .zip(&run.tiers)
+            .map(|(i, p)| (i, p.required_features.as_slice()))
+            .collect();
+        let best = docker::best_for_host(&feats);
+        for t in rt.block_on(docker::load(tarball, &run.meta, images, best))? {
+            println!("loaded  {t}");
         }
     }
-    eprintln!(
-        "build-images: done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    if let Some(dest) = &run.args.push {
+        let target = registry::Target::parse(dest, run.args.plain_http)?;
+        let report = rt.block_on(registry::push(
+            target,
+            layout,
+            &run.meta,
+            images,
+            &index_desc.digest,
+            index_json,
+        ))?;
+        for t in &report.tags {
+            println!("pushed  {t}");
+        }
+        println!(
+            "pushed  {} blob(s) uploaded, {} already there",
+            report.uploaded, report.existing
+        );
+    }
     Ok(())
 }
 
@@ -786,37 +534,35 @@ fn validate_reference(meta: &Meta) -> Result<()> {
 }
 
 fn assemble_tier(
-    shared: &mut Shared<'_>,
+    run: &Run,
+    shared: &mut Shared,
     layout: &Layout,
-    meta: &Meta,
     profile: &Profile,
     built: &Built,
-    app_files: &[ResolvedEntry],
-    rustc_v: &str,
 ) -> Result<TierImage> {
-    let spec = shared.spec;
-    let graph = shared.graph(&profile.target)?;
+    let (spec, meta) = (&run.spec, &run.meta);
+    let graph = shared.graph(run, &profile.target)?;
     let packages = graph.runtime_closure(Some(&built.compiled));
     if shared.checksums.is_none() {
-        shared.checksums = Some(cargo_meta::lock_checksums(&shared.root.join("Cargo.lock"))?);
+        shared.checksums = Some(cargo_meta::lock_checksums(&run.root.join("Cargo.lock"))?);
     }
-    let base = shared.base(meta.epoch)?;
+    if shared.base.is_none() {
+        shared.base = Some(assemble::base_layer(&run.base_entries, meta.epoch)?);
+    }
     if !shared.licence_layers.contains_key(&packages) {
         let l = assemble::licence_layer(&graph, &packages, &spec.app.third_party_dir, meta.epoch)?;
         shared
             .licence_layers
             .insert(packages.clone(), (l, packages.len()));
     }
-    let (licences, crates) = shared.licence_layers[&packages].clone();
     let binary = std::fs::read(&built.binary)
         .with_context(|| format!("reading {}", built.binary.display()))?;
-    let debian: Vec<spec::Provenance> = shared
+    let debian: Vec<spec::Provenance> = run
         .base_entries
         .iter()
-        .chain(app_files)
+        .chain(&run.app_files)
         .filter_map(|e| e.provenance.clone())
         .collect();
-    let checksums = shared.checksums.as_ref().expect("loaded above");
     let doc = sbom::spdx(&sbom::SbomInput {
         image_name: &meta.name,
         version: &meta.version,
@@ -828,57 +574,30 @@ fn assemble_tier(
         binary: &binary,
         graph: &graph,
         packages: &packages,
-        checksums,
+        checksums: shared.checksums.as_ref().expect("loaded above"),
         debian: &debian,
-        rustc_version: rustc_v,
+        rustc_version: &run.rustc_v,
         tool: concat!("bitnet-serve-xtask-", env!("CARGO_PKG_VERSION")),
     });
-    let sbom_bytes = oci::canonical_json(&doc)?;
-    let app = assemble::app_layer(spec, &binary, &sbom_bytes, app_files, meta.epoch)?;
+    let app = assemble::app_layer(
+        spec,
+        &binary,
+        &oci::canonical_json(&doc)?,
+        &run.app_files,
+        meta.epoch,
+    )?;
+    let (licences, crates) = &shared.licence_layers[&packages];
+    let base = shared.base.as_ref().expect("built above");
     assemble::write_tier(
         layout,
         spec,
         meta,
         profile,
         &assemble::TierLayers {
-            base: &base,
-            licences: &licences,
+            base,
+            licences,
             app: &app,
-            crates,
+            crates: *crates,
         },
     )
-}
-
-fn print_summary(s: &Summary, meta: &Meta) {
-    println!();
-    println!(
-        "{:<11} {:<16} {:<73} {:>10}",
-        "TIER", "PLATFORM", "MANIFEST DIGEST", "COMPRESSED"
-    );
-    for t in &s.tiers {
-        println!(
-            "{:<11} {:<16} {:<73} {:>10}",
-            t.tier,
-            t.platform,
-            t.manifest_digest,
-            human(t.compressed_bytes)
-        );
-    }
-    println!(
-        "{:<11} {:<16} {:<73}",
-        "index", "multi-platform", s.index_digest
-    );
-    println!();
-    println!(
-        "OCI layout  {}  (tags {}, {}-<tier>)",
-        s.layout.display(),
-        meta.version,
-        meta.version
-    );
-    let size = std::fs::metadata(&s.tarball).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "tarball     {}  ({}; `docker load -i` it)",
-        s.tarball.display(),
-        human(size)
-    );
 }
