@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod cpu_guard;
 pub mod download;
 pub mod engine;
 pub mod generate;

@@ -2,6 +2,7 @@
 
 mod ci;
 mod gen_model;
+mod images;
 mod pyenv;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build every CPU tier and assemble the images (OCI layout, docker-load tarball).
+    BuildImages(images::Args),
     /// Write a synthetic BitNet GGUF model (random ternary weights, real LLaMA-3 vocabulary).
     GenModel(gen_model::GenModelArgs),
     /// Run everything CI checks (installs test prerequisites first).
@@ -32,6 +35,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::BuildImages(args) => images::run(args),
         Command::GenModel(args) => gen_model::run(&args),
         Command::Ci(args) => ci::run(&args),
     }
