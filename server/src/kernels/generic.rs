@@ -115,8 +115,6 @@ pub(crate) trait Isa {
 /// of DRAM bandwidth on the short, interleaved row streams of a GEMV (kernel_bench: 18 → 28 GB/s
 /// for one thread on a 2560×2560 I2_S matrix with it).
 pub(crate) const PREFETCH_BYTES: usize = 8192;
-const F16_PF: bool = true;
-const TERNARY_PF: bool = false;
 
 /// Prefetch distance for rows of `row_bytes` processed `group` at a time: whole groups, ≥ 8 KiB.
 #[inline(always)]
