@@ -126,8 +126,10 @@ fn prefetch_distance(row_bytes: usize, group: usize) -> usize {
         * row_bytes
 }
 
-/// Tokens from which the GEMM path is used.
-pub(crate) const GEMM_MIN_N: usize = 4;
+/// Tokens from which the GEMM path is used. Measured on v4 (2560×2560 I2_S, one thread, CPU
+/// time): GEMV costs ~27 µs per token; GEMM ~12 µs per token plus ~190 µs per call to decode and
+/// transpose the weights, so GEMM wins from about 12 tokens.
+pub(crate) const GEMM_MIN_N: usize = 12;
 
 #[repr(C, align(64))]
 struct Codes256([u8; 256]);
@@ -495,8 +497,11 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     let rt = RV * lanes;
     let cols = w.cols;
     let nblk = cols.div_ceil(256);
+    // Row-major code buffer: decoding a tile row by row reads it as one sequential stream
+    // (block-major order would jump between `rt` rows and wait on DRAM at every load).
+    let cp = nblk * 256;
     let codes_len = cols * rt;
-    let rowbuf_len = rt * 256;
+    let rowbuf_len = rt * cp;
     let dbuf_len = nblk * rt * 4;
     let base = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
@@ -511,29 +516,57 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
         let mut tile_r0 = r0;
         while tile_r0 < r1 {
             let nr = rt.min(r1 - tile_r0);
-            for kb in 0..nblk {
-                let kc = 256.min(cols - 256 * kb);
-                for i in 0..rt {
-                    let dst = rowbuf.add(256 * i);
-                    if i < nr {
-                        let row = w.row(tile_r0 + i);
-                        decode_superblock::<I, F>(row, cols, kb, dst);
+            let mut i = 0;
+            if F == TQ1 {
+                // Two rows per call: the wide decoders fill a vector with both.
+                while i + 1 < nr {
+                    let (ra, rb) = (w.row(tile_r0 + i), w.row(tile_r0 + i + 1));
+                    for kb in 0..nblk {
+                        let off = TQ1_BLOCK_BYTES * kb;
+                        I::prefetch(ra.as_ptr().wrapping_add(off + PREFETCH_BYTES));
+                        I::prefetch(rb.as_ptr().wrapping_add(off + PREFETCH_BYTES));
+                        I::tq1_block2(
+                            ra.as_ptr().add(off),
+                            rb.as_ptr().add(off),
+                            rowbuf.add(i * cp + 256 * kb),
+                            rowbuf.add((i + 1) * cp + 256 * kb),
+                        );
+                        *dbuf.add(kb * rt + i) = tq_scale(ra, off + 52);
+                        *dbuf.add(kb * rt + i + 1) = tq_scale(rb, off + 52);
+                    }
+                    i += 2;
+                }
+            }
+            while i < rt {
+                let dst = rowbuf.add(i * cp);
+                if i < nr {
+                    let row = w.row(tile_r0 + i);
+                    let per_block = w.row_bytes().div_ceil(nblk);
+                    for kb in 0..nblk {
+                        I::prefetch(row.as_ptr().wrapping_add(per_block * kb + PREFETCH_BYTES));
+                        decode_superblock::<I, F>(row, cols, kb, dst.add(256 * kb));
                         *dbuf.add(kb * rt + i) = match F {
                             TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
                             TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
                             _ => 0.0,
                         };
-                    } else {
-                        std::ptr::write_bytes(dst, 0, 256);
+                    }
+                } else {
+                    std::ptr::write_bytes(dst, 0, cp);
+                    for kb in 0..nblk {
                         *dbuf.add(kb * rt + i) = 0.0;
                     }
                 }
+                i += 1;
+            }
+            for kb in 0..nblk {
+                let kc = 256.min(cols - 256 * kb);
                 for v in 0..RV {
                     for chunk in 0..kc / I::W {
                         let kq0 = 64 * kb + chunk * lanes;
                         I::transpose(
-                            rowbuf.add(256 * v * lanes + chunk * I::W),
-                            256,
+                            rowbuf.add(v * lanes * cp + 256 * kb + chunk * I::W),
+                            cp,
                             codes.add((kq0 * rt + v * lanes) * 4),
                             rt * 4,
                         );
