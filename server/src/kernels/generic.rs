@@ -698,41 +698,73 @@ unsafe fn f16_rows<I: Isa, const R: usize, const T: usize>(
 
 /// F16 GEMV for few tokens: one row at a time, so the weights are read as a single sequential
 /// stream (rows of 5 KiB read 4 at a time are 4 streams crossing a 4 KiB page each, which the
-/// hardware prefetchers handle poorly), with 4 independent accumulators to hide FMA latency.
+/// hardware prefetchers handle poorly). Each converted weight vector serves `TT` tokens; two
+/// accumulators per token hide the FMA latency.
+#[inline(always)]
+unsafe fn f16_gemv_tile<I: Isa, const TT: usize>(
+    wr: *const u16,
+    cols: usize,
+    x: &[f32],
+    t0: usize,
+    r: usize,
+    out: Out,
+) {
+    let lanes = I::W / 4;
+    let step = 2 * lanes;
+    let main = cols / step * step;
+    unsafe {
+        let xt: [*const f32; TT] = std::array::from_fn(|t| x.as_ptr().add((t0 + t) * cols));
+        let mut acc = [[I::fzero(); 2]; TT];
+        let mut k = 0;
+        while k < main {
+            let w0 = I::f16_load(wr.add(k));
+            let w1 = I::f16_load(wr.add(k + lanes));
+            for t in 0..TT {
+                acc[t][0] = I::fmadd(w0, I::fload(xt[t].add(k)), acc[t][0]);
+                acc[t][1] = I::fmadd(w1, I::fload(xt[t].add(k + lanes)), acc[t][1]);
+            }
+            k += step;
+        }
+        if k + lanes <= cols {
+            let w0 = I::f16_load(wr.add(k));
+            for t in 0..TT {
+                acc[t][0] = I::fmadd(w0, I::fload(xt[t].add(k)), acc[t][0]);
+            }
+            k += lanes;
+        }
+        for t in 0..TT {
+            let mut s = I::fhsum(I::fadd(acc[t][0], acc[t][1]));
+            for j in k..cols {
+                s += f16::from_bits(*wr.add(j)).to_f32() * *xt[t].add(j);
+            }
+            *out.ptr.add((t0 + t) * out.stride + r) = s;
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn f16_gemv<I: Isa>(w: *const u16, cols: usize, x: &[f32], r0: usize, r1: usize, out: Out) {
-    let lanes = I::W / 4;
-    let step = 4 * lanes;
-    let main = cols / step * step;
     let n = x.len() / cols;
     unsafe {
         for r in r0..r1 {
             let wr = w.add(r * cols);
-            for t in 0..n {
-                let xt = x.as_ptr().add(t * cols);
-                let mut acc = [I::fzero(); 4];
-                let mut k = 0;
-                while k < main {
-                    for j in 0..4 {
-                        let o = k + j * lanes;
-                        acc[j] = I::fmadd(I::f16_load(wr.add(o)), I::fload(xt.add(o)), acc[j]);
-                    }
-                    k += step;
-                }
-                while k + lanes <= cols {
-                    acc[0] = I::fmadd(I::f16_load(wr.add(k)), I::fload(xt.add(k)), acc[0]);
-                    k += lanes;
-                }
-                let v = I::fadd(I::fadd(acc[0], acc[1]), I::fadd(acc[2], acc[3]));
-                let mut s = I::fhsum(v);
-                for j in k..cols {
-                    s += f16::from_bits(*wr.add(j)).to_f32() * *xt.add(j);
-                }
-                *out.ptr.add(t * out.stride + r) = s;
+            let mut t0 = 0;
+            while t0 + 4 <= n {
+                f16_gemv_tile::<I, 4>(wr, cols, x, t0, r, out);
+                t0 += 4;
+            }
+            match n - t0 {
+                3 => f16_gemv_tile::<I, 3>(wr, cols, x, t0, r, out),
+                2 => f16_gemv_tile::<I, 2>(wr, cols, x, t0, r, out),
+                1 => f16_gemv_tile::<I, 1>(wr, cols, x, t0, r, out),
+                _ => {}
             }
         }
     }
 }
+
+/// Tokens from which the F16 kernel uses 4-row × T-token register tiles.
+const F16_TILE_MIN_N: usize = 100;
 
 /// F16 entry: few tokens → [`f16_gemv`]; otherwise 4 rows × T tokens register tiles.
 #[inline(always)]
@@ -746,7 +778,7 @@ pub(crate) unsafe fn f16<I: Isa, const T: usize>(
 ) {
     let mut r = r0;
     unsafe {
-        if x.len() / cols < GEMM_MIN_N {
+        if x.len() / cols < F16_TILE_MIN_N {
             return f16_gemv::<I>(w, cols, x, r0, r1, out);
         }
         while r + 4 <= r1 {
