@@ -133,13 +133,14 @@ fn format_strategy() -> impl Strategy<Value = TernaryFormat> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Must-show 1: every variant equals scalar bit for bit (odd row counts, n = 1..9, all formats).
+    /// Must-show 1: every variant equals scalar bit for bit (odd row counts, n = 1..9 on the
+    /// GEMV path and 12..=20 on the GEMM path, all formats).
     #[test]
     fn ternary_variants_match_scalar(
         format in format_strategy(),
         rows in 1usize..=70,
         blocks in 1usize..=5,
-        n in 1usize..=9,
+        n in prop_oneof![1usize..=9, 12usize..=20],
         seed in any::<u64>(),
     ) {
         let unit = if format == TernaryFormat::I2S { 128 } else { 256 };
@@ -279,7 +280,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn f16_variants_match_scalar(rows in 1usize..=40, cols in 1usize..=300, n in 1usize..=9, seed in any::<u64>()) {
+    fn f16_variants_match_scalar(rows in 1usize..=40, cols in 1usize..=300, n in prop_oneof![1usize..=9, 12usize..=17], seed in any::<u64>()) {
         f16_case(rows, cols, n, seed);
     }
 

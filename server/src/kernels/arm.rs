@@ -102,6 +102,14 @@ unsafe fn transpose4(src: *const u8, ss: usize, dst: *mut u8, ds: usize) {
 macro_rules! neon_common {
     () => {
         #[inline(always)]
+        unsafe fn prefetch(p: *const u8) {
+            // A hint only: prfm never faults, whatever the address.
+            unsafe {
+                asm!("prfm pldl1keep, [{p}]", p = in(reg) p,
+                     options(nostack, preserves_flags, readonly));
+            }
+        }
+        #[inline(always)]
         unsafe fn vzero() -> uint8x16_t {
             unsafe { vdupq_n_u8(0) }
         }

@@ -241,6 +241,10 @@ impl Isa for Avx512 {
     type F = __m512;
 
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
     unsafe fn vzero() -> __m512i {
         unsafe { _mm512_setzero_si512() }
     }
@@ -493,6 +497,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     type F = __m256;
 
     #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
     unsafe fn vzero() -> __m256i {
         unsafe { _mm256_setzero_si256() }
     }
@@ -681,6 +689,10 @@ impl Isa for Sse {
     type A = __m128i;
     type F = __m128;
 
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
     #[inline(always)]
     unsafe fn vzero() -> __m128i {
         unsafe { _mm_setzero_si128() }
