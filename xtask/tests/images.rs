@@ -1035,7 +1035,6 @@ fn tiny_model(dir: &Path) -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs `bitnet-server serve`/`healthcheck` (issue 3) and `cargo xtask gen-model` (issue 2)"]
 fn each_x86_tier_serves_health_and_a_completion_from_a_mounted_model() {
     let b = build();
     let models = tempfile::tempdir().unwrap();
@@ -1151,7 +1150,6 @@ fn each_x86_tier_serves_health_and_a_completion_from_a_mounted_model() {
 }
 
 #[test]
-#[ignore = "needs `bitnet-server generate` (issue 2) and `cargo xtask gen-model`"]
 fn aarch64_binary_generates_under_qemu() {
     let b = build();
     let dir = tempfile::tempdir().unwrap();
