@@ -331,6 +331,39 @@ fn f16_edge_shapes() {
     }
 }
 
+/// Every variant converts every finite fp16 value exactly (subnormals, ±0, max): row r holds
+/// value r in all 64 columns and x is one-hot, so y_r must equal the value bit for bit.
+#[test]
+fn f16_conversion_exact_in_every_variant() {
+    let values: Vec<f16> = (0..=u16::MAX)
+        .map(f16::from_bits)
+        .filter(|v| v.is_finite())
+        .collect();
+    let cols = 64;
+    let w: Vec<f16> = values
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, cols))
+        .collect();
+    let mut x = vec![0f32; cols];
+    x[37] = 1.0;
+    let pool = ThreadPool::new(2);
+    for k in Kernels::available() {
+        let mut y = vec![f32::NAN; values.len()];
+        k.f16_matmul(&pool, &w, values.len(), cols, &x, &mut y, values.len());
+        for (r, (&v, &g)) in values.iter().zip(&y).enumerate() {
+            // Sums of ±0 may flip the sign of zero; every other value must match exactly.
+            let same = g.to_bits() == v.to_f32().to_bits() || (g == 0.0 && v.to_f32() == 0.0);
+            assert!(
+                same,
+                "{}: f16 {:#06x} (row {r}) gave {g:e}, want {:e}",
+                k.name,
+                v.to_bits(),
+                v.to_f32()
+            );
+        }
+    }
+}
+
 /// The quantized head is close to the F16 head: relative RMS error of the logits.
 #[test]
 fn q8_head_error_is_small() {
