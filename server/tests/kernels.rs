@@ -162,7 +162,7 @@ fn ternary_variants_match_scalar_many_tokens() {
 }
 
 /// Worst-case magnitudes: codes 2 (or 3) everywhere against ±127/−128 activations must not
-/// saturate any int16 intermediate.
+/// saturate any int16 intermediate (GEMV with 1 and 5 tokens, GEMM with 13).
 #[test]
 fn ternary_extreme_values_match_scalar() {
     let (rows, cols) = (9, 6912);
@@ -183,14 +183,14 @@ fn ternary_extreme_values_match_scalar() {
             };
             let w = TernaryView::new(format, rows, cols, &data, 1.0).unwrap();
             for sign in [1.0f32, -1.0] {
-                let x: Vec<f32> = (0..5 * cols)
+                let x: Vec<f32> = (0..13 * cols)
                     .map(|j| if j % 7 == 0 { -sign } else { sign })
                     .collect();
                 let a = QuantActs::quantize(&x, cols);
                 let one = ThreadPool::new(1);
                 let want = run_ternary(Kernels::scalar(), &one, &w, &a, rows);
                 for k in Kernels::available() {
-                    for n in [1, 5] {
+                    for n in [1, 5, 13] {
                         let a = QuantActs::quantize(&x[..n * cols], cols);
                         let y = run_ternary(k, &one, &w, &a, rows);
                         assert_bits_equal(

@@ -64,6 +64,20 @@ pub(crate) trait Isa {
     /// Like `dot`, both operands signed with `a` in [−127, 127].
     unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
     unsafe fn hsum(acc: Self::A) -> i32;
+    /// ISAs whose `dot` is `pmaddubsw` + `pmaddwd` + add can instead sum the int16 pair
+    /// products of up to this many `dot16` steps before widening (`|pair| ≤ 768` for codes ≤ 3,
+    /// so 32 steps stay below 2¹⁵). 0: not used.
+    const I16_STEPS: usize = 0;
+    /// int16 lanes += the two u8·i8 products of each byte pair (`pmaddubsw` + add).
+    #[inline(always)]
+    unsafe fn dot16(_acc: Self::V, _u: Self::V, _s: Self::V) -> Self::V {
+        unreachable!("dot16 is only used when I16_STEPS > 0")
+    }
+    /// `acc` + the int16 lanes of `acc16` summed in pairs into int32 lanes.
+    #[inline(always)]
+    unsafe fn widen(_acc: Self::A, _acc16: Self::V) -> Self::A {
+        unreachable!("widen is only used when I16_STEPS > 0")
+    }
     /// Four horizontal sums at once (x86 overrides this with a transpose-and-add).
     #[inline(always)]
     unsafe fn hsum4(a: [Self::A; 4]) -> [i32; 4] {
@@ -503,16 +517,44 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
         let mut facc = [[I::fzero(); RV]; T];
         for kb in 0..nblk {
             let end = (64 * kb + 64).min(nkq);
-            for kq in 64 * kb..end {
-                let base = codes.add(kq * rt * 4);
-                let mut c = [I::vzero(); RV];
-                for v in 0..RV {
-                    c[v] = I::load(base.add(v * I::W));
+            if I::I16_STEPS > 0 {
+                // int16 partial sums, widened every I16_STEPS k-steps (exact, see I16_STEPS).
+                let mut kq = 64 * kb;
+                while kq < end {
+                    let stop = (kq + I::I16_STEPS).min(end);
+                    let mut acc16 = [[I::vzero(); RV]; T];
+                    while kq < stop {
+                        let base = codes.add(kq * rt * 4);
+                        let mut c = [I::vzero(); RV];
+                        for v in 0..RV {
+                            c[v] = I::load(base.add(v * I::W));
+                        }
+                        for t in 0..T {
+                            let b = I::bcast4(q[t].add(4 * kq));
+                            for v in 0..RV {
+                                acc16[t][v] = I::dot16(acc16[t][v], c[v], b);
+                            }
+                        }
+                        kq += 1;
+                    }
+                    for t in 0..T {
+                        for v in 0..RV {
+                            acc[t][v] = I::widen(acc[t][v], acc16[t][v]);
+                        }
+                    }
                 }
-                for t in 0..T {
-                    let b = I::bcast4(q[t].add(4 * kq));
+            } else {
+                for kq in 64 * kb..end {
+                    let base = codes.add(kq * rt * 4);
+                    let mut c = [I::vzero(); RV];
                     for v in 0..RV {
-                        acc[t][v] = I::dot(acc[t][v], c[v], b);
+                        c[v] = I::load(base.add(v * I::W));
+                    }
+                    for t in 0..T {
+                        let b = I::bcast4(q[t].add(4 * kq));
+                        for v in 0..RV {
+                            acc[t][v] = I::dot(acc[t][v], c[v], b);
+                        }
                     }
                 }
             }
