@@ -64,6 +64,9 @@ pub(crate) trait Isa {
     /// Like `dot`, both operands signed with `a` in [−127, 127].
     unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
     unsafe fn hsum(acc: Self::A) -> i32;
+    /// Largest token tile of the GEMV (4, 2 or 1): 4 rows × this many tokens of accumulators,
+    /// plus 4 activation vectors per token, must fit the register file.
+    const GEMV_TOKENS: usize = 2;
     /// ISAs whose `dot` is `pmaddubsw` + `pmaddwd` + add can instead sum the int16 pair
     /// products of up to this many `dot16` steps before widening (`|pair| ≤ 768` for codes ≤ 3,
     /// so 32 steps stay below 2¹⁵). 0: not used.
@@ -251,6 +254,7 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
     q: &[*const u8; TT],
 ) {
     unsafe {
+        let mut acc16 = [[I::vzero(); TT]; R];
         for sub in 0..64 / I::W {
             let mut a = [[I::vzero(); 4]; TT];
             for t in 0..TT {
@@ -261,11 +265,27 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
             for i in 0..R {
                 let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
                 for t in 0..TT {
-                    let mut s = acc[i][t];
-                    for g in 0..4 {
-                        s = I::dot(s, c[g], a[t][g]);
+                    if I::I16_STEPS > 0 {
+                        // ≤ 16 int16 steps per super-block (4 groups × 64/W), within I16_STEPS.
+                        let mut s = acc16[i][t];
+                        for g in 0..4 {
+                            s = I::dot16(s, c[g], a[t][g]);
+                        }
+                        acc16[i][t] = s;
+                    } else {
+                        let mut s = acc[i][t];
+                        for g in 0..4 {
+                            s = I::dot(s, c[g], a[t][g]);
+                        }
+                        acc[i][t] = s;
                     }
-                    acc[i][t] = s;
+                }
+            }
+        }
+        if I::I16_STEPS > 0 {
+            for i in 0..R {
+                for t in 0..TT {
+                    acc[i][t] = I::widen(acc[i][t], acc16[i][t]);
                 }
             }
         }
@@ -407,7 +427,7 @@ unsafe fn gemv_tq1<I: Isa, const R: usize>(w: &TernaryView<'_>, a: &QuantActs, r
     }
 }
 
-/// GEMV rows `r..r+R`, all tokens in tiles of 4, 2 and 1.
+/// GEMV rows `r..r+R`, all tokens in tiles of up to `I::GEMV_TOKENS`.
 #[inline(always)]
 unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
     w: &TernaryView<'_>,
@@ -421,16 +441,21 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
         }
         let n = a.n();
         let mut t0 = 0;
-        while t0 + 4 <= n {
-            gemv_tile::<I, F, R, 4>(w, a, r, t0, out);
-            t0 += 4;
+        if I::GEMV_TOKENS >= 4 {
+            while t0 + 4 <= n {
+                gemv_tile::<I, F, R, 4>(w, a, r, t0, out);
+                t0 += 4;
+            }
         }
-        if t0 + 2 <= n {
-            gemv_tile::<I, F, R, 2>(w, a, r, t0, out);
-            t0 += 2;
+        if I::GEMV_TOKENS >= 2 {
+            while t0 + 2 <= n {
+                gemv_tile::<I, F, R, 2>(w, a, r, t0, out);
+                t0 += 2;
+            }
         }
-        if t0 < n {
+        while t0 < n {
             gemv_tile::<I, F, R, 1>(w, a, r, t0, out);
+            t0 += 1;
         }
     }
 }

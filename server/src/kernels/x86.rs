@@ -236,6 +236,7 @@ pub(crate) struct Avx512;
 
 impl Isa for Avx512 {
     const W: usize = 64;
+    const GEMV_TOKENS: usize = 4;
     type V = __m512i;
     type A = __m512i;
     type F = __m512;
