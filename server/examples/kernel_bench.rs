@@ -341,7 +341,7 @@ fn shapes(o: &Opts) {
                 .chunks_exact(one.len())
                 .map(|d| TernaryView::new(format, rows, cols, d, 0.01).expect("view"))
                 .collect();
-            for n in [1usize, 128] {
+            for n in [1usize, 4, 128] {
                 let a = QuantActs::quantize(&acts(n, cols, &mut rng), cols);
                 let mut y = vec![0f32; n * rows];
                 for k in &o.variants {

@@ -162,7 +162,7 @@ fn ternary_variants_match_scalar_many_tokens() {
 }
 
 /// Worst-case magnitudes: codes 2 (or 3) everywhere against ±127/−128 activations must not
-/// saturate any int16 intermediate.
+/// saturate any int16 intermediate (GEMV with 1 and 5 tokens, GEMM with 13).
 #[test]
 fn ternary_extreme_values_match_scalar() {
     let (rows, cols) = (9, 6912);
@@ -183,14 +183,14 @@ fn ternary_extreme_values_match_scalar() {
             };
             let w = TernaryView::new(format, rows, cols, &data, 1.0).unwrap();
             for sign in [1.0f32, -1.0] {
-                let x: Vec<f32> = (0..5 * cols)
+                let x: Vec<f32> = (0..13 * cols)
                     .map(|j| if j % 7 == 0 { -sign } else { sign })
                     .collect();
                 let a = QuantActs::quantize(&x, cols);
                 let one = ThreadPool::new(1);
                 let want = run_ternary(Kernels::scalar(), &one, &w, &a, rows);
                 for k in Kernels::available() {
-                    for n in [1, 5] {
+                    for n in [1, 5, 13] {
                         let a = QuantActs::quantize(&x[..n * cols], cols);
                         let y = run_ternary(k, &one, &w, &a, rows);
                         assert_bits_equal(
@@ -328,6 +328,39 @@ fn f16_edge_shapes() {
     .enumerate()
     {
         f16_case(rows, cols, n, i as u64 + 3);
+    }
+}
+
+/// Every variant converts every finite fp16 value exactly (subnormals, ±0, max): row r holds
+/// value r in all 64 columns and x is one-hot, so y_r must equal the value bit for bit.
+#[test]
+fn f16_conversion_exact_in_every_variant() {
+    let values: Vec<f16> = (0..=u16::MAX)
+        .map(f16::from_bits)
+        .filter(|v| v.is_finite())
+        .collect();
+    let cols = 64;
+    let w: Vec<f16> = values
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, cols))
+        .collect();
+    let mut x = vec![0f32; cols];
+    x[37] = 1.0;
+    let pool = ThreadPool::new(2);
+    for k in Kernels::available() {
+        let mut y = vec![f32::NAN; values.len()];
+        k.f16_matmul(&pool, &w, values.len(), cols, &x, &mut y, values.len());
+        for (r, (&v, &g)) in values.iter().zip(&y).enumerate() {
+            // Sums of ±0 may flip the sign of zero; every other value must match exactly.
+            let same = g.to_bits() == v.to_f32().to_bits() || (g == 0.0 && v.to_f32() == 0.0);
+            assert!(
+                same,
+                "{}: f16 {:#06x} (row {r}) gave {g:e}, want {:e}",
+                k.name,
+                v.to_bits(),
+                v.to_f32()
+            );
+        }
     }
 }
 

@@ -215,6 +215,8 @@ unsafe fn finish(acc: (int32x4_t, int32x4_t)) -> int32x4_t {
 
 impl Isa for Neon {
     const W: usize = 16;
+    // Accumulators are register pairs here.
+    const GEMV_TOKENS: usize = 1;
     type V = uint8x16_t;
     type A = (int32x4_t, int32x4_t);
     type F = float32x4_t;

@@ -64,6 +64,23 @@ pub(crate) trait Isa {
     /// Like `dot`, both operands signed with `a` in [−127, 127].
     unsafe fn dot_ss(acc: Self::A, a: Self::V, b: Self::V) -> Self::A;
     unsafe fn hsum(acc: Self::A) -> i32;
+    /// Largest token tile of the GEMV (4, 2 or 1): 4 rows × this many tokens of accumulators,
+    /// plus 4 activation vectors per token, must fit the register file.
+    const GEMV_TOKENS: usize = 2;
+    /// ISAs whose `dot` is `pmaddubsw` + `pmaddwd` + add can instead sum the int16 pair
+    /// products of up to this many `dot16` steps before widening (`|pair| ≤ 768` for codes ≤ 3,
+    /// so 32 steps stay below 2¹⁵). 0: not used.
+    const I16_STEPS: usize = 0;
+    /// int16 lanes += the two u8·i8 products of each byte pair (`pmaddubsw` + add).
+    #[inline(always)]
+    unsafe fn dot16(_acc: Self::V, _u: Self::V, _s: Self::V) -> Self::V {
+        unreachable!("dot16 is only used when I16_STEPS > 0")
+    }
+    /// `acc` + the int16 lanes of `acc16` summed in pairs into int32 lanes.
+    #[inline(always)]
+    unsafe fn widen(_acc: Self::A, _acc16: Self::V) -> Self::A {
+        unreachable!("widen is only used when I16_STEPS > 0")
+    }
     /// Four horizontal sums at once (x86 overrides this with a transpose-and-add).
     #[inline(always)]
     unsafe fn hsum4(a: [Self::A; 4]) -> [i32; 4] {
@@ -182,33 +199,6 @@ unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
     }
 }
 
-/// Dots one 256-column super-block (64 code bytes per row at `w[i]`) of R rows with `q`.
-#[inline(always)]
-unsafe fn superblock<I: Isa, const TQ: bool, const R: usize>(
-    acc: &mut [I::A; R],
-    w: &[*const u8; R],
-    q: *const u8,
-) {
-    unsafe {
-        for sub in 0..64 / I::W {
-            let a = [
-                act::<I>(q, sub, 0),
-                act::<I>(q, sub, 1),
-                act::<I>(q, sub, 2),
-                act::<I>(q, sub, 3),
-            ];
-            for i in 0..R {
-                let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
-                let mut s = acc[i];
-                for g in 0..4 {
-                    s = I::dot(s, c[g], a[g]);
-                }
-                acc[i] = s;
-            }
-        }
-    }
-}
-
 /// Scalar dot of a 128-column I2_S block (the odd last block when `cols % 256 == 128`).
 #[inline(always)]
 fn i2s_tail_block(row: &[u8], q: &[i8], blk: usize) -> i32 {
@@ -217,9 +207,23 @@ fn i2s_tail_block(row: &[u8], q: &[i8], blk: usize) -> i32 {
         .sum()
 }
 
+/// fp16 bits → f32, exactly (normals and subnormals by rescaling 2¹¹², then inf/NaN), without
+/// `half`'s per-call CPU-feature check.
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let em = u32::from(h & 0x7fff);
+    let v = if em >= 0x7c00 {
+        f32::from_bits(0x7f80_0000 | (em & 0x3ff) << 13)
+    } else {
+        f32::from_bits(em << 13) * f32::from_bits(0x7780_0000) // × 2^112
+    };
+    f32::from_bits(v.to_bits() | sign)
+}
+
 #[inline(always)]
 fn tq_scale(row: &[u8], at: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([row[at], row[at + 1]])).to_f32()
+    f16_bits_to_f32(u16::from_le_bytes([row[at], row[at + 1]]))
 }
 
 /// Horizontal sums of R accumulators (groups of four reduced together).
@@ -241,7 +245,189 @@ unsafe fn hsums<I: Isa, const R: usize>(acc: &[I::A; R]) -> [i32; R] {
     out
 }
 
-/// GEMV over rows `r..r+R` for every token.
+/// Dots one 256-column super-block (64 code bytes per row at `w[i]`) of R rows with TT tokens
+/// (activations at `q[t]`): each weight vector is split into codes once for all tokens.
+#[inline(always)]
+unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: usize>(
+    acc: &mut [[I::A; TT]; R],
+    w: &[*const u8; R],
+    q: &[*const u8; TT],
+) {
+    unsafe {
+        let mut acc16 = [[I::vzero(); TT]; R];
+        for sub in 0..64 / I::W {
+            let mut a = [[I::vzero(); 4]; TT];
+            for t in 0..TT {
+                for g in 0..4 {
+                    a[t][g] = act::<I>(q[t], sub, g);
+                }
+            }
+            for i in 0..R {
+                let c = split::<I, TQ>(I::load(w[i].add(sub * I::W)));
+                for t in 0..TT {
+                    if I::I16_STEPS > 0 {
+                        // ≤ 16 int16 steps per super-block (4 groups × 64/W), within I16_STEPS.
+                        let mut s = acc16[i][t];
+                        for g in 0..4 {
+                            s = I::dot16(s, c[g], a[t][g]);
+                        }
+                        acc16[i][t] = s;
+                    } else {
+                        let mut s = acc[i][t];
+                        for g in 0..4 {
+                            s = I::dot(s, c[g], a[t][g]);
+                        }
+                        acc[i][t] = s;
+                    }
+                }
+            }
+        }
+        if I::I16_STEPS > 0 {
+            for i in 0..R {
+                for t in 0..TT {
+                    acc[i][t] = I::widen(acc[i][t], acc16[i][t]);
+                }
+            }
+        }
+    }
+}
+
+/// I2_S / TQ2_0 GEMV over rows `r..r+R` and tokens `t0..t0+TT`.
+#[inline(always)]
+unsafe fn gemv_tile<I: Isa, const F: u8, const R: usize, const TT: usize>(
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    r: usize,
+    t0: usize,
+    out: Out,
+) {
+    let cols = w.cols;
+    let rows: [&[u8]; R] = std::array::from_fn(|i| w.row(r + i));
+    let ptrs: [*const u8; R] = std::array::from_fn(|i| rows[i].as_ptr());
+    let q: [*const u8; TT] = std::array::from_fn(|t| a.q_ptr(t0 + t));
+    // Weights come from DRAM only for the first token tile; later tiles find them in L1.
+    let pf = prefetch_distance(w.row_bytes(), R);
+    let mut y = [[0f32; TT]; R];
+    unsafe {
+        if F == I2S {
+            let mut acc = [[I::azero(); TT]; R];
+            for sb in 0..cols / 256 {
+                let p = ptrs.map(|p| p.add(64 * sb));
+                if t0 == 0 {
+                    for pi in p {
+                        I::prefetch(pi.wrapping_add(pf));
+                    }
+                }
+                let qs = q.map(|q| q.add(256 * sb));
+                superblock_tokens::<I, false, R, TT>(&mut acc, &p, &qs);
+            }
+            for t in 0..TT {
+                let tok = t0 + t;
+                let col: [I::A; R] = std::array::from_fn(|i| acc[i][t]);
+                let sums = hsums::<I, R>(&col);
+                for i in 0..R {
+                    let mut s = sums[i];
+                    if !cols.is_multiple_of(256) {
+                        s += i2s_tail_block(rows[i], a.q(tok), cols / I2S_BLOCK - 1);
+                    }
+                    y[i][t] = i2s_epilogue(s, a.sum(tok), a.scale(tok), w.scale);
+                }
+            }
+        } else {
+            let mut f = [[0f32; TT]; R];
+            for b in 0..cols / TQ_BLOCK {
+                let mut acc = [[I::azero(); TT]; R];
+                let p = ptrs.map(|p| p.add(TQ2_BLOCK_BYTES * b));
+                if t0 == 0 {
+                    for pi in p {
+                        I::prefetch(pi.wrapping_add(pf));
+                        I::prefetch(pi.wrapping_add(pf + 64));
+                    }
+                }
+                let qs = q.map(|q| q.add(256 * b));
+                superblock_tokens::<I, true, R, TT>(&mut acc, &p, &qs);
+                let d: [f32; R] =
+                    std::array::from_fn(|i| tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64));
+                for t in 0..TT {
+                    let col: [I::A; R] = std::array::from_fn(|i| acc[i][t]);
+                    let sums = hsums::<I, R>(&col);
+                    let bsum = a.block_sums(t0 + t)[b];
+                    for i in 0..R {
+                        f[i][t] = tq_block_step(f[i][t], d[i], sums[i], bsum);
+                    }
+                }
+            }
+            for t in 0..TT {
+                for i in 0..R {
+                    y[i][t] = f[i][t] / a.scale(t0 + t);
+                }
+            }
+        }
+        for t in 0..TT {
+            for i in 0..R {
+                *out.ptr.add((t0 + t) * out.stride + r + i) = y[i][t];
+            }
+        }
+    }
+}
+
+/// TQ1_0 GEMV over rows `r..r+R` and all tokens (fewer than [`GEMM_MIN_N`]): each block is
+/// decoded to codes once and dotted with every token.
+#[inline(always)]
+unsafe fn gemv_tq1<I: Isa, const R: usize>(w: &TernaryView<'_>, a: &QuantActs, r: usize, out: Out) {
+    let n = a.n();
+    debug_assert!(n < GEMM_MIN_N);
+    let rows: [&[u8]; R] = std::array::from_fn(|i| w.row(r + i));
+    let ptrs: [*const u8; R] = std::array::from_fn(|i| rows[i].as_ptr());
+    let mut buf = [const { Codes256([0; 256]) }; R];
+    let pf = prefetch_distance(w.row_bytes(), R);
+    let mut f = [[0f32; GEMM_MIN_N]; R];
+    unsafe {
+        for b in 0..w.cols / TQ_BLOCK {
+            let off = TQ1_BLOCK_BYTES * b;
+            for pi in ptrs {
+                I::prefetch(pi.wrapping_add(pf + off));
+            }
+            let mut i = 0;
+            while i + 1 < R {
+                let (lo, hi) = buf.split_at_mut(i + 1);
+                I::tq1_block2(
+                    ptrs[i].add(off),
+                    ptrs[i + 1].add(off),
+                    lo[i].0.as_mut_ptr(),
+                    hi[0].0.as_mut_ptr(),
+                );
+                i += 2;
+            }
+            if i < R {
+                I::tq1_block(ptrs[i].add(off), buf[i].0.as_mut_ptr());
+            }
+            let d: [f32; R] = std::array::from_fn(|i| tq_scale(rows[i], off + 52));
+            for t in 0..n {
+                let q = a.q_ptr(t).add(256 * b);
+                let mut acc = [I::azero(); R];
+                for k in 0..256 / I::W {
+                    let av = I::load(q.add(k * I::W));
+                    for i in 0..R {
+                        acc[i] = I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
+                    }
+                }
+                let sums = hsums::<I, R>(&acc);
+                let bsum = a.block_sums(t)[b];
+                for i in 0..R {
+                    f[i][t] = tq_block_step(f[i][t], d[i], sums[i], bsum);
+                }
+            }
+        }
+        for t in 0..n {
+            for i in 0..R {
+                *out.ptr.add(t * out.stride + r + i) = f[i][t] / a.scale(t);
+            }
+        }
+    }
+}
+
+/// GEMV rows `r..r+R`, all tokens in tiles of up to `I::GEMV_TOKENS`.
 #[inline(always)]
 unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
     w: &TernaryView<'_>,
@@ -249,105 +435,27 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
     r: usize,
     out: Out,
 ) {
-    let cols = w.cols;
-    let rows: [&[u8]; R] = std::array::from_fn(|i| w.row(r + i));
-    let ptrs: [*const u8; R] = std::array::from_fn(|i| rows[i].as_ptr());
-    let mut buf = [const { Codes256([0; 256]) }; R];
-    let pf = prefetch_distance(w.row_bytes(), R);
     unsafe {
-        for t in 0..a.n() {
-            let q = a.q_ptr(t);
-            let mut y = [0f32; R];
-            match F {
-                I2S => {
-                    let mut acc = [I::azero(); R];
-                    for sb in 0..cols / 256 {
-                        let p = ptrs.map(|p| p.add(64 * sb));
-                        if t == 0 {
-                            for pi in p {
-                                I::prefetch(pi.wrapping_add(pf));
-                            }
-                        }
-                        superblock::<I, false, R>(&mut acc, &p, q.add(256 * sb));
-                    }
-                    let sums = hsums::<I, R>(&acc);
-                    for i in 0..R {
-                        let mut s = sums[i];
-                        if !cols.is_multiple_of(256) {
-                            s += i2s_tail_block(rows[i], a.q(t), cols / I2S_BLOCK - 1);
-                        }
-                        y[i] = i2s_epilogue(s, a.sum(t), a.scale(t), w.scale);
-                    }
-                }
-                TQ2 => {
-                    let bsums = a.block_sums(t);
-                    let mut f = [0f32; R];
-                    for b in 0..cols / TQ_BLOCK {
-                        let mut acc = [I::azero(); R];
-                        let p = ptrs.map(|p| p.add(TQ2_BLOCK_BYTES * b));
-                        if t == 0 {
-                            for pi in p {
-                                I::prefetch(pi.wrapping_add(pf));
-                                I::prefetch(pi.wrapping_add(pf + 64));
-                            }
-                        }
-                        superblock::<I, true, R>(&mut acc, &p, q.add(256 * b));
-                        let sums = hsums::<I, R>(&acc);
-                        for i in 0..R {
-                            let d = tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64);
-                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
-                        }
-                    }
-                    for i in 0..R {
-                        y[i] = f[i] / a.scale(t);
-                    }
-                }
-                _ => {
-                    let bsums = a.block_sums(t);
-                    let mut f = [0f32; R];
-                    for b in 0..cols / TQ_BLOCK {
-                        let off = TQ1_BLOCK_BYTES * b;
-                        if t == 0 {
-                            for pi in ptrs {
-                                I::prefetch(pi.wrapping_add(pf + off));
-                            }
-                        }
-                        let mut i = 0;
-                        while i + 1 < R {
-                            let (lo, hi) = buf.split_at_mut(i + 1);
-                            I::tq1_block2(
-                                ptrs[i].add(off),
-                                ptrs[i + 1].add(off),
-                                lo[i].0.as_mut_ptr(),
-                                hi[0].0.as_mut_ptr(),
-                            );
-                            i += 2;
-                        }
-                        if i < R {
-                            I::tq1_block(ptrs[i].add(off), buf[i].0.as_mut_ptr());
-                        }
-                        let mut acc = [I::azero(); R];
-                        for k in 0..256 / I::W {
-                            let av = I::load(q.add(256 * b + k * I::W));
-                            for i in 0..R {
-                                acc[i] =
-                                    I::dot(acc[i], I::load(buf[i].0.as_ptr().add(k * I::W)), av);
-                            }
-                        }
-                        let sums = hsums::<I, R>(&acc);
-                        for i in 0..R {
-                            let d = tq_scale(rows[i], TQ1_BLOCK_BYTES * b + 52);
-                            f[i] = tq_block_step(f[i], d, sums[i], bsums[b]);
-                        }
-                    }
-                    for i in 0..R {
-                        y[i] = f[i] / a.scale(t);
-                    }
-                }
+        if F == TQ1 {
+            return gemv_tq1::<I, R>(w, a, r, out);
+        }
+        let n = a.n();
+        let mut t0 = 0;
+        if I::GEMV_TOKENS >= 4 {
+            while t0 + 4 <= n {
+                gemv_tile::<I, F, R, 4>(w, a, r, t0, out);
+                t0 += 4;
             }
-            for (i, v) in y.iter().enumerate() {
-                *out.ptr.add(t * out.stride + r + i) = *v;
+        }
+        if I::GEMV_TOKENS >= 2 {
+            while t0 + 2 <= n {
+                gemv_tile::<I, F, R, 2>(w, a, r, t0, out);
+                t0 += 2;
             }
+        }
+        while t0 < n {
+            gemv_tile::<I, F, R, 1>(w, a, r, t0, out);
+            t0 += 1;
         }
     }
 }
@@ -434,16 +542,44 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
         let mut facc = [[I::fzero(); RV]; T];
         for kb in 0..nblk {
             let end = (64 * kb + 64).min(nkq);
-            for kq in 64 * kb..end {
-                let base = codes.add(kq * rt * 4);
-                let mut c = [I::vzero(); RV];
-                for v in 0..RV {
-                    c[v] = I::load(base.add(v * I::W));
+            if I::I16_STEPS > 0 {
+                // int16 partial sums, widened every I16_STEPS k-steps (exact, see I16_STEPS).
+                let mut kq = 64 * kb;
+                while kq < end {
+                    let stop = (kq + I::I16_STEPS).min(end);
+                    let mut acc16 = [[I::vzero(); RV]; T];
+                    while kq < stop {
+                        let base = codes.add(kq * rt * 4);
+                        let mut c = [I::vzero(); RV];
+                        for v in 0..RV {
+                            c[v] = I::load(base.add(v * I::W));
+                        }
+                        for t in 0..T {
+                            let b = I::bcast4(q[t].add(4 * kq));
+                            for v in 0..RV {
+                                acc16[t][v] = I::dot16(acc16[t][v], c[v], b);
+                            }
+                        }
+                        kq += 1;
+                    }
+                    for t in 0..T {
+                        for v in 0..RV {
+                            acc[t][v] = I::widen(acc[t][v], acc16[t][v]);
+                        }
+                    }
                 }
-                for t in 0..T {
-                    let b = I::bcast4(q[t].add(4 * kq));
+            } else {
+                for kq in 64 * kb..end {
+                    let base = codes.add(kq * rt * 4);
+                    let mut c = [I::vzero(); RV];
                     for v in 0..RV {
-                        acc[t][v] = I::dot(acc[t][v], c[v], b);
+                        c[v] = I::load(base.add(v * I::W));
+                    }
+                    for t in 0..T {
+                        let b = I::bcast4(q[t].add(4 * kq));
+                        for v in 0..RV {
+                            acc[t][v] = I::dot(acc[t][v], c[v], b);
+                        }
                     }
                 }
             }
@@ -807,7 +943,7 @@ pub(crate) unsafe fn q8<I: Isa>(w: &Q8Matrix, a: &Q8Acts, r0: usize, r1: usize, 
                 let xq = a.q_ptr(t);
                 let xd = a.d(t);
                 for b in 0..nb {
-                    sc[b] = wd[b].to_f32() * xd[b];
+                    sc[b] = f16_bits_to_f32(wd[b].to_bits()) * xd[b];
                 }
                 let mut f = I::fzero();
                 let mut k = 0;
@@ -895,3 +1031,20 @@ macro_rules! isa_entries {
     };
 }
 pub(crate) use isa_entries;
+
+#[cfg(test)]
+mod tests {
+    use super::f16_bits_to_f32;
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_bit_pattern() {
+        for h in 0..=u16::MAX {
+            let want = half::f16::from_bits(h).to_f32();
+            let got = f16_bits_to_f32(h);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{h:#06x}: {got:e} != {want:e}"
+            );
+        }
+    }
+}

@@ -17,35 +17,53 @@
 //! variant-dependent summation order (results agree to ~1e-6 relative); see [`Kernels::f16_matmul`].
 //!
 //! # Variants
-//! `scalar` (reference, any CPU), `v2` (SSSE3/SSE4.1), `v3` (AVX2+FMA+F16C), `v3vnni` (v3 +
-//! AVX-VNNI), `v4` (AVX-512 F/BW/VL + VNNI), `neon` (aarch64 baseline), `dotprod` (NEON + `sdot`,
-//! emitted with `asm!` because the intrinsic is unstable on Rust 1.95). [`Kernels::select`] picks
-//! the best one the CPU supports, or the one named by `BITNET_KERNEL`. AVX-512 CPUs without VNNI
-//! (Skylake-SP) get `v3`. There is no `i8mm` variant: `smmla` could only be checked under qemu
-//! here, where its speed cannot be measured, so it is not claimed.
+//! `scalar` (reference, any CPU), `v2` (SSSE3/SSE4.1), `v3` (AVX2+FMA+F16C, `vpmaddubsw`),
+//! `v3vnni` (v3 with AVX-VNNI `vpdpbusd`), `v4` (AVX-512 F/BW/VL + VNNI), `neon` (aarch64
+//! baseline), `dotprod` (NEON + `sdot`, emitted with `asm!` because the intrinsic is unstable on
+//! Rust 1.95). [`Kernels::select`] picks the best one the CPU supports (AVX-VNNI CPUs get
+//! `v3vnni` automatically), or the one named by `BITNET_KERNEL` (`v3` then means plain AVX2).
+//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`. There is no `i8mm` variant: `smmla` could
+//! only be checked under qemu here, where its speed cannot be measured, so it is not claimed.
+//! All variants are written once over a small SIMD vocabulary (`generic.rs`), so the qemu-tested
+//! aarch64 code shares its logic with the natively tested x86 code.
 //!
 //! # Shapes of the work
-//! Decode (1–3 tokens) runs a GEMV that decodes weights in registers. Prefill (≥ 4 tokens) runs a
-//! GEMM: a tile of rows is decoded once into 8-bit codes interleaved as `[k/4][row][4]`, then a
-//! register-blocked micro-kernel multiplies it with many tokens (every weight byte loaded once per
-//! tile of tokens instead of once per token). Weights are used in their on-disk packing; there is
-//! no load-time repacking (see `docs` in [`Kernels`] for why).
+//! * Fewer than 12 tokens (decode, batched decode): a GEMV that splits each weight vector into
+//!   codes in registers once and dots it with up to 4 tokens, 4 rows at a time, prefetching
+//!   8 KiB ahead (the hardware prefetchers alone left it at ~60% of DRAM bandwidth). For I2_S and
+//!   TQ2_0 it reads weights at about the machine's bandwidth on v4/v3vnni (v3: ~90%); TQ1_0's
+//!   base-3 unpacking is compute-bound (~50% on v4).
+//! * 12 tokens or more (prefill): a GEMM. A tile of rows is decoded once into 8-bit codes in
+//!   `[k/4][row][4]` order, then a register-blocked micro-kernel broadcasts 4 activation bytes
+//!   of a token and accumulates row vectors × tokens (v4: 32 rows × 12 tokens in 24 zmm,
+//!   `vpdpbusd` at its peak of 2 per cycle). No horizontal sums, and the TQ per-block epilogue
+//!   runs lane-wise in the scalar order.
+//! * The F16 head reads one row at a time as a single stream (2–3 tokens share each converted
+//!   weight), or 4-row × 4-token register tiles from 4 tokens.
+//!
+//! Weights are used in their on-disk packing; there is no load-time repacking: decode is
+//! memory-bound with the file layout, and prefill's per-tile decode costs ~10% of a 128-token
+//! GEMM without a second copy of the model in memory.
+//!
+//! Threads: [`ThreadPool`] hands out row chunks (multiples of the variant's GEMM tile, ~8 per
+//! thread) dynamically; every chunk computes all tokens for its rows.
 //!
 //! # Cross-ISA testing
-//! The tests in `server/tests/kernels.rs` compare every variant the CPU has with `scalar`. To run
-//! the variants this machine lacks:
+//! The tests in `server/tests/kernels.rs` compare every variant the CPU has with `scalar`.
+//! `server/tests/kernels_cross.sh` runs the same test binary on CPUs this machine is not:
 //! ```text
-//! # aarch64: neon + dotprod (max), dotprod only (neoverse-n1), neon only (cortex-a72)
 //! CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 //!   cargo test -p bitnet-server --target aarch64-unknown-linux-musl --test kernels --no-run
-//! for cpu in max neoverse-n1 cortex-a72; do qemu-aarch64-static -cpu $cpu <test binary>; done
-//! # x86 without AVX-512 / AVX2: v3 (Haswell) and v2 (Nehalem) selection and results
-//! for cpu in Haswell-v4 Nehalem-v2; do qemu-x86_64-static -cpu $cpu <x86_64 test binary>; done
+//! BITNET_EXPECT_KERNELS=dotprod,neon,scalar qemu-aarch64-static -cpu max <aarch64 binary>
+//! BITNET_EXPECT_KERNELS=neon,scalar qemu-aarch64-static -cpu cortex-a72 <aarch64 binary>
+//! BITNET_EXPECT_KERNELS=v3,v2,scalar qemu-x86_64-static -cpu Haswell-v4 <x86-64 binary>
+//! BITNET_EXPECT_KERNELS=v2,scalar qemu-x86_64-static -cpu Nehalem-v2 <x86-64 binary>
 //! ```
-//! `server/tests/kernels_cross.sh` does exactly this.
+//! (`BITNET_EXPECT_KERNELS` makes the run fail if qemu exposes a different variant set.)
 //!
 //! # What this module does NOT do
-//! Read GGUF files, own weights, run attention or norms, or decide how many threads to use.
+//! Read GGUF files, own weights, run attention or norms, or choose the thread count (beyond
+//! [`ThreadPool`]'s physical-core default).
 
 mod acts;
 pub mod formats;

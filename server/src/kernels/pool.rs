@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker keeps spinning before it parks.
 const SPIN: Duration = Duration::from_micros(300);
+/// How long the caller spins waiting for the last chunks before it starts yielding its core.
+const CALLER_SPIN: Duration = Duration::from_micros(50);
 
 thread_local! {
     static IN_REGION: Cell<bool> = const { Cell::new(false) };
@@ -161,10 +163,13 @@ impl ThreadPool {
 
         run_chunks(s, tag);
 
-        let mut spins = 0u32;
+        // Spin briefly, then yield: if a worker was preempted mid-chunk (a loaded machine), a
+        // spinning caller would keep it off this core.
+        let start = Instant::now();
+        let mut k = 0u32;
         while s.done.load(Ordering::Acquire) < n_chunks {
-            spins += 1;
-            if spins < 1 << 16 {
+            k = k.wrapping_add(1);
+            if !k.is_multiple_of(64) || start.elapsed() < CALLER_SPIN {
                 std::hint::spin_loop();
             } else {
                 thread::yield_now();

@@ -236,6 +236,7 @@ pub(crate) struct Avx512;
 
 impl Isa for Avx512 {
     const W: usize = 64;
+    const GEMV_TOKENS: usize = 4;
     type V = __m512i;
     type A = __m512i;
     type F = __m512;
@@ -547,6 +548,15 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
     unsafe fn dot_ss(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         unsafe { Self::dot(acc, _mm256_abs_epi8(a), _mm256_sign_epi8(b, a)) }
     }
+    const I16_STEPS: usize = if VNNI { 0 } else { 32 };
+    #[inline(always)]
+    unsafe fn dot16(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) }
+    }
+    #[inline(always)]
+    unsafe fn widen(acc: __m256i, acc16: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(acc16, _mm256_set1_epi16(1))) }
+    }
     #[inline(always)]
     unsafe fn hsum(acc: __m256i) -> i32 {
         unsafe { hsum256_epi32(acc) }
@@ -737,6 +747,15 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn dot_ss(acc: __m128i, a: __m128i, b: __m128i) -> __m128i {
         unsafe { Self::dot(acc, _mm_abs_epi8(a), _mm_sign_epi8(b, a)) }
+    }
+    const I16_STEPS: usize = 32;
+    #[inline(always)]
+    unsafe fn dot16(acc: __m128i, u: __m128i, s: __m128i) -> __m128i {
+        unsafe { _mm_add_epi16(acc, _mm_maddubs_epi16(u, s)) }
+    }
+    #[inline(always)]
+    unsafe fn widen(acc: __m128i, acc16: __m128i) -> __m128i {
+        unsafe { _mm_add_epi32(acc, _mm_madd_epi16(acc16, _mm_set1_epi16(1))) }
     }
     #[inline(always)]
     unsafe fn hsum(acc: __m128i) -> i32 {
