@@ -28,10 +28,12 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Written once per test process (tests run in parallel threads), renamed into place whole.
 fn model_file() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join("e2e.gguf");
-    if !path.exists() {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("e2e.gguf");
         let w = synth::build(
             &SHAPE,
             GgmlType::I2S,
@@ -42,8 +44,9 @@ fn model_file() -> PathBuf {
         let tmp = dir.join(format!("e2e.{}.tmp", std::process::id()));
         std::fs::write(&tmp, w.to_bytes()).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
+        path
+    })
+    .clone()
 }
 
 /// A running `bitnet-server serve`, killed on drop.
