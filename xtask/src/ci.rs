@@ -57,6 +57,13 @@ pub fn run(args: &CiArgs) -> Result<()> {
     step("tests", || {
         cargo(&["test", "--workspace", "--no-fail-fast"])
     })?;
+    step("kernel variants of other CPUs under qemu", || {
+        if !args.no_install {
+            run_cmd(Command::new("rustup").args(["target", "add", "aarch64-unknown-linux-musl"]))?;
+        }
+        let script = crate::workspace_root().join("server/tests/kernels_cross.sh");
+        run_cmd(Command::new("bash").arg(script))
+    })?;
     eprintln!("ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())
 }
