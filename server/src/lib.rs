@@ -14,6 +14,7 @@ pub mod http;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod sampling;
 pub mod secret;
 pub mod serve;

@@ -3,6 +3,7 @@
 //!
 //! Stop strings and token limits are the generation loop's business, not the sampler's.
 
+use crate::rng::SplitMix64;
 use std::collections::HashMap;
 
 /// Sampling settings of one request. `temperature <= 0` means greedy.
@@ -80,7 +81,7 @@ impl SamplingParams {
 /// A sampler with its own random stream: the same params (seed) and logits give the same tokens.
 pub struct Sampler {
     params: SamplingParams,
-    rng: SplitMix,
+    rng: SplitMix64,
     candidates: Vec<(u32, f32)>,
 }
 
@@ -94,7 +95,7 @@ impl Sampler {
         });
         Sampler {
             params,
-            rng: SplitMix(seed),
+            rng: SplitMix64(seed),
             candidates: Vec::new(),
         }
     }
@@ -214,22 +215,6 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
         .ln() as f32
         + max;
     logits.iter().map(|&l| l - lse).collect()
-}
-
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use crate::quant::{dequant, ternary};
 use crate::tokenizer::vocab::GgufVocab;
 use half::f16;
 
+pub use crate::rng::SplitMix64;
+
 /// Hyper-parameters of a preset.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -208,25 +210,6 @@ pub fn ternary_tensor(
         _ => ternary::encode_tq1_0(&values, &vec![scale; values.len() / 256]),
     };
     (bytes, scale)
-}
-
-/// SplitMix64: tiny, fast, and stable across versions (unlike `rand`'s generators).
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
 }
 
 /// A small made-up byte-level vocabulary (256 byte tokens, some merges, the LLaMA-3 special
