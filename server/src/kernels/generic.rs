@@ -825,6 +825,14 @@ unsafe fn f16_rows<I: Isa, const R: usize, const T: usize>(
             f16_tile::<I, R, T>(w, cols, x, r, t0, out);
             t0 += T;
         }
+        if T > 3 && t0 + 3 <= n {
+            f16_tile::<I, R, 3>(w, cols, x, r, t0, out);
+            t0 += 3;
+        }
+        if T > 2 && t0 + 2 <= n {
+            f16_tile::<I, R, 2>(w, cols, x, r, t0, out);
+            t0 += 2;
+        }
         while t0 < n {
             f16_tile::<I, R, 1>(w, cols, x, r, t0, out);
             t0 += 1;
@@ -899,8 +907,12 @@ unsafe fn f16_gemv<I: Isa>(w: *const u16, cols: usize, x: &[f32], r0: usize, r1:
     }
 }
 
-/// Tokens from which the F16 kernel uses 4-row × T-token register tiles.
-const F16_TILE_MIN_N: usize = 100;
+/// Tokens from which the F16 kernel uses 4-row × T-token register tiles: from 3 tokens on, the
+/// GEMV's one activation load per FMA (the activations of several tokens overflow L1) costs
+/// more than the tiles' weaker weight streaming. Measured on v4, 2B-4T head, 2 threads
+/// (`bitnet-server bench -b N`, aggregate decode tok/s, GEMV → tiles): 2 tokens 30.8 → 28.4,
+/// 3 tokens 32.4 → 37.0, 4 tokens 41 → 56, 8 tokens 53 → 72.
+const F16_TILE_MIN_N: usize = 3;
 
 /// F16 entry: few tokens → [`f16_gemv`]; otherwise 4 rows × T tokens register tiles.
 #[inline(always)]
