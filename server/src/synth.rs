@@ -55,7 +55,28 @@ const ARCH: &str = "bitnet-b1.58";
 /// architectures regardless, so this only has to be a valid template of that style.
 const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}{{ bos_token }}{% endif %}{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}";
 
-/// Builds the whole file in memory.
+/// The architecture a synthetic file declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `bitnet-b1.58`, as the published 2B-4T file (what this engine loads).
+    BitnetB158,
+    /// `bitnet`: the only BitNet architecture upstream llama.cpp loads (same tensors, keys under
+    /// `bitnet.`). Used to run the same weights through llama.cpp for comparison; upstream
+    /// builds that architecture's FFN with SiLU unless `bitnet.hidden_activation` says
+    /// otherwise, which changes the numbers but not the work done.
+    LlamaCppBitnet,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::BitnetB158 => ARCH,
+            Arch::LlamaCppBitnet => "bitnet",
+        }
+    }
+}
+
+/// Builds the whole file in memory, as a `bitnet-b1.58` model.
 pub fn build(
     shape: &Shape,
     format: GgmlType,
@@ -63,12 +84,25 @@ pub fn build(
     vocab: &GgufVocab,
     seed: u64,
 ) -> GgufWriter {
+    build_for_arch(shape, format, embedding, vocab, seed, Arch::BitnetB158)
+}
+
+/// Builds the whole file in memory under the given architecture name; the same seed gives the
+/// same weights whatever the architecture and format.
+pub fn build_for_arch(
+    shape: &Shape,
+    format: GgmlType,
+    embedding: GgmlType,
+    vocab: &GgufVocab,
+    seed: u64,
+    arch: Arch,
+) -> GgufWriter {
     let n_vocab = vocab.tokens.len();
     let id_of = |text: &str| {
         let id = vocab.tokens.iter().position(|t| t == text);
         Value::U32(id.expect("the vocabulary has the LLaMA-3 special tokens") as u32)
     };
-    let key = |k: &str| format!("{ARCH}.{k}");
+    let key = |k: &str| format!("{}.{k}", arch.name());
     let file_type = match format {
         GgmlType::I2S => 40, // LLAMA_FTYPE_MOSTLY_I2_S (bitnet.cpp fork)
         GgmlType::Tq1_0 => 36,
@@ -76,7 +110,7 @@ pub fn build(
     };
     let mut w = GgufWriter::new();
     // Same keys, same order as the published file (reference §3.2).
-    w.kv("general.architecture", Value::String(ARCH.into()))
+    w.kv("general.architecture", Value::String(arch.name().into()))
         .kv("general.name", Value::String(shape.name.into()))
         .kv(&key("vocab_size"), Value::U32(n_vocab as u32))
         .kv(&key("context_length"), Value::U32(shape.n_ctx as u32))
@@ -124,6 +158,10 @@ pub fn build(
             Value::String(CHAT_TEMPLATE.into()),
         )
         .kv("general.quantization_version", Value::U32(2));
+    if arch == Arch::LlamaCppBitnet {
+        // Upstream llama.cpp picks the LLaMA-3 pre-tokenizer by this name.
+        w.kv("tokenizer.ggml.pre", Value::String("llama-bpe".into()));
+    }
 
     let mut rng = SplitMix64(seed);
     for (name, dims, ty) in tensor_plan(shape, format, embedding, n_vocab) {

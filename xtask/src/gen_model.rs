@@ -27,6 +27,10 @@ pub struct GenModelArgs {
     /// Random seed; the same seed gives the same weights in every format.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Declared architecture: `bitnet-b1.58` (the published file's, what bitnet-server loads)
+    /// or `bitnet` (upstream llama.cpp's name for it, to run the same weights there).
+    #[arg(long, value_parser = ["bitnet-b1.58", "bitnet"], default_value = "bitnet-b1.58")]
+    pub arch: String,
 }
 
 pub fn run(args: &GenModelArgs) -> Result<()> {
@@ -49,7 +53,11 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
         "gen-model: {} ({} layers, d={}), {} weights, {} embedding, seed {}",
         args.preset, shape.n_layer, shape.n_embd, args.format, args.embedding, args.seed
     );
-    let w = synth::build(&shape, format, embedding, &vocab, args.seed);
+    let arch = match args.arch.as_str() {
+        "bitnet" => synth::Arch::LlamaCppBitnet,
+        _ => synth::Arch::BitnetB158,
+    };
+    let w = synth::build_for_arch(&shape, format, embedding, &vocab, args.seed, arch);
     let tmp = args.out.with_extension("gguf.tmp");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation (images, compose files, synthetic models, CI).
 
+mod bench;
 mod ci;
 mod gen_model;
 mod images;
@@ -31,6 +32,8 @@ enum Command {
     GenModel(gen_model::GenModelArgs),
     /// Run everything CI checks (installs test prerequisites first).
     Ci(ci::CiArgs),
+    /// pp/tg speed per kernel variant and thread count, side by side with llama.cpp.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildImages(args) => images::run(args),
         Command::GenModel(args) => gen_model::run(&args),
         Command::Ci(args) => ci::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -1,10 +1,11 @@
 //! The `bitnet-server` command line: one module per subcommand. Each parses its own flags (with
 //! `BITNET_*` environment fallbacks where a deployment would set them) and calls into the
 //! library. `serve` runs the HTTP server; `healthcheck` is the container probe; `generate`,
-//! `inspect`, `logits` and `perplexity` use the engine directly.
+//! `inspect`, `logits`, `perplexity` and `bench` use the engine directly.
 //!
 //! This module does NOT contain server or engine logic.
 
+pub mod bench;
 pub mod generate;
 mod healthcheck;
 pub mod inspect;
@@ -48,6 +49,8 @@ pub enum Command {
     Logits(logits::LogitsArgs),
     /// Perplexity of a text file, computed as llama.cpp's perplexity tool does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Measure load time, prompt (pp) and generation (tg) speed and peak RSS; prints JSON.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(&a),
         Command::Logits(a) => logits::run(&a),
         Command::Perplexity(a) => perplexity::run(&a),
+        Command::Bench(a) => bench::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

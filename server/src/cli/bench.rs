@@ -1,0 +1,195 @@
+//! `bitnet-server bench`: llama-bench-style speed of one model, kernel variant and thread count,
+//! measured in this process: load time, prompt processing (`pp`: one batch of `-p` tokens) and
+//! token generation (`tg`: `-n` single-token steps), peak RSS, and the bytes a decode step must
+//! read; with `--memory-bandwidth`, also the read bandwidth that bounds decode.
+//!
+//! `cargo xtask bench` runs this once per cell, interleaved with llama.cpp, and prints the table.
+//! Token ids are drawn from a fixed-seed generator, so no tokenizer is involved.
+
+use super::model_args::ModelArgs;
+use crate::model::{HeadKind, Logits, SeqInput};
+use crate::rng::SplitMix64;
+use anyhow::{Context, Result, bail};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens processed in one batch (pp).
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Tokens generated one at a time after the prompt (tg).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub n_gen: usize,
+    /// Sequences decoded together in tg (each with its own cache, one forward pass per step,
+    /// as the server batches concurrent requests); tg then reports the aggregate tok/s.
+    #[arg(short = 'b', long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed repetitions of each test (after one untimed warm-up).
+    #[arg(short = 'r', long, default_value_t = 1)]
+    pub reps: usize,
+    /// Also measure memory read bandwidth with the same threads (after the model runs, so it
+    /// does not count in the peak RSS), and report decode speed as a share of its ceiling.
+    #[arg(long)]
+    pub memory_bandwidth: bool,
+    /// Buffer size for `--memory-bandwidth`, MiB (well above the last-level cache).
+    #[arg(long, default_value_t = 1024)]
+    pub buffer_mib: usize,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let margs = &args.model;
+    if args.n_prompt == 0 || args.n_gen == 0 || args.reps == 0 || args.batch == 0 {
+        bail!("-p, -n, -b and -r must be at least 1");
+    }
+    let t0 = Instant::now();
+    let (file, model) = margs.load_with_ctx(Some(args.n_prompt + args.n_gen))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let c = &model.config;
+    let mut rng = SplitMix64(0x5eed);
+    let mut token = || (rng.next_u64() % c.n_vocab as u64) as u32;
+    let prompt: Vec<u32> = (0..args.n_prompt).map(|_| token()).collect();
+    let generated: Vec<u32> = (0..args.n_gen).map(|_| token()).collect();
+
+    let run_pp = || -> Result<f64> {
+        let mut cache = model.new_cache();
+        let t = Instant::now();
+        model.forward(&mut [SeqInput {
+            cache: &mut cache,
+            tokens: &prompt,
+            logits: Logits::Last,
+        }])?;
+        Ok(args.n_prompt as f64 / t.elapsed().as_secs_f64())
+    };
+    // tg starts from an empty cache, as llama-bench's does: every step attends to the tokens
+    // generated so far.
+    let run_tg = || -> Result<f64> {
+        let mut caches: Vec<_> = (0..args.batch).map(|_| model.new_cache()).collect();
+        let t = Instant::now();
+        for tok in &generated {
+            let mut batch: Vec<SeqInput> = caches
+                .iter_mut()
+                .map(|cache| SeqInput {
+                    cache,
+                    tokens: std::slice::from_ref(tok),
+                    logits: Logits::Last,
+                })
+                .collect();
+            model.forward(&mut batch)?;
+        }
+        Ok((args.n_gen * args.batch) as f64 / t.elapsed().as_secs_f64())
+    };
+    // Warm-up: faults the mapped weights in and settles the thread pool.
+    run_pp()?;
+    run_tg()?;
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for _ in 0..args.reps {
+        pp.push(run_pp()?);
+        tg.push(run_tg()?);
+    }
+
+    // Bytes one decode step reads: every tensor but the embedding, plus the head's weights.
+    let embd = file
+        .tensors()
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .context("the model has no token_embd.weight")?;
+    let body: u64 = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "token_embd.weight")
+        .map(|t| t.size)
+        .sum();
+    let (kernel, format) = (model.kernels().name, model.ternary_type().to_string());
+    let head_name = format!("{:?}", model.head()).to_lowercase();
+    let head = match model.head() {
+        HeadKind::F16 => embd.n_elements() * 2,
+        HeadKind::Q8 => embd.n_elements() / 32 * 34,
+    };
+    // The caches' full size at the end of tg (they grow as tokens arrive).
+    let kv_bytes =
+        c.kv_bytes_per_token() * (args.n_prompt + args.n_gen).max(args.n_gen * args.batch);
+    let peak_rss = peak_rss_bytes();
+    let threads = model.threads();
+    let decode_bytes = body + head;
+    drop(model);
+    let bandwidth = args
+        .memory_bandwidth
+        .then(|| memory_bandwidth(threads, args.buffer_mib));
+    let ceiling = bandwidth.map(|bw| bw / decode_bytes as f64);
+    let doc = serde_json::json!({
+        "engine": "bitnet-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "kernel": kernel,
+        "format": format,
+        "head": head_name,
+        "threads": threads,
+        "n_prompt": args.n_prompt,
+        "n_gen": args.n_gen,
+        "batch": args.batch,
+        "load_s": load_s,
+        "pp_tok_s": pp,
+        "tg_tok_s": tg,
+        "peak_rss_bytes": peak_rss,
+        "file_bytes": file.file_size(),
+        "kv_bytes": kv_bytes,
+        "decode_bytes_per_token": decode_bytes,
+        "read_bytes_per_s": bandwidth,
+        "decode_ceiling_tok_s": ceiling,
+    });
+    println!("{doc}");
+    Ok(())
+}
+
+/// Read bandwidth: every thread sums its share of a buffer touched beforehand; the best of
+/// several passes, in bytes per second.
+fn memory_bandwidth(threads: usize, buffer_mib: usize) -> f64 {
+    let threads = threads.max(1);
+    let words = buffer_mib.max(64) * (1 << 20) / 8;
+    let mut buf = vec![0u64; words];
+    for (i, w) in buf.iter_mut().enumerate() {
+        *w = i as u64;
+    }
+    let chunk = words.div_ceil(threads);
+    let mut best = 0f64;
+    let mut check = 0u64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sums: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|part| s.spawn(move || sum_words(part)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        check = check.wrapping_add(sums.iter().fold(0u64, |a, &b| a.wrapping_add(b)));
+        best = best.max((words * 8) as f64 / secs);
+    }
+    // The sums must be used, or the passes could be optimised away.
+    std::hint::black_box(check);
+    best
+}
+
+/// Eight independent sums so the loop is bound by loads, not by one add chain.
+fn sum_words(part: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut it = part.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(c[k]);
+        }
+    }
+    let tail = it.remainder().iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    acc.iter().fold(tail, |a, &b| a.wrapping_add(b))
+}
+
+/// Peak resident set size of this process (`VmHWM`), where the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
