@@ -286,6 +286,53 @@ pub fn toy_vocab(n_merged: usize) -> GgufVocab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::GgufFile;
+
+    /// The llama.cpp flavour differs only in names: same tensors, same bytes, keys under
+    /// `bitnet.`, and the pre-tokenizer named.
+    #[test]
+    fn llama_cpp_arch_renames_keys_and_keeps_the_weights() {
+        let vocab = toy_vocab(150);
+        let ours = GgufFile::from_bytes(
+            build(&Shape::TINY, GgmlType::Tq2_0, GgmlType::F16, &vocab, 5).to_bytes(),
+        )
+        .unwrap();
+        let peer = GgufFile::from_bytes(
+            build_for_arch(
+                &Shape::TINY,
+                GgmlType::Tq2_0,
+                GgmlType::F16,
+                &vocab,
+                5,
+                Arch::LlamaCppBitnet,
+            )
+            .to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            peer.get_str("general.architecture").unwrap(),
+            Some("bitnet")
+        );
+        assert_eq!(
+            peer.get_str("tokenizer.ggml.pre").unwrap(),
+            Some("llama-bpe")
+        );
+        assert_eq!(ours.get_str("tokenizer.ggml.pre").unwrap(), None);
+        let keys = |f: &GgufFile, prefix: &str| {
+            f.metadata()
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix(prefix).map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&peer, "bitnet."), keys(&ours, "bitnet-b1.58."));
+        assert!(keys(&peer, "bitnet-b1.58.").is_empty());
+        assert_eq!(peer.tensors().len(), ours.tensors().len());
+        for t in ours.tensors() {
+            let p = peer.tensor(&t.name).unwrap();
+            assert_eq!((&p.dims, p.ty), (&t.dims, t.ty), "{}", t.name);
+            assert_eq!(peer.tensor_data(p), ours.tensor_data(t), "{}", t.name);
+        }
+    }
 
     /// reference §3.3: the published ggml-model-i2_s.gguf has 332 tensors — 210 I2_S, 121 F32,
     /// 1 F16 — holding 1,179,449,920 bytes of tensor data, with these per-tensor sizes.

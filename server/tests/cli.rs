@@ -135,6 +135,59 @@ fn inspect_reports_the_model() {
 }
 
 #[test]
+fn bench_reports_speed_memory_and_bandwidth() {
+    let m = model().to_str().unwrap();
+    let out = ok(&[
+        "bench",
+        "-m",
+        m,
+        "-t",
+        "1",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-b",
+        "3",
+        "-r",
+        "2",
+        "--memory-bandwidth",
+        "--buffer-mib",
+        "64",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["engine"], "bitnet-server", "{doc}");
+    assert_eq!(doc["format"], "I2_S", "{doc}");
+    assert_eq!(doc["threads"], 1, "{doc}");
+    assert_eq!(doc["batch"], 3, "{doc}");
+    for key in ["pp_tok_s", "tg_tok_s"] {
+        let v = doc[key].as_array().unwrap();
+        assert_eq!(v.len(), 2, "{key}: {doc}");
+        assert!(v.iter().all(|x| x.as_f64().unwrap() > 0.0), "{doc}");
+    }
+    let file = std::fs::metadata(model()).unwrap().len();
+    assert_eq!(doc["file_bytes"].as_u64().unwrap(), file);
+    // Three sequences of 4 tokens: 12 positions of 2 layers × (2 KV heads × 64) × K and V, f16.
+    assert_eq!(doc["kv_bytes"].as_u64().unwrap(), 12 * 2 * 2 * 128 * 2);
+    // Everything but the embedding, plus the embedding again as the F16 head.
+    let embd = 256 * 150 * 2;
+    let decode = doc["decode_bytes_per_token"].as_u64().unwrap();
+    assert!(decode > embd && decode < file, "{doc}");
+    assert!(doc["peak_rss_bytes"].as_u64().unwrap() > 0, "{doc}");
+    let bw = doc["read_bytes_per_s"].as_f64().unwrap();
+    assert!(bw > 1e8, "{doc}");
+    let ceiling = doc["decode_ceiling_tok_s"].as_f64().unwrap();
+    assert!(
+        (ceiling - bw / decode as f64).abs() < 1e-6 * ceiling,
+        "{doc}"
+    );
+
+    let o = run(&["bench", "-m", m, "-n", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must be at least 1"));
+}
+
+#[test]
 fn perplexity_runs_like_llama_cpp() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let text = dir.join("ppl.txt");

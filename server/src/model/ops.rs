@@ -68,6 +68,7 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
 }
 
 /// Dot product with eight independent accumulators, so the compiler can vectorise it.
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -86,6 +87,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// In-place softmax.
+#[inline]
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f32;
