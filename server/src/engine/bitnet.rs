@@ -86,6 +86,38 @@ impl BitnetBackend {
             .remove(&seq)
             .ok_or_else(|| BackendError(format!("unknown sequence {}", seq.0)))
     }
+    /// One forward pass over every chunk (each sequence's tokens appended to its cache),
+    /// returning the logits after each chunk's last token.
+    fn forward_many(&mut self, chunks: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let mut caches = Vec::with_capacity(chunks.len());
+        for &(seq, _) in chunks {
+            match self.cache(seq) {
+                Ok(c) => caches.push((seq, c)),
+                Err(e) => {
+                    for (s, c) in caches {
+                        self.seqs.insert(s, c);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let out = {
+            let mut batch: Vec<SeqInput<'_>> = caches
+                .iter_mut()
+                .zip(chunks)
+                .map(|((_, cache), (_, tokens))| SeqInput {
+                    cache,
+                    tokens,
+                    logits: Logits::Last,
+                })
+                .collect();
+            self.model.forward(&mut batch)
+        };
+        for (s, c) in caches {
+            self.seqs.insert(s, c);
+        }
+        out.map_err(|e| BackendError(e.to_string()))
+    }
 }
 
 impl Backend for BitnetBackend {
@@ -111,47 +143,19 @@ impl Backend for BitnetBackend {
     }
 
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
-        let mut cache = self.cache(seq)?;
-        let mut batch = [SeqInput {
-            cache: &mut cache,
-            tokens,
-            logits: Logits::Last,
-        }];
-        let out = self.model.forward(&mut batch);
-        self.seqs.insert(seq, cache);
-        out.map(|mut v| v.remove(0))
-            .map_err(|e| BackendError(e.to_string()))
+        self.forward_many(&[(seq, tokens)]).map(|mut v| v.remove(0))
+    }
+
+    fn prefill_many(&mut self, chunks: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.forward_many(chunks)
     }
 
     fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError> {
-        let mut caches = Vec::with_capacity(steps.len());
-        for &(seq, _) in steps {
-            match self.cache(seq) {
-                Ok(c) => caches.push((seq, c)),
-                Err(e) => {
-                    for (s, c) in caches {
-                        self.seqs.insert(s, c);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        let out = {
-            let mut batch: Vec<SeqInput<'_>> = caches
-                .iter_mut()
-                .zip(steps)
-                .map(|((_, cache), (_, token))| SeqInput {
-                    cache,
-                    tokens: std::slice::from_ref(token),
-                    logits: Logits::Last,
-                })
-                .collect();
-            self.model.forward(&mut batch)
-        };
-        for (s, c) in caches {
-            self.seqs.insert(s, c);
-        }
-        out.map_err(|e| BackendError(e.to_string()))
+        let chunks: Vec<(SeqId, &[u32])> = steps
+            .iter()
+            .map(|(seq, token)| (*seq, std::slice::from_ref(token)))
+            .collect();
+        self.forward_many(&chunks)
     }
 
     fn free(&mut self, seq: SeqId) {

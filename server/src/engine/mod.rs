@@ -52,6 +52,15 @@ pub trait Backend: Send {
     /// Append `tokens` (non-empty) to `seq` and return the logits after the last of them.
     /// The scheduler may call this several times per sequence to feed a long prompt in chunks.
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError>;
+    /// Prompt chunks of several sequences at once (every `SeqId` at most once): one logits
+    /// vector per entry, after its last token. Backends that can run them in one pass (one
+    /// weight read for all) override this; the default feeds them one by one.
+    fn prefill_many(&mut self, chunks: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, BackendError> {
+        chunks
+            .iter()
+            .map(|&(seq, tokens)| self.prefill(seq, tokens))
+            .collect()
+    }
     /// One decode step over several sequences: append one token to each and return one logits
     /// vector per entry, in the same order. Every `SeqId` appears at most once.
     fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError>;

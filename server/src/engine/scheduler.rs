@@ -2,9 +2,9 @@
 //! batching.
 //!
 //! Each iteration: drop sequences whose client went away (their event receiver was dropped),
-//! admit queued requests while fewer than `parallel` run, feed one prompt chunk of one sequence
-//! still in prefill, then run ONE decode step over every sequence that has a token to feed,
-//! sample, and send the results. New requests thus join between steps without waiting for
+//! admit queued requests while fewer than `parallel` run, feed the pending prompt chunks of
+//! every sequence still in prefill in one batch (up to `prefill_chunk` tokens), then run ONE
+//! decode step over every sequence that has a token to feed, sample, and send the results. New requests thus join between steps without waiting for
 //! others to finish, and a cancelled request costs at most the step already under way.
 //!
 //! This module does NOT validate requests (see [`super::EngineHandle::submit`]), sample
@@ -168,7 +168,7 @@ impl Scheduler {
                 self.wake.wait(IDLE_WAIT);
                 continue;
             }
-            self.prefill_one_chunk();
+            self.prefill_chunks();
             self.drop_finished();
             self.decode_step();
         }
@@ -267,24 +267,65 @@ impl Scheduler {
             .store(self.active.len(), Ordering::SeqCst);
     }
 
-    /// Feed one chunk of the oldest prompt still being prefilled.
-    fn prefill_one_chunk(&mut self) {
-        let Some(index) = self.active.iter().position(|a| a.prefilled < a.prompt_len) else {
+    /// Feed the prompts still being prefilled, oldest first, up to `prefill_chunk` tokens in
+    /// all, in ONE backend call: requests that arrive together are prefilled together (one
+    /// weight pass) and then decode in step, instead of one prompt per iteration.
+    fn prefill_chunks(&mut self) {
+        let mut budget = self.config.prefill_chunk;
+        let mut picked = Vec::new();
+        for (i, a) in self.active.iter().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            if a.finished || a.prefilled >= a.prompt_len {
+                continue;
+            }
+            let end = (a.prefilled + budget).min(a.prompt_len);
+            budget -= end - a.prefilled;
+            picked.push((i, end));
+        }
+        if picked.is_empty() {
             return;
-        };
-        let chunk = self.config.prefill_chunk;
-        let a = &mut self.active[index];
-        let end = (a.prefilled + chunk).min(a.prompt_len);
-        let result = self.backend.prefill(a.seq, &a.history[a.prefilled..end]);
-        self.counters
-            .prompt_tokens
-            .fetch_add((end - a.prefilled) as u64, Ordering::Relaxed);
-        a.prefilled = end;
+        }
+        let chunks: Vec<(SeqId, &[u32])> = picked
+            .iter()
+            .map(|&(i, end)| {
+                let a = &self.active[i];
+                (a.seq, &a.history[a.prefilled..end])
+            })
+            .collect();
+        let result = self.backend.prefill_many(&chunks);
+        for &(i, end) in &picked {
+            let a = &mut self.active[i];
+            self.counters
+                .prompt_tokens
+                .fetch_add((end - a.prefilled) as u64, Ordering::Relaxed);
+            a.prefilled = end;
+        }
         match result {
-            Err(err) => fail(a, &format!("prompt processing failed: {err}")),
-            Ok(mut logits) => {
-                if a.prefilled == a.prompt_len {
-                    self.after_logits(index, &mut logits);
+            Err(err) => {
+                for &(i, _) in &picked {
+                    fail(
+                        &mut self.active[i],
+                        &format!("prompt processing failed: {err}"),
+                    );
+                }
+            }
+            Ok(all) if all.len() != picked.len() => {
+                let message = format!(
+                    "internal error: the backend returned {} logits vectors for {} prompts",
+                    all.len(),
+                    picked.len()
+                );
+                for &(i, _) in &picked {
+                    fail(&mut self.active[i], &message);
+                }
+            }
+            Ok(all) => {
+                for (&(i, _), mut logits) in picked.iter().zip(all) {
+                    if self.active[i].prefilled == self.active[i].prompt_len {
+                        self.after_logits(i, &mut logits);
+                    }
                 }
             }
         }

@@ -67,6 +67,8 @@ pub struct BackendStats {
     pub freed: Mutex<Vec<u32>>,
     pub created: AtomicUsize,
     pub prefill_calls: AtomicUsize,
+    /// The most sequences one `prefill_many` call carried.
+    pub max_prefill_batch: AtomicUsize,
 }
 
 impl BackendStats {
@@ -119,6 +121,15 @@ impl Backend for TestBackend {
         self.seqs.insert(id, Vec::new());
         self.stats.created.fetch_add(1, Ordering::SeqCst);
         Ok(id)
+    }
+    fn prefill_many(&mut self, chunks: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.stats
+            .max_prefill_batch
+            .fetch_max(chunks.len(), Ordering::SeqCst);
+        chunks
+            .iter()
+            .map(|&(seq, tokens)| self.prefill(seq, tokens))
+            .collect()
     }
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
         self.stats.prefill_calls.fetch_add(1, Ordering::SeqCst);
