@@ -18,7 +18,7 @@ use super::generate::{
     stream_failure,
 };
 use super::json::ApiJson;
-use super::params::{self, Prompt, RawSampling};
+use super::params::{self, Prompt};
 use crate::engine::{
     Event, FinishReason, GenerationRequest, LogprobInfo, SamplingParams, TokenLogprob,
 };
@@ -205,17 +205,7 @@ pub async fn completion(
 ) -> Result<Response, ApiError> {
     check_model(&state, req.model.as_deref())?;
     let prompt = params::prompt(req.prompt.as_ref())?;
-    let sampling = params::sampling(&RawSampling {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repeat_penalty: req.repeat_penalty,
-        repeat_last_n: req.repeat_last_n,
-        seed: req.seed,
-    })?;
+    let sampling = params::sampling(&params::raw_sampling!(req))?;
     let stop = params::stop_list(req.stop.as_ref())?;
     let (name, raw_n) = match req.n_predict {
         Some(n) => ("n_predict", Some(n)),

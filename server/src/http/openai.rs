@@ -24,7 +24,7 @@ use super::generate::{
     sse_response, stream_failure, unix_now,
 };
 use super::json::ApiJson;
-use super::params::{self, RawSampling};
+use super::params;
 use crate::engine::{
     ChatMessage, Event, FinishReason, GenerationRequest, LogprobInfo, TokenLogprob, Usage,
 };
@@ -351,17 +351,7 @@ pub async fn chat_completions(
         }
     }
     let messages = parse_messages(&req.messages)?;
-    let sampling = params::sampling(&RawSampling {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repeat_penalty: req.repeat_penalty,
-        repeat_last_n: req.repeat_last_n,
-        seed: req.seed,
-    })?;
+    let sampling = params::sampling(&params::raw_sampling!(req))?;
     let stop = params::stop_list(req.stop.as_ref())?;
     let requested = match req.max_completion_tokens {
         Some(n) => params::max_tokens("max_completion_tokens", Some(n), false)?,
@@ -566,17 +556,7 @@ pub async fn completions(
         ));
     }
     let prompt = params::prompt(req.prompt.as_ref())?;
-    let sampling = params::sampling(&RawSampling {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repeat_penalty: req.repeat_penalty,
-        repeat_last_n: req.repeat_last_n,
-        seed: req.seed,
-    })?;
+    let sampling = params::sampling(&params::raw_sampling!(req))?;
     let stop = params::stop_list(req.stop.as_ref())?;
     // OpenAI's legacy completions default to 16 tokens.
     let requested = params::max_tokens("max_tokens", req.max_tokens, false)?.or(Some(16));

@@ -25,6 +25,26 @@ pub struct RawSampling {
     pub seed: Option<i64>,
 }
 
+/// The [`RawSampling`] fields of a request struct, which every endpoint's request declares
+/// under the same names (serde's `flatten` would do it too, but loses the field names in
+/// type errors).
+macro_rules! raw_sampling {
+    ($req:expr) => {
+        $crate::http::params::RawSampling {
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            top_k: $req.top_k,
+            min_p: $req.min_p,
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+            repeat_penalty: $req.repeat_penalty,
+            repeat_last_n: $req.repeat_last_n,
+            seed: $req.seed,
+        }
+    };
+}
+pub(crate) use raw_sampling;
+
 /// The most stop strings per request, and their longest allowed length.
 pub const MAX_STOPS: usize = 16;
 pub const MAX_STOP_LEN: usize = 1024;
