@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::text::TextStream;
 use super::{
-    Backend, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
+    Backend, BackendError, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
     SamplerFactory, SeqId, SharedCounters, TokenLogprob, TokenSampler, Tokenizer, Usage,
 };
 
@@ -302,33 +302,39 @@ impl Scheduler {
                 .fetch_add((end - a.prefilled) as u64, Ordering::Relaxed);
             a.prefilled = end;
         }
-        match result {
-            Err(err) => {
-                for &(i, _) in &picked {
-                    fail(
-                        &mut self.active[i],
-                        &format!("prompt processing failed: {err}"),
-                    );
-                }
-            }
-            Ok(all) if all.len() != picked.len() => {
-                let message = format!(
-                    "internal error: the backend returned {} logits vectors for {} prompts",
-                    all.len(),
-                    picked.len()
-                );
-                for &(i, _) in &picked {
-                    fail(&mut self.active[i], &message);
-                }
-            }
-            Ok(all) => {
-                for (&(i, _), mut logits) in picked.iter().zip(all) {
-                    if self.active[i].prefilled == self.active[i].prompt_len {
-                        self.after_logits(i, &mut logits);
-                    }
-                }
+        let indices: Vec<usize> = picked.iter().map(|&(i, _)| i).collect();
+        let Some(all) = self.checked_rows(&indices, result, "prompt processing") else {
+            return;
+        };
+        for (i, mut logits) in indices.into_iter().zip(all) {
+            if self.active[i].prefilled == self.active[i].prompt_len {
+                self.after_logits(i, &mut logits);
             }
         }
+    }
+
+    /// The logits of a batched backend call, one vector per request in `indices`. On an error
+    /// or a wrong number of vectors every one of those requests fails (`stage` names the
+    /// step) and the result is `None`.
+    fn checked_rows(
+        &mut self,
+        indices: &[usize],
+        result: Result<Vec<Vec<f32>>, BackendError>,
+        stage: &str,
+    ) -> Option<Vec<Vec<f32>>> {
+        let message = match result {
+            Ok(all) if all.len() == indices.len() => return Some(all),
+            Ok(all) => format!(
+                "internal error: the backend returned {} logit rows for {} sequences",
+                all.len(),
+                indices.len()
+            ),
+            Err(err) => format!("{stage} failed: {err}"),
+        };
+        for &i in indices {
+            fail(&mut self.active[i], &message);
+        }
+        None
     }
 
     /// One batched decode step over every sequence with a token to feed.
@@ -346,28 +352,12 @@ impl Scheduler {
         }
         let result = self.backend.decode(&steps);
         self.counters.decode_steps.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(all_logits) if all_logits.len() == steps.len() => {
-                for (i, mut logits) in indices.into_iter().zip(all_logits) {
-                    self.active[i].next_input = None;
-                    self.after_logits(i, &mut logits);
-                }
-            }
-            Ok(all_logits) => {
-                let message = format!(
-                    "internal error: the backend returned {} logit rows for {} sequences",
-                    all_logits.len(),
-                    steps.len()
-                );
-                for i in indices {
-                    fail(&mut self.active[i], &message);
-                }
-            }
-            Err(err) => {
-                for i in indices {
-                    fail(&mut self.active[i], &format!("decoding failed: {err}"));
-                }
-            }
+        let Some(all_logits) = self.checked_rows(&indices, result, "decoding") else {
+            return;
+        };
+        for (i, mut logits) in indices.into_iter().zip(all_logits) {
+            self.active[i].next_input = None;
+            self.after_logits(i, &mut logits);
         }
     }
 
