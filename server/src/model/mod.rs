@@ -612,8 +612,8 @@ impl AttentionUnit<'_> {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_fma() -> bool {
-    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    // std caches the CPUID result; each check is a load and a bit test.
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// Most tokens of one sequence that share an attention unit: large enough that a prompt's
