@@ -716,6 +716,34 @@ fn pool_survives_many_short_regions_and_idle_gaps() {
     assert_eq!(total.load(Ordering::Relaxed), 20_000 * 10);
 }
 
+/// Regions of alternating sizes back to back, on more threads than cores so workers are
+/// preempted mid-claim: a worker that enters a finished small region late must not claim a
+/// chunk of it using the next (larger) region's chunk count, which would run a chunk twice and
+/// let the caller return before every chunk had finished.
+#[test]
+fn pool_late_workers_never_claim_chunks_of_a_finished_region() {
+    let pool = ThreadPool::new(4);
+    let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+    let start = std::time::Instant::now();
+    let mut regions = 0u64;
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        for n in [2usize, 64, 3, 33] {
+            pool.parallel_for(n, |c| {
+                hits[c].fetch_add(1, Ordering::Relaxed);
+            });
+            for (c, h) in hits[..n].iter().enumerate() {
+                let k = h.swap(0, Ordering::Relaxed);
+                assert_eq!(
+                    k, 1,
+                    "region {regions}: chunk {c} of {n} ran {k} times by return"
+                );
+            }
+            regions += 1;
+        }
+    }
+    assert!(regions > 1000, "only {regions} regions in 3 s");
+}
+
 #[test]
 fn pool_nested_regions_run_inline() {
     let pool = ThreadPool::new(2);

@@ -8,7 +8,10 @@
 //! Protocol: one atomic word holds `(job tag, next chunk)`. The caller publishes a job by writing
 //! the job description and then a new tag; workers claim chunks with a compare-and-swap that only
 //! succeeds while the tag is current, so a worker that wakes late can never touch a finished job.
-//! The caller works on chunks too and returns once every chunk has finished.
+//! The caller works on chunks too and returns once every chunk has finished, after closing the
+//! job (its chunk index set to all ones): a worker that reaches a finished job late, while the
+//! caller is already publishing the next one, may read the next job's (larger) chunk count, and
+//! must find nothing left to claim under the old tag.
 //!
 //! What it does NOT do: work stealing, nested parallelism (a `parallel_for` inside a chunk runs
 //! serially on the calling thread), thread pinning, or scheduling of unrelated tasks.
@@ -148,7 +151,8 @@ impl ThreadPool {
         let call_ptr: unsafe fn(usize, usize) = call::<F>;
         s.data.store(&f as *const F as usize, Ordering::Relaxed);
         s.call.store(call_ptr as usize, Ordering::Relaxed);
-        s.n_chunks.store(n_chunks, Ordering::Relaxed);
+        // Release: a worker that reads this count also sees the previous job closed (below).
+        s.n_chunks.store(n_chunks, Ordering::Release);
         s.done.store(0, Ordering::Relaxed);
         let tag = (s.state.load(Ordering::Relaxed) >> IDX_BITS).wrapping_add(1) & IDX_MASK;
         // SeqCst pairs with the workers' SeqCst `sleeping` store + state re-check before parking.
@@ -175,6 +179,9 @@ impl ThreadPool {
                 thread::yield_now();
             }
         }
+        // Close the job: no chunk index of this tag is below any chunk count from now on.
+        s.state
+            .store((tag << IDX_BITS) | IDX_MASK, Ordering::SeqCst);
         if let Some(p) = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
             resume_unwind(p);
         }
@@ -200,7 +207,8 @@ impl Drop for ThreadPool {
 
 /// Claims and runs chunks of job `tag` until none are left.
 fn run_chunks(s: &Shared, tag: u64) {
-    let n = s.n_chunks.load(Ordering::Relaxed);
+    // This may already be the next job's count; see the module doc for why that is harmless.
+    let n = s.n_chunks.load(Ordering::Acquire);
     loop {
         let cur = s.state.load(Ordering::Acquire);
         if cur >> IDX_BITS != tag {
