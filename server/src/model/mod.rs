@@ -366,7 +366,6 @@ impl Model {
                 emb[id * d..(id + 1) * d].convert_to_f32_slice(row);
             }
         }
-        let mut h = vec![0f32; n * d];
         let mut q = vec![0f32; n * d];
         let mut k = vec![0f32; n * kvd];
         let mut v = vec![0f32; n * kvd];
@@ -376,15 +375,16 @@ impl Model {
         let mut acts = QuantActs::new();
         let angles: Vec<Vec<(f32, f32)>> = pos.iter().map(|&p| self.rope.angles(p)).collect();
         let (kern, pool, file) = (self.kernels, &self.pool, &self.file);
-        let norm_rows = |src: &[f32], w: &[f32], dst: &mut [f32], width: usize| {
-            for (s, o) in src.chunks(width).zip(dst.chunks_mut(width)) {
-                ops::rms_norm(s, w, c.rms_eps, o);
-            }
+        // Norm (and the FFN activation) fused into the activation quantization, token-parallel.
+        let eps = c.rms_eps;
+        let normed = |src: &[f32], w: &[f32], width: usize, acts: &mut QuantActs| {
+            acts.quantize_rows(Some(pool), n, width, |t, row| {
+                ops::rms_norm(&src[t * width..(t + 1) * width], w, eps, row);
+            });
         };
 
         for (li, layer) in self.layers.iter().enumerate() {
-            norm_rows(&x, &layer.attn_norm, &mut h, d);
-            acts.quantize_into(&h, d);
+            normed(&x, &layer.attn_norm, d, &mut acts);
             let (wq, wk, wv) = (layer.q.view(file), layer.k.view(file), layer.v.view(file));
             kern.ternary_matmul_many(
                 pool,
@@ -418,14 +418,12 @@ impl Model {
                 let caches: Vec<&KvCache> = batch.iter().map(|s| &*s.cache).collect();
                 attention(pool, c, li, &caches, &seq, &pos, &q, &mut att);
             }
-            norm_rows(&att, &layer.attn_sub_norm, &mut h, d);
-            acts.quantize_into(&h, d);
+            normed(&att, &layer.attn_sub_norm, d, &mut acts);
             kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
             for (xv, ov) in x.iter_mut().zip(&q) {
                 *xv += ov;
             }
-            norm_rows(&x, &layer.ffn_norm, &mut h, d);
-            acts.quantize_into(&h, d);
+            normed(&x, &layer.ffn_norm, d, &mut acts);
             let (wg, wu) = (layer.gate.view(file), layer.up.view(file));
             kern.ternary_matmul_many(
                 pool,
@@ -443,12 +441,15 @@ impl Model {
                     },
                 ],
             );
-            match c.activation {
-                Activation::Relu2 => ops::relu2_mul(&mut g, &u),
-                Activation::Silu => ops::silu_mul(&mut g, &u),
-            }
-            norm_rows(&g, &layer.ffn_sub_norm, &mut u, ff);
-            acts.quantize_into(&u, ff);
+            acts.quantize_rows(Some(pool), n, ff, |t, row| {
+                row.copy_from_slice(&g[t * ff..(t + 1) * ff]);
+                let ut = &u[t * ff..(t + 1) * ff];
+                match c.activation {
+                    Activation::Relu2 => ops::relu2_mul(row, ut),
+                    Activation::Silu => ops::silu_mul(row, ut),
+                }
+                ops::rms_norm_in_place(row, &layer.ffn_sub_norm, eps);
+            });
             kern.ternary_matmul(pool, &layer.down.view(file), &acts, &mut q, d);
             for (xv, dv) in x.iter_mut().zip(&q) {
                 *xv += dv;

@@ -4,12 +4,39 @@
 
 /// `y = x / sqrt(mean(x²) + eps) ⊙ w`, the sum of squares accumulated in f64 as ggml does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    let mean = sum / x.len() as f64;
-    let scale = (1.0 / (mean + eps as f64).sqrt()) as f32;
+    let scale = rms_scale(x, eps);
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
         *y = x * scale * w;
     }
+}
+
+/// [`rms_norm`] of `y` in place.
+pub fn rms_norm_in_place(y: &mut [f32], w: &[f32], eps: f32) {
+    let scale = rms_scale(y, eps);
+    for (y, &w) in y.iter_mut().zip(w) {
+        *y = *y * scale * w;
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)`. The f64 sum runs in eight interleaved partial sums so that it
+/// vectorises (a single f64 add chain waits out the add latency on every element); the order
+/// differs from ggml's sequential sum only far below f32 precision.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    let sum = acc.iter().sum::<f64>() + tail;
+    let mean = sum / x.len() as f64;
+    (1.0 / (mean + f64::from(eps)).sqrt()) as f32
 }
 
 /// NeoX-style rotary embedding: pairs `(i, i + d/2)` of each head rotate by
@@ -110,6 +137,25 @@ mod tests {
         let mut y = [0.0; 4];
         rms_norm(&[2.0, -2.0, 2.0, -2.0], &[1.0, 0.5, 1.0, 1.0], 0.0, &mut y);
         assert_eq!(y, [1.0, -0.5, 1.0, -1.0]);
+    }
+
+    #[test]
+    fn rms_norm_matches_a_sequential_f64_sum_and_in_place() {
+        // Odd length (tail after the 8-wide chunks), spread of magnitudes.
+        let x: Vec<f32> = (0..2563)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3 * (1 + i % 13) as f32)
+            .collect();
+        let w: Vec<f32> = (0..x.len()).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
+        let eps = 1e-5;
+        let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let scale = (1.0 / (sum / x.len() as f64 + f64::from(eps)).sqrt()) as f32;
+        let want: Vec<f32> = x.iter().zip(&w).map(|(&x, &w)| x * scale * w).collect();
+        let mut y = vec![0.0; x.len()];
+        rms_norm(&x, &w, eps, &mut y);
+        assert_eq!(y, want);
+        let mut z = x.clone();
+        rms_norm_in_place(&mut z, &w, eps);
+        assert_eq!(z, want);
     }
 
     #[test]
