@@ -59,6 +59,9 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
     };
     let w = synth::build_for_arch(&shape, format, embedding, &vocab, args.seed, arch);
     let tmp = args.out.with_extension("gguf.tmp");
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
