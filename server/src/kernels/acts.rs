@@ -106,8 +106,18 @@ impl Default for AlignedBuf {
 /// x86-64 level (`roundeven` needs SSE4.1).
 #[inline(always)]
 pub(crate) fn round_half_even_small(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    (v + MAGIC) - MAGIC
+    (v + ROUND_MAGIC) - ROUND_MAGIC
+}
+
+/// 1.5 · 2²³: adding it leaves a value of magnitude ≤ 2²² in [2²³, 2²⁴), where one ulp is 1.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// [`round_half_even_small`] as an integer: the bits of `v + 1.5·2²³` minus the bits of the
+/// bias. Unlike `as i32` (saturating and NaN-checking, so scalar code), it is plain integer
+/// arithmetic and vectorises. `v` must be finite with |v| ≤ 2²².
+#[inline(always)]
+fn round_half_even_small_i32(v: f32) -> i32 {
+    (v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32
 }
 
 /// n tokens' activations quantized to int8, one scale per token.
@@ -308,9 +318,15 @@ fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let s = (127.0 / amax) as f32;
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
-        // Clamping before rounding is equivalent (the bounds are integers) and keeps the
-        // rounding trick in range even for inf inputs.
-        let r = round_half_even_small((v * s).clamp(-128.0, 127.0)) as i32;
+        // NaN (inf · 0 when amax is inf) quantizes to 0. Clamping before rounding is
+        // equivalent (the bounds are integers) and keeps the rounding trick in range.
+        let y = v * s;
+        let y = if y.is_nan() {
+            0.0
+        } else {
+            y.clamp(-128.0, 127.0)
+        };
+        let r = round_half_even_small_i32(y);
         sum += r;
         *o = r as i8 as u8;
     }
