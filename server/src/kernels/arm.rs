@@ -228,6 +228,10 @@ impl Isa for Neon {
         unsafe { (vdupq_n_s32(0), vdupq_n_s32(0)) }
     }
     #[inline(always)]
+    unsafe fn aadd(a: Self::A, b: Self::A) -> Self::A {
+        unsafe { (vaddq_s32(a.0, b.0), vaddq_s32(a.1, b.1)) }
+    }
+    #[inline(always)]
     unsafe fn dot(acc: Self::A, u: uint8x16_t, s: uint8x16_t) -> Self::A {
         unsafe {
             let (u, s) = (vreinterpretq_s8_u8(u), vreinterpretq_s8_u8(s));
@@ -264,6 +268,10 @@ impl Isa for Dotprod {
     #[inline(always)]
     unsafe fn azero() -> int32x4_t {
         unsafe { vdupq_n_s32(0) }
+    }
+    #[inline(always)]
+    unsafe fn aadd(a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        unsafe { vaddq_s32(a, b) }
     }
     #[inline(always)]
     unsafe fn dot(mut acc: int32x4_t, u: uint8x16_t, s: uint8x16_t) -> int32x4_t {

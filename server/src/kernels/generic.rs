@@ -59,6 +59,8 @@ pub(crate) trait Isa {
     /// `W == 64` only: inverse of `load_pair`.
     unsafe fn store_pair(lo: *mut u8, hi: *mut u8, v: Self::V);
     unsafe fn azero() -> Self::A;
+    /// Lane-wise sum of two accumulators.
+    unsafe fn aadd(a: Self::A, b: Self::A) -> Self::A;
     /// Lane i += Σ_{k<4} u[4i+k] · s[4i+k] with `u` unsigned ≤ 3 and `s` signed.
     unsafe fn dot(acc: Self::A, u: Self::V, s: Self::V) -> Self::A;
     /// Like `dot`, both operands signed with `a` in [−127, 127].
@@ -255,6 +257,7 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
 ) {
     unsafe {
         let mut acc16 = [[I::vzero(); TT]; R];
+        let mut split_acc = [[[I::azero(); 4]; TT]; R];
         for sub in 0..64 / I::W {
             let mut a = [[I::vzero(); 4]; TT];
             for t in 0..TT {
@@ -272,6 +275,12 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
                             s = I::dot16(s, c[g], a[t][g]);
                         }
                         acc16[i][t] = s;
+                    } else if R * TT < 4 {
+                        // Few tiles: one chain per group, or the dot latency (4–5 cycles per
+                        // step on one accumulator) and not the loads would set the speed.
+                        for g in 0..4 {
+                            split_acc[i][t][g] = I::dot(split_acc[i][t][g], c[g], a[t][g]);
+                        }
                     } else {
                         let mut s = acc[i][t];
                         for g in 0..4 {
@@ -286,6 +295,14 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
             for i in 0..R {
                 for t in 0..TT {
                     acc[i][t] = I::widen(acc[i][t], acc16[i][t]);
+                }
+            }
+        } else if R * TT < 4 {
+            for i in 0..R {
+                for t in 0..TT {
+                    let [s0, s1, s2, s3] = split_acc[i][t];
+                    let s = I::aadd(I::aadd(s0, s1), I::aadd(s2, s3));
+                    acc[i][t] = I::aadd(acc[i][t], s);
                 }
             }
         }

@@ -294,6 +294,10 @@ impl Isa for Avx512 {
         unsafe { _mm512_setzero_si512() }
     }
     #[inline(always)]
+    unsafe fn aadd(a: __m512i, b: __m512i) -> __m512i {
+        unsafe { _mm512_add_epi32(a, b) }
+    }
+    #[inline(always)]
     unsafe fn dot(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
         unsafe { _mm512_dpbusd_epi32(acc, u, s) }
     }
@@ -534,6 +538,10 @@ impl<const VNNI: bool> Isa for Avx2<VNNI> {
         unsafe { _mm256_setzero_si256() }
     }
     #[inline(always)]
+    unsafe fn aadd(a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+    #[inline(always)]
     unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         unsafe {
             if VNNI {
@@ -734,6 +742,10 @@ impl Isa for Sse {
     #[inline(always)]
     unsafe fn azero() -> __m128i {
         unsafe { _mm_setzero_si128() }
+    }
+    #[inline(always)]
+    unsafe fn aadd(a: __m128i, b: __m128i) -> __m128i {
+        unsafe { _mm_add_epi32(a, b) }
     }
     #[inline(always)]
     unsafe fn dot(acc: __m128i, u: __m128i, s: __m128i) -> __m128i {
