@@ -120,6 +120,7 @@ mod tests {
     use super::report::{Buf, fallback, render};
     use super::*;
 
+    #[cfg(target_arch = "x86_64")]
     fn mask_of(names: &[&str]) -> u64 {
         let table = features::names();
         names.iter().fold(0, |m, n| {
@@ -127,6 +128,7 @@ mod tests {
         })
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn rendered(tier: &BuildTier, host: u64) -> String {
         let mut bytes = [0u8; 2048];
         let mut buf = Buf::new(&mut bytes);
