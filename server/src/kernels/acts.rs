@@ -101,22 +101,19 @@ impl Default for AlignedBuf {
     }
 }
 
-/// Round to nearest, ties to even, for |v| ≤ 2²² — the 1.5·2²³ trick bitnet.cpp's
-/// `nearest_int` uses. Equal to `f32::round_ties_even` on that range, and vectorisable on every
-/// x86-64 level (`roundeven` needs SSE4.1).
-#[inline(always)]
-pub(crate) fn round_half_even_small(v: f32) -> f32 {
-    (v + ROUND_MAGIC) - ROUND_MAGIC
-}
-
-/// 1.5 · 2²³: adding it leaves a value of magnitude ≤ 2²² in [2²³, 2²⁴), where one ulp is 1.
+/// 1.5 · 2²³: adding it leaves a value of magnitude ≤ 2²² in [2²³, 2²⁴), where one ulp is 1,
+/// so the float rounds to nearest, ties to even — the trick bitnet.cpp's `nearest_int` uses,
+/// equal to `f32::round_ties_even` on that range.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// [`round_half_even_small`] as an integer: the bits of `v + 1.5·2²³` minus the bits of the
-/// bias. Unlike `as i32` (saturating and NaN-checking, so scalar code), it is plain integer
-/// arithmetic and vectorises. `v` must be finite with |v| ≤ 2²².
+/// `v` clamped to `[lo, hi]` and rounded half to even, as an integer; NaN gives 0 (as `as i32`
+/// would). `lo`/`hi` must be integers with magnitude ≤ 2²². Clamping before rounding is
+/// equivalent (the bounds are integers) and keeps the rounding trick in range. The integer is
+/// read from the bits of `v + 1.5·2²³` minus the bits of the bias: unlike `as i32` (saturating
+/// and NaN-checking, so scalar code) this is plain arithmetic and vectorises.
 #[inline(always)]
-fn round_half_even_small_i32(v: f32) -> i32 {
+pub(crate) fn quantize_value(v: f32, lo: f32, hi: f32) -> i32 {
+    let v = if v.is_nan() { 0.0 } else { v.clamp(lo, hi) };
     (v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32
 }
 
@@ -318,15 +315,8 @@ fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let s = (127.0 / amax) as f32;
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
-        // NaN (inf · 0 when amax is inf) quantizes to 0. Clamping before rounding is
-        // equivalent (the bounds are integers) and keeps the rounding trick in range.
-        let y = v * s;
-        let y = if y.is_nan() {
-            0.0
-        } else {
-            y.clamp(-128.0, 127.0)
-        };
-        let r = round_half_even_small_i32(y);
+        // NaN (inf · 0 when amax is inf) quantizes to 0.
+        let r = quantize_value(v * s, -128.0, 127.0);
         sum += r;
         *o = r as i8 as u8;
     }

@@ -12,7 +12,7 @@
 
 use half::f16;
 
-use super::acts::{AlignedBuf, round_half_even_small};
+use super::acts::{AlignedBuf, quantize_value};
 use super::{KernelError, ThreadPool};
 
 /// Elements per Q8 block.
@@ -139,7 +139,7 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = round_half_even_small((v * id).clamp(-127.0, 127.0)) as i8;
+        *o = quantize_value(v * id, -127.0, 127.0) as i8;
     }
     d
 }
