@@ -257,7 +257,10 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
 ) {
     unsafe {
         let mut acc16 = [[I::vzero(); TT]; R];
-        let mut split_acc = [[[I::azero(); 4]; TT]; R];
+        // Few tiles with a one-instruction dot: one chain per group, or the dot latency (4–5
+        // cycles per step on one accumulator) and not the loads would set the speed.
+        let chains = I::I16_STEPS == 0 && R * TT < 4;
+        let mut chain_acc = [[[I::azero(); 4]; TT]; R];
         for sub in 0..64 / I::W {
             let mut a = [[I::vzero(); 4]; TT];
             for t in 0..TT {
@@ -275,11 +278,9 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
                             s = I::dot16(s, c[g], a[t][g]);
                         }
                         acc16[i][t] = s;
-                    } else if R * TT < 4 {
-                        // Few tiles: one chain per group, or the dot latency (4–5 cycles per
-                        // step on one accumulator) and not the loads would set the speed.
+                    } else if chains {
                         for g in 0..4 {
-                            split_acc[i][t][g] = I::dot(split_acc[i][t][g], c[g], a[t][g]);
+                            chain_acc[i][t][g] = I::dot(chain_acc[i][t][g], c[g], a[t][g]);
                         }
                     } else {
                         let mut s = acc[i][t];
@@ -297,10 +298,10 @@ unsafe fn superblock_tokens<I: Isa, const TQ: bool, const R: usize, const TT: us
                     acc[i][t] = I::widen(acc[i][t], acc16[i][t]);
                 }
             }
-        } else if R * TT < 4 {
+        } else if chains {
             for i in 0..R {
                 for t in 0..TT {
-                    let [s0, s1, s2, s3] = split_acc[i][t];
+                    let [s0, s1, s2, s3] = chain_acc[i][t];
                     let s = I::aadd(I::aadd(s0, s1), I::aadd(s2, s3));
                     acc[i][t] = I::aadd(acc[i][t], s);
                 }
