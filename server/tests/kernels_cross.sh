@@ -4,7 +4,8 @@
 #   aarch64 `cortex-a72` → neon, scalar (no dot-product extension)
 #   x86-64  `Haswell-v4` → v3, v2, scalar (AVX2 without AVX-VNNI/AVX-512)
 #   x86-64  `Nehalem-v2` → v2, scalar (SSE4.2, no AVX)
-# BITNET_EXPECT_KERNELS makes each run fail if qemu exposes a different set, so coverage cannot
+# and the attention's unit test (its NEON code body) under aarch64 `max` (the host runs its x86
+# bodies itself). BITNET_EXPECT_KERNELS makes each run fail if qemu exposes a different set, so coverage cannot
 # shrink silently. Needs: qemu-user-static (Debian package), rustup target
 # aarch64-unknown-linux-musl; links with rust-lld (shipped with rustup), no cross gcc.
 # Runtime on a 2-core machine: ~1–10 min to build (mostly the aarch64 dependency build, once),
@@ -15,6 +16,11 @@ cd "$(dirname "$0")/.."   # server/, so proptest finds its sources for failure p
 test_binary() { # $@: extra cargo args; prints the path of the built kernels test binary
     cargo test -p bitnet-server --test kernels --no-run "$@" 2>&1 \
         | sed -n 's/.*Executable tests\/kernels.rs (\(.*\))/\1/p' | tail -n 1
+}
+
+lib_test_binary() { # $@: extra cargo args; prints the path of the built unit-test binary
+    cargo test -p bitnet-server --lib --no-run "$@" 2>&1 \
+        | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p' | tail -n 1
 }
 
 run() { # $1 qemu, $2 cpu, $3 expected variants, $4 binary (absolute, or relative to the workspace)
@@ -28,12 +34,16 @@ run() { # $1 qemu, $2 cpu, $3 expected variants, $4 binary (absolute, or relativ
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
 arm=$(test_binary --target aarch64-unknown-linux-musl)
 [ -n "$arm" ] || { echo "kernels_cross: building the aarch64 test binary failed" >&2; exit 1; }
+arm_lib=$(lib_test_binary --target aarch64-unknown-linux-musl)
+[ -n "$arm_lib" ] || { echo "kernels_cross: building the aarch64 unit tests failed" >&2; exit 1; }
 x86=$(test_binary)
 [ -n "$x86" ] || { echo "kernels_cross: building the x86-64 test binary failed" >&2; exit 1; }
 
 root=$(cd .. && pwd)
 run qemu-aarch64-static max dotprod,neon,scalar "$arm"
 run qemu-aarch64-static cortex-a72 neon,scalar "$arm"
+echo "== qemu-aarch64-static -cpu max: attention (NEON body)"
+qemu-aarch64-static -cpu max "$root/$arm_lib" -q model::attention
 run qemu-x86_64-static Haswell-v4 v3,v2,scalar "$x86"
 run qemu-x86_64-static Nehalem-v2 v2,scalar "$x86"
 echo "kernels_cross: all qemu runs passed"

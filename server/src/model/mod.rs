@@ -4,6 +4,7 @@
 //! This module owns the graph and its numerics. It does not tokenize, sample or schedule
 //! requests; matrix products go through `linear` and the per-row pieces through `ops`.
 
+mod attention;
 pub mod cache;
 pub mod config;
 pub mod linear;
@@ -416,7 +417,7 @@ impl Model {
             }
             {
                 let caches: Vec<&KvCache> = batch.iter().map(|s| &*s.cache).collect();
-                attention(pool, c, li, &caches, &seq, &pos, &q, &mut att);
+                attention::attention(pool, c, li, &caches, &seq, &pos, &q, &mut att);
             }
             normed(&att, &layer.attn_sub_norm, d, &mut acts);
             kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
@@ -498,178 +499,9 @@ impl Model {
     }
 }
 
-/// Causal multi-head attention with grouped KV heads, split over the pool in (token, KV head)
-/// units: token `t` of sequence `seq[t]` attends to that sequence's positions `0..=pos[t]` (its
-/// cache already holds this batch's rows). Each unit converts its KV head's f16 rows to f32 once
-/// and serves every query head of the group from them. Writes `att` (n × n_embd).
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    pool: &ThreadPool,
-    c: &ModelConfig,
-    layer: usize,
-    caches: &[&KvCache],
-    seq: &[usize],
-    pos: &[usize],
-    q: &[f32],
-    att: &mut [f32],
-) {
-    let nkv = c.n_head_kv;
-    let scale = 1.0 / (c.head_dim as f32).sqrt();
-    let chunks = attention_chunks(seq, ATTENTION_CHUNK);
-    let out = SyncPtr(att.as_mut_ptr());
-    // One unit = (chunk of consecutive tokens of one sequence, KV head): the f16 → f32
-    // conversion of that head's keys and values is shared by the chunk's tokens, so a prompt's
-    // prefill converts each cached row once per chunk instead of once per token.
-    pool.parallel_for(chunks.len() * nkv, |unit| {
-        let (chunk, kvh) = (chunks[unit / nkv], unit % nkv);
-        let job = AttentionUnit {
-            c,
-            layer,
-            cache: caches[seq[chunk.0]],
-            pos,
-            q,
-            out,
-            chunk,
-            kvh,
-            scale,
-        };
-        job.run();
-    });
-}
-
-/// One attention unit: the tokens `chunk` (one sequence's, consecutive) × the query heads of
-/// KV head `kvh`.
-struct AttentionUnit<'a> {
-    c: &'a ModelConfig,
-    layer: usize,
-    cache: &'a KvCache,
-    pos: &'a [usize],
-    q: &'a [f32],
-    out: SyncPtr,
-    chunk: (usize, usize),
-    kvh: usize,
-    scale: f32,
-}
-
-impl AttentionUnit<'_> {
-    /// Runs the unit with AVX2+FMA code generation where the CPU has it (the crate itself is
-    /// built for the architecture's baseline; the dot products and softmax are the hot loops).
-    fn run(&self) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { self.run_avx2() };
-        }
-        self.body();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self) {
-        self.body();
-    }
-
-    #[inline(always)]
-    fn body(&self) {
-        use half::slice::HalfFloatSliceExt;
-        let c = self.c;
-        let (d, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
-        let (kvd, group, kvh) = (nkv * hd, nh / nkv, self.kvh);
-        let (t0, t1) = self.chunk;
-        let len_max = self.pos[t1 - 1] + 1;
-        let (kc, vc) = self.cache.layer(self.layer, len_max);
-        let mut k = vec![0f32; len_max * hd];
-        let mut v = vec![0f32; len_max * hd];
-        for p in 0..len_max {
-            let src = p * kvd + kvh * hd;
-            kc[src..src + hd].convert_to_f32_slice(&mut k[p * hd..(p + 1) * hd]);
-            vc[src..src + hd].convert_to_f32_slice(&mut v[p * hd..(p + 1) * hd]);
-        }
-        let mut scores = vec![0f32; len_max];
-        for t in t0..t1 {
-            let len = self.pos[t] + 1;
-            let scores = &mut scores[..len];
-            for hh in kvh * group..(kvh + 1) * group {
-                let qh = &self.q[t * d + hh * hd..][..hd];
-                for (s, kr) in scores.iter_mut().zip(k.chunks_exact(hd)) {
-                    *s = ops::dot(qh, kr) * self.scale;
-                }
-                ops::softmax(scores);
-                // SAFETY: each (token, head) writes its own disjoint hd-wide slice of `att`,
-                // which outlives the parallel region; units own disjoint (token, head) ranges.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(self.out.get().add(t * d + hh * hd), hd)
-                };
-                o.fill(0.0);
-                for (&w, vr) in scores.iter().zip(v.chunks_exact(hd)) {
-                    for (o, &x) in o.iter_mut().zip(vr) {
-                        *o += w * x;
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    // std caches the CPUID result; each check is a load and a bit test.
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-/// Most tokens of one sequence that share an attention unit: large enough that a prompt's
-/// conversions are shared, small enough that a 2-core pool still gets several units per head.
-const ATTENTION_CHUNK: usize = 16;
-
-/// Splits the flattened batch into runs of consecutive tokens of the same sequence, at most
-/// `max` long: `(first, end)` token indices.
-fn attention_chunks(seq: &[usize], max: usize) -> Vec<(usize, usize)> {
-    let mut chunks = Vec::new();
-    let mut t0 = 0;
-    while t0 < seq.len() {
-        let mut t1 = t0 + 1;
-        while t1 < seq.len() && seq[t1] == seq[t0] && t1 - t0 < max {
-            t1 += 1;
-        }
-        chunks.push((t0, t1));
-        t0 = t1;
-    }
-    chunks
-}
-
-/// A raw pointer the pool's closures may share (each unit writes a disjoint range).
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 fn bytemuck_f16(bytes: &[u8]) -> &[f16] {
     assert!(bytes.as_ptr().align_offset(2) == 0 && bytes.len().is_multiple_of(2));
     // SAFETY: f16 is a plain 2-byte value with no invalid bit patterns; alignment and length
     // were checked above.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f16>(), bytes.len() / 2) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::attention_chunks;
-
-    #[test]
-    fn attention_chunks_split_runs_of_one_sequence() {
-        assert_eq!(attention_chunks(&[], 4), vec![]);
-        assert_eq!(
-            attention_chunks(&[0, 0, 0, 0, 0, 0, 1, 2, 2], 4),
-            vec![(0, 4), (4, 6), (6, 7), (7, 9)]
-        );
-        assert_eq!(
-            attention_chunks(&[0, 1, 2], 16),
-            vec![(0, 1), (1, 2), (2, 3)]
-        );
-    }
 }

@@ -94,38 +94,56 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorise it.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// In-place softmax.
-#[inline]
+/// In-place softmax. The loops are split (max, exponentials, sum, scale) so that each one
+/// vectorises: the exponential is [`exp_nonpositive`], the max and the sum keep 16 partials.
+/// Inlined, so it gets the code generation of the caller's `#[target_feature]` entry point.
+#[inline(always)]
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
+    let max = lanes16(x, f32::NEG_INFINITY, f32::max);
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+        *v = exp_nonpositive(*v - max);
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lanes16(x, 0.0, |a, b| a + b);
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// Folds `x` with `f` in 16 interleaved partial results (then folds those), so the loop
+/// vectorises; `f` must be associative up to rounding.
+#[inline(always)]
+fn lanes16(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    acc.iter().fold(tail, |a, &v| f(a, v))
+}
+
+/// `e^x` for `x ≤ 0` (softmax arguments), within 2 ulp, branch-free so that loops of it
+/// vectorise (`f32::exp` is a library call per element). Cephes' `expf` scheme: `x = n·ln2 + r`
+/// with `|r| ≤ ln2/2` (ln 2 split in two so `n·ln2` is exact), a degree-7 polynomial for `e^r`,
+/// and `2^n` built from its exponent bits. Below −87 the result is flushed to `e^−87` (~1.6e-38,
+/// nothing next to a softmax sum ≥ 1), keeping `2^n` a normal number; NaN stays NaN.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
+    let x = if x < -87.0 { -87.0 } else { x };
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    // n is an integer in [−126, 0]: the low bits of t hold it (t = 1.5·2²³ + n exactly).
+    let n_bits = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
+    e * f32::from_bits(((n_bits + 127) << 23) as u32)
 }
 
 #[cfg(test)]
@@ -171,6 +189,48 @@ mod tests {
         let mut h = [1.0, 2.0, 3.0, 4.0];
         Rope::apply(&rope.angles(0), &mut h);
         assert_eq!(h, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn exp_nonpositive_is_within_2_ulp_of_exp() {
+        let mut worst = 0f64;
+        let mut x = 0f32;
+        while x > -87.0 {
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_nonpositive(x));
+            let ulp = f64::from(f32::EPSILON) * want;
+            worst = worst.max((got - want).abs() / ulp);
+            x -= 0.000_37;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1000.0) < 1e-37 && exp_nonpositive(-1000.0) > 0.0);
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_matches_f64_and_sums_to_one() {
+        for n in [1, 7, 16, 33, 200] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+                .collect();
+            let mut y = x.clone();
+            softmax(&mut y);
+            let max = x
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let e: Vec<f64> = x.iter().map(|&v| (f64::from(v) - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (&y, e) in y.iter().zip(&e) {
+                assert!(
+                    (f64::from(y) - e / sum).abs() <= 1e-6 * (e / sum) + 1e-9,
+                    "n={n}"
+                );
+            }
+            let total: f64 = y.iter().map(|&v| f64::from(v)).sum();
+            assert!((total - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]
