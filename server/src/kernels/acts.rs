@@ -202,28 +202,24 @@ impl QuantActs {
             block_sums: self.block_sums.as_mut_ptr(),
         };
         let per_chunk = QUANT_TOKENS_PER_CHUNK;
+        let geometry = RowsGeometry {
+            cols,
+            stride,
+            blocks,
+        };
         // Borrow the whole struct: a closure would otherwise capture its (non-Sync) fields.
-        let out = &out;
+        let (out, fill) = (&out, &fill);
         let chunk = |ci: usize| {
-            let mut row = vec![0f32; cols];
-            for t in ci * per_chunk..(ci * per_chunk + per_chunk).min(n) {
-                fill(t, &mut row);
-                // SAFETY: token t's slots (its q row, scale, sum and block sums) are written by
-                // this call only, and the buffers were sized for n tokens above.
-                let (qt, scale, sum, bsums) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(out.q.add(t * stride), stride),
-                        &mut *out.scale.add(t),
-                        &mut *out.sum.add(t),
-                        std::slice::from_raw_parts_mut(out.block_sums.add(t * blocks), blocks),
-                    )
-                };
-                (*scale, *sum) = quantize_row(&row, &mut qt[..cols]);
-                qt[cols..].fill(0);
-                for (bs, b) in bsums.iter_mut().zip(qt[..cols].chunks(Self::BLOCK)) {
-                    *bs = b.iter().map(|&v| i32::from(v as i8)).sum();
+            let tokens = ci * per_chunk..(ci * per_chunk + per_chunk).min(n);
+            ROW.with(|cell| {
+                // Taken out of the cell so the row is a plain `&mut` for the SIMD entry points.
+                let mut row = cell.take();
+                if row.len() < cols {
+                    row.resize(cols, 0.0);
                 }
-            }
+                quantize_tokens(fill, out, geometry, tokens, &mut row[..cols]);
+                cell.replace(row);
+            });
         };
         let n_chunks = n.div_ceil(per_chunk);
         match pool {
@@ -292,7 +288,106 @@ struct RowsOut {
 // SAFETY: see `quantize_rows`: chunks write disjoint slots, and the call outlives them.
 unsafe impl Sync for RowsOut {}
 
+#[derive(Clone, Copy)]
+struct RowsGeometry {
+    cols: usize,
+    stride: usize,
+    blocks: usize,
+}
+
+thread_local! {
+    /// Each thread's f32 row for `quantize_rows` (grown to the widest row seen, then reused:
+    /// a fresh zeroed row per chunk was ~1% of a prefill).
+    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fills and quantizes `tokens`, with the widest vectors this CPU has: the per-token pass
+/// (the fused norm or activation, the max, the rounding, the block sums) is most of a
+/// prefill's work outside the matrix products, and the crate itself is compiled for the
+/// architecture's baseline. `fill` is inlined into the entry point, so it gets the same code
+/// generation. Every entry point computes the same bits: the operations are exact or
+/// element-wise IEEE, and the f64 sum of `rms_norm` keeps its lane order at every width.
+fn quantize_tokens<F: Fn(usize, &mut [f32])>(
+    fill: &F,
+    out: &RowsOut,
+    g: RowsGeometry,
+    tokens: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // std caches the CPUID result; each check is a load and a bit test.
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512F/BW (checked just above).
+            return unsafe { quantize_tokens_avx512(fill, out, g, tokens, row) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { quantize_tokens_avx2(fill, out, g, tokens, row) };
+        }
+    }
+    quantize_tokens_body(fill, out, g, tokens, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_tokens_avx512<F: Fn(usize, &mut [f32])>(
+    fill: &F,
+    out: &RowsOut,
+    g: RowsGeometry,
+    tokens: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    quantize_tokens_body(fill, out, g, tokens, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_tokens_avx2<F: Fn(usize, &mut [f32])>(
+    fill: &F,
+    out: &RowsOut,
+    g: RowsGeometry,
+    tokens: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    quantize_tokens_body(fill, out, g, tokens, row)
+}
+
+#[inline(always)]
+fn quantize_tokens_body<F: Fn(usize, &mut [f32])>(
+    fill: &F,
+    out: &RowsOut,
+    g: RowsGeometry,
+    tokens: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    let RowsGeometry {
+        cols,
+        stride,
+        blocks,
+    } = g;
+    for t in tokens {
+        fill(t, row);
+        // SAFETY: token t's slots (its q row, scale, sum and block sums) are written by this
+        // call only, and the buffers were sized for n tokens by `quantize_rows`.
+        let (qt, scale, sum, bsums) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(out.q.add(t * stride), stride),
+                &mut *out.scale.add(t),
+                &mut *out.sum.add(t),
+                std::slice::from_raw_parts_mut(out.block_sums.add(t * blocks), blocks),
+            )
+        };
+        (*scale, *sum) = quantize_row(row, &mut qt[..cols]);
+        qt[cols..].fill(0);
+        for (bs, b) in bsums.iter_mut().zip(qt[..cols].chunks(QuantActs::BLOCK)) {
+            *bs = b.iter().map(|&v| i32::from(v as i8)).sum();
+        }
+    }
+}
+
 /// Quantizes one token: returns `(s, Σq)`.
+#[inline(always)]
 fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     // max |x| in f32 is exact; comparing in f64 from 1e-5 upward gives the same maximum as
     // bitnet.cpp's double loop. NaNs are skipped by f32::max.

@@ -379,9 +379,17 @@ impl Model {
         // Norm (and the FFN activation) fused into the activation quantization, token-parallel.
         let eps = c.rms_eps;
         let normed = |src: &[f32], w: &[f32], width: usize, acts: &mut QuantActs| {
-            acts.quantize_rows(Some(pool), n, width, |t, row| {
-                ops::rms_norm(&src[t * width..(t + 1) * width], w, eps, row);
-            });
+            // Inlined into `quantize_rows`' SIMD entry points, so the norm gets their code
+            // generation (a closure is otherwise compiled for the crate's baseline).
+            acts.quantize_rows(
+                Some(pool),
+                n,
+                width,
+                #[inline(always)]
+                |t, row| {
+                    ops::rms_norm(&src[t * width..(t + 1) * width], w, eps, row);
+                },
+            );
         };
 
         for (li, layer) in self.layers.iter().enumerate() {
@@ -442,15 +450,20 @@ impl Model {
                     },
                 ],
             );
-            acts.quantize_rows(Some(pool), n, ff, |t, row| {
-                row.copy_from_slice(&g[t * ff..(t + 1) * ff]);
-                let ut = &u[t * ff..(t + 1) * ff];
-                match c.activation {
-                    Activation::Relu2 => ops::relu2_mul(row, ut),
-                    Activation::Silu => ops::silu_mul(row, ut),
-                }
-                ops::rms_norm_in_place(row, &layer.ffn_sub_norm, eps);
-            });
+            acts.quantize_rows(
+                Some(pool),
+                n,
+                ff,
+                #[inline(always)]
+                |t, row| {
+                    let (gt, ut) = (&g[t * ff..(t + 1) * ff], &u[t * ff..(t + 1) * ff]);
+                    match c.activation {
+                        Activation::Relu2 => ops::relu2_mul(gt, ut, row),
+                        Activation::Silu => ops::silu_mul(gt, ut, row),
+                    }
+                    ops::rms_norm_in_place(row, &layer.ffn_sub_norm, eps);
+                },
+            );
             kern.ternary_matmul(pool, &layer.down.view(file), &acts, &mut q, d);
             for (xv, dv) in x.iter_mut().zip(&q) {
                 *xv += dv;

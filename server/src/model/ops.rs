@@ -3,6 +3,7 @@
 //! Plain loops the compiler vectorises; the matrix products are elsewhere (`linear`).
 
 /// `y = x / sqrt(mean(x²) + eps) ⊙ w`, the sum of squares accumulated in f64 as ggml does.
+#[inline(always)]
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     let scale = rms_scale(x, eps);
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
@@ -11,6 +12,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
 }
 
 /// [`rms_norm`] of `y` in place.
+#[inline(always)]
 pub fn rms_norm_in_place(y: &mut [f32], w: &[f32], eps: f32) {
     let scale = rms_scale(y, eps);
     for (y, &w) in y.iter_mut().zip(w) {
@@ -21,6 +23,7 @@ pub fn rms_norm_in_place(y: &mut [f32], w: &[f32], eps: f32) {
 /// `1 / sqrt(mean(x²) + eps)`. The f64 sum runs in eight interleaved partial sums so that it
 /// vectorises (a single f64 add chain waits out the add latency on every element); the order
 /// differs from ggml's sequential sum only far below f32 precision.
+#[inline(always)]
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
     let mut acc = [0f64; 8];
     let chunks = x.chunks_exact(8);
@@ -79,18 +82,20 @@ impl Rope {
     }
 }
 
-/// `relu(g)² ⊙ u` into `g`.
-pub fn relu2_mul(g: &mut [f32], u: &[f32]) {
-    for (g, &u) in g.iter_mut().zip(u) {
+/// `out = relu(g)² ⊙ u`.
+#[inline(always)]
+pub fn relu2_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
         let r = g.max(0.0);
-        *g = r * r * u;
+        *o = r * r * u;
     }
 }
 
-/// `silu(g) ⊙ u` into `g`.
-pub fn silu_mul(g: &mut [f32], u: &[f32]) {
-    for (g, &u) in g.iter_mut().zip(u) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// `out = silu(g) ⊙ u`.
+#[inline]
+pub fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + (-g).exp()) * u;
     }
 }
 
@@ -235,8 +240,8 @@ mod tests {
 
     #[test]
     fn relu2() {
-        let mut g = [-1.0, 2.0, 3.0];
-        relu2_mul(&mut g, &[5.0, 0.5, -1.0]);
-        assert_eq!(g, [0.0, 2.0, -9.0]);
+        let mut out = [f32::NAN; 3];
+        relu2_mul(&[-1.0, 2.0, 3.0], &[5.0, 0.5, -1.0], &mut out);
+        assert_eq!(out, [0.0, 2.0, -9.0]);
     }
 }
