@@ -23,8 +23,12 @@ lib_test_binary() { # $@: extra cargo args; prints the path of the built unit-te
         | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p' | tail -n 1
 }
 
+abs() { # $1 binary (absolute, or relative to the workspace): prints its absolute path
+    case "$1" in /*) echo "$1" ;; *) echo "$root/$1" ;; esac
+}
+
 run() { # $1 qemu, $2 cpu, $3 expected variants, $4 binary (absolute, or relative to the workspace)
-    case "$4" in /*) bin=$4 ;; *) bin=$root/$4 ;; esac
+    bin=$(abs "$4")
     echo "== $1 -cpu $2 (expect $3)"
     # qemu-x86_64 warns once per thread about CPUID bits TCG lacks (pcid, x2apic, …): noise.
     BITNET_EXPECT_KERNELS="$3" "$1" -cpu "$2" "$bin" -q 2>&1 \
@@ -43,7 +47,7 @@ root=$(cd .. && pwd)
 run qemu-aarch64-static max dotprod,neon,scalar "$arm"
 run qemu-aarch64-static cortex-a72 neon,scalar "$arm"
 echo "== qemu-aarch64-static -cpu max: attention (NEON body)"
-qemu-aarch64-static -cpu max "$root/$arm_lib" -q model::attention
+qemu-aarch64-static -cpu max "$(abs "$arm_lib")" -q model::attention
 run qemu-x86_64-static Haswell-v4 v3,v2,scalar "$x86"
 run qemu-x86_64-static Nehalem-v2 v2,scalar "$x86"
 echo "kernels_cross: all qemu runs passed"
