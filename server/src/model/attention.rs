@@ -90,12 +90,12 @@ thread_local! {
 struct Scratch {
     /// Keys, transposed: `head_dim` rows of `lp` positions.
     kt: Vec<f32>,
-    /// Values: `lp` rows of `head_dim`.
+    /// Values: `len_max` rows of `head_dim`.
     v: Vec<f32>,
     /// Scores, then probabilities: `ROWS` rows of `lp`.
     p: Vec<f32>,
-    /// One key row converted from f16.
-    row: Vec<f32>,
+    /// `KB` keys converted from f16, before they are transposed into `kt`.
+    keys: Vec<f32>,
 }
 
 /// The tokens of one chunk (consecutive, one sequence) × the query heads of KV head `kvh`.
@@ -157,24 +157,37 @@ impl Unit<'_> {
         let lp = len_max.div_ceil(KB) * KB;
         let (kc, vc) = self.cache.layer(self.layer, len_max);
         grow(&mut s.kt, hd * lp);
-        grow(&mut s.v, lp * hd);
+        grow(&mut s.v, len_max * hd);
         grow(&mut s.p, ROWS * lp);
-        grow(&mut s.row, hd);
-        let (kt, v) = (&mut s.kt[..hd * lp], &mut s.v[..lp * hd]);
+        grow(&mut s.keys, KB * hd);
+        let (kt, v, keys) = (
+            &mut s.kt[..hd * lp],
+            &mut s.v[..len_max * hd],
+            &mut s.keys[..KB * hd],
+        );
+        // Keys are transposed KB at a time, so every write is a KB-wide run of one dimension
+        // (a key at a time would touch `hd` rows `lp` floats apart, a cache line and at long
+        // contexts a page each). Padding keys are zero: they score 0 and are masked.
+        for p0 in (0..lp).step_by(KB) {
+            let n = KB.min(len_max.saturating_sub(p0));
+            for (j, key) in keys.chunks_exact_mut(hd).enumerate() {
+                if j < n {
+                    let src = (p0 + j) * kvd + kvh * hd;
+                    kc[src..src + hd].convert_to_f32_slice(key);
+                } else {
+                    key.fill(0.0);
+                }
+            }
+            for (dd, run) in kt.chunks_exact_mut(lp).enumerate() {
+                for (j, x) in run[p0..p0 + KB].iter_mut().enumerate() {
+                    *x = keys[j * hd + dd];
+                }
+            }
+        }
         for p in 0..len_max {
             let src = p * kvd + kvh * hd;
-            kc[src..src + hd].convert_to_f32_slice(&mut s.row[..hd]);
-            for (dd, &x) in s.row[..hd].iter().enumerate() {
-                kt[dd * lp + p] = x;
-            }
             vc[src..src + hd].convert_to_f32_slice(&mut v[p * hd..(p + 1) * hd]);
         }
-        // Padding keys score 0 and are masked; padding values are multiplied by weight 0, so
-        // they must be finite.
-        for krow in kt.chunks_exact_mut(lp) {
-            krow[len_max..].fill(0.0);
-        }
-        v[len_max * hd..].fill(0.0);
 
         let scale = 1.0 / (hd as f32).sqrt();
         let n_rows = self.pos.len() * group;
@@ -232,7 +245,8 @@ impl Variant {
     }
 
     fn best() -> Variant {
-        Variant::available()[0]
+        static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Variant::available()[0])
     }
 }
 
@@ -278,14 +292,17 @@ impl Block<'_> {
             }
             p0 += KB;
         }
+        // Weighted values run over the block's longest row only (not the padded `nk`); the
+        // shorter rows' weights past their length are zero.
+        let n = lens[R - 1];
         for (i, &len) in lens.iter().enumerate() {
-            let row = &mut p[i * lp..i * lp + nk];
+            let row = &mut p[i * lp..i * lp + n];
             ops::softmax(&mut row[..len]);
             row[len..].fill(0.0);
         }
 
         // Weighted values, DB dimensions × R rows per step.
-        let ps: [&[f32]; R] = std::array::from_fn(|i| &p[i * lp..i * lp + nk]);
+        let ps: [&[f32]; R] = std::array::from_fn(|i| &p[i * lp..i * lp + n]);
         // SAFETY: each (token, head) row of the chunk is written by exactly one block of one
         // unit (units own disjoint (chunk, KV head) pairs), and `att` outlives the region.
         let outs: [&mut [f32]; R] = std::array::from_fn(|i| unsafe {
@@ -294,7 +311,7 @@ impl Block<'_> {
         let mut outs = outs;
         let mut d0 = 0;
         while d0 + DB <= hd {
-            let acc = pv::<R, DB, FMA>(&ps, v, hd, d0, nk);
+            let acc = pv::<R, DB, FMA>(&ps, v, hd, d0, n);
             for (o, a) in outs.iter_mut().zip(&acc) {
                 o[d0..d0 + DB].copy_from_slice(a);
             }
@@ -302,7 +319,7 @@ impl Block<'_> {
         }
         // Dimensions left over when DB does not divide the head size: 8 at a time, then one.
         while d0 + 8 <= hd {
-            let acc = pv::<R, 8, FMA>(&ps, v, hd, d0, nk);
+            let acc = pv::<R, 8, FMA>(&ps, v, hd, d0, n);
             for (o, a) in outs.iter_mut().zip(&acc) {
                 o[d0..d0 + 8].copy_from_slice(a);
             }
@@ -486,7 +503,7 @@ mod tests {
             let kvd = n_head_kv * hd;
             // Sequence 0 had 37 tokens cached before; sequence 1 none; sequence 2 had 3.
             let before = [37usize, 0, 3];
-            let new = [2usize, 41, 1];
+            let new = [2usize, 70, 1];
             let mut caches: Vec<KvCache> = before
                 .iter()
                 .map(|_| KvCache::new(c.n_layer, kvd, 512))
