@@ -292,8 +292,8 @@ impl Block<'_> {
             }
             p0 += KB;
         }
-        // Weighted values run over the block's longest row only (not the padded `nk`); the
-        // shorter rows' weights past their length are zero.
+        // Probabilities, then weighted values, over the block's longest row only (not the
+        // padded `nk`); shorter rows' weights past their own length are zero.
         let n = lens[R - 1];
         for (i, &len) in lens.iter().enumerate() {
             let row = &mut p[i * lp..i * lp + n];
@@ -305,10 +305,9 @@ impl Block<'_> {
         let ps: [&[f32]; R] = std::array::from_fn(|i| &p[i * lp..i * lp + n]);
         // SAFETY: each (token, head) row of the chunk is written by exactly one block of one
         // unit (units own disjoint (chunk, KV head) pairs), and `att` outlives the region.
-        let outs: [&mut [f32]; R] = std::array::from_fn(|i| unsafe {
+        let mut outs: [&mut [f32]; R] = std::array::from_fn(|i| unsafe {
             std::slice::from_raw_parts_mut(u.out.get().add(tok[i] * d + head[i] * hd), hd)
         });
-        let mut outs = outs;
         let mut d0 = 0;
         while d0 + DB <= hd {
             let acc = pv::<R, DB, FMA>(&ps, v, hd, d0, n);
