@@ -28,57 +28,59 @@ const CHUNK: usize = 16;
 /// (token, query head) rows computed together against each key/value load.
 const ROWS: usize = 4;
 
-/// Computes `att` (n × n_embd): token `t` of sequence `seq[t]` attends, with every query head,
-/// to that sequence's positions `0..=pos[t]` (its cache already holds this batch's rows), with
-/// grouped KV heads. `q` holds the batch's rotated queries (n × n_embd).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attention(
-    pool: &ThreadPool,
-    c: &ModelConfig,
-    layer: usize,
-    caches: &[&KvCache],
-    seq: &[usize],
-    pos: &[usize],
-    q: &[f32],
-    att: &mut [f32],
-) {
-    attention_with(Variant::best(), pool, c, layer, caches, seq, pos, q, att);
+/// One layer's attention for a batch: token `t` of sequence `seq[t]` (at position `pos[t]`)
+/// attends, with every query head, to that sequence's positions `0..=pos[t]` (its cache
+/// already holds this batch's rows), with grouped KV heads.
+pub(super) struct Attention<'a> {
+    pub c: &'a ModelConfig,
+    pub layer: usize,
+    /// One cache per sequence of the batch.
+    pub caches: &'a [&'a KvCache],
+    pub seq: &'a [usize],
+    pub pos: &'a [usize],
+    /// The batch's rotated queries (n × n_embd).
+    pub q: &'a [f32],
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attention_with(
-    variant: Variant,
-    pool: &ThreadPool,
-    c: &ModelConfig,
-    layer: usize,
-    caches: &[&KvCache],
-    seq: &[usize],
-    pos: &[usize],
-    q: &[f32],
-    att: &mut [f32],
-) {
-    let nkv = c.n_head_kv;
-    let chunks = chunks(seq, CHUNK);
-    let out = SyncPtr(att.as_mut_ptr());
-    pool.parallel_for(chunks.len() * nkv, |i| {
-        let (t0, t1) = chunks[i / nkv];
-        let unit = Unit {
+impl Attention<'_> {
+    /// Writes `att` (n × n_embd) with the best code this CPU runs.
+    pub fn run(&self, pool: &ThreadPool, att: &mut [f32]) {
+        self.run_with(Variant::best(), pool, att);
+    }
+
+    fn run_with(&self, variant: Variant, pool: &ThreadPool, att: &mut [f32]) {
+        let Attention {
             c,
-            cache: caches[seq[t0]],
             layer,
-            pos: &pos[t0..t1],
-            q: &q[t0 * c.n_embd..t1 * c.n_embd],
-            out: SyncPtr(out.get().wrapping_add(t0 * c.n_embd)),
-            kvh: i % nkv,
-        };
-        SCRATCH.with(|s| {
-            // Taken out of the cell so that the SIMD entry points below get a plain `&mut`
-            // (a closure does not inherit `#[target_feature]`, so the work must not run in one).
-            let mut scratch = s.take();
-            unit.run(variant, &mut scratch);
-            s.replace(scratch);
+            caches,
+            seq,
+            pos,
+            q,
+        } = *self;
+        let nkv = c.n_head_kv;
+        let chunks = chunks(seq, CHUNK);
+        let out = SyncPtr(att.as_mut_ptr());
+        pool.parallel_for(chunks.len() * nkv, |i| {
+            let (t0, t1) = chunks[i / nkv];
+            let unit = Unit {
+                c,
+                cache: caches[seq[t0]],
+                layer,
+                pos: &pos[t0..t1],
+                q: &q[t0 * c.n_embd..t1 * c.n_embd],
+                out: SyncPtr(out.get().wrapping_add(t0 * c.n_embd)),
+                kvh: i % nkv,
+            };
+            SCRATCH.with(|s| {
+                // Taken out of the cell so that the SIMD entry points below get a plain `&mut`
+                // (a closure does not inherit `#[target_feature]`, so the work must not run in
+                // one).
+                let mut scratch = s.take();
+                unit.run(variant, &mut scratch);
+                s.replace(scratch);
+            });
         });
-    });
+    }
 }
 
 thread_local! {
@@ -282,7 +284,7 @@ impl Block<'_> {
         // Scores, KB keys × R rows per step.
         let mut p0 = 0;
         while p0 < nk {
-            let acc = qk::<R, KB, FMA>(&qs, kt, lp, p0, hd);
+            let acc = outer_sum::<R, KB, FMA>(&qs, kt, lp, p0, hd);
             for (i, a) in acc.iter().enumerate() {
                 let dst: &mut [f32; KB] =
                     (&mut p[i * lp + p0..i * lp + p0 + KB]).try_into().unwrap();
@@ -310,7 +312,7 @@ impl Block<'_> {
         });
         let mut d0 = 0;
         while d0 + DB <= hd {
-            let acc = pv::<R, DB, FMA>(&ps, v, hd, d0, n);
+            let acc = outer_sum::<R, DB, FMA>(&ps, v, hd, d0, n);
             for (o, a) in outs.iter_mut().zip(&acc) {
                 o[d0..d0 + DB].copy_from_slice(a);
             }
@@ -318,7 +320,7 @@ impl Block<'_> {
         }
         // Dimensions left over when DB does not divide the head size: 8 at a time, then one.
         while d0 + 8 <= hd {
-            let acc = pv::<R, 8, FMA>(&ps, v, hd, d0, n);
+            let acc = outer_sum::<R, 8, FMA>(&ps, v, hd, d0, n);
             for (o, a) in outs.iter_mut().zip(&acc) {
                 o[d0..d0 + 8].copy_from_slice(a);
             }
@@ -336,46 +338,29 @@ impl Block<'_> {
     }
 }
 
-/// Dot products of `R` queries with keys `p0..p0 + KB` (`kt`: `hd` rows of `lp` positions).
+/// `Σ_i a_r[i] · b[i·stride + off .. i·stride + off + W]` for `i < steps`, for `R` rows `a_r`:
+/// `R × W` accumulators, one multiply-add chain each, every `b` load shared by the `R` rows.
+/// Scores are `a` = queries, `b` = transposed keys (`stride` = padded key count, `off` = first
+/// key, `steps` = head size); weighted values are `a` = probabilities, `b` = values (`stride` =
+/// head size, `off` = first dimension, `steps` = keys).
 #[inline(always)]
-fn qk<const R: usize, const KB: usize, const FMA: bool>(
-    qs: &[&[f32]; R],
-    kt: &[f32],
-    lp: usize,
-    p0: usize,
-    hd: usize,
-) -> [[f32; KB]; R] {
-    let mut acc = [[0f32; KB]; R];
-    let qs: [&[f32]; R] = std::array::from_fn(|i| &qs[i][..hd]);
-    for dd in 0..hd {
-        let k: &[f32; KB] = kt[dd * lp + p0..dd * lp + p0 + KB].try_into().unwrap();
+fn outer_sum<const R: usize, const W: usize, const FMA: bool>(
+    a: &[&[f32]; R],
+    b: &[f32],
+    stride: usize,
+    off: usize,
+    steps: usize,
+) -> [[f32; W]; R] {
+    let mut acc = [[0f32; W]; R];
+    let a: [&[f32]; R] = std::array::from_fn(|r| &a[r][..steps]);
+    for i in 0..steps {
+        let row: &[f32; W] = b[i * stride + off..i * stride + off + W]
+            .try_into()
+            .unwrap();
         for r in 0..R {
-            let x = qs[r][dd];
-            for j in 0..KB {
-                acc[r][j] = madd::<FMA>(x, k[j], acc[r][j]);
-            }
-        }
-    }
-    acc
-}
-
-/// `Σ_p w_r[p] · v[p][d0..d0 + DB]` for `R` weight rows over positions `0..n`.
-#[inline(always)]
-fn pv<const R: usize, const DB: usize, const FMA: bool>(
-    ws: &[&[f32]; R],
-    v: &[f32],
-    hd: usize,
-    d0: usize,
-    n: usize,
-) -> [[f32; DB]; R] {
-    let mut acc = [[0f32; DB]; R];
-    let ws: [&[f32]; R] = std::array::from_fn(|i| &ws[i][..n]);
-    for p in 0..n {
-        let x: &[f32; DB] = v[p * hd + d0..p * hd + d0 + DB].try_into().unwrap();
-        for r in 0..R {
-            let w = ws[r][p];
-            for j in 0..DB {
-                acc[r][j] = madd::<FMA>(w, x[j], acc[r][j]);
+            let x = a[r][i];
+            for j in 0..W {
+                acc[r][j] = madd::<FMA>(x, row[j], acc[r][j]);
             }
         }
     }
@@ -532,7 +517,15 @@ mod tests {
             let want = naive(&c, 1, &refs, &seq, &pos, &q);
             for variant in Variant::available() {
                 let mut att = vec![f32::NAN; seq.len() * c.n_embd];
-                attention_with(variant, &pool, &c, 1, &refs, &seq, &pos, &q, &mut att);
+                let batch = Attention {
+                    c: &c,
+                    layer: 1,
+                    caches: &refs,
+                    seq: &seq,
+                    pos: &pos,
+                    q: &q,
+                };
+                batch.run_with(variant, &pool, &mut att);
                 for (i, (&got, &want)) in att.iter().zip(&want).enumerate() {
                     assert!(
                         (f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()),

@@ -425,7 +425,15 @@ impl Model {
             }
             {
                 let caches: Vec<&KvCache> = batch.iter().map(|s| &*s.cache).collect();
-                attention::attention(pool, c, li, &caches, &seq, &pos, &q, &mut att);
+                let batch = attention::Attention {
+                    c,
+                    layer: li,
+                    caches: &caches,
+                    seq: &seq,
+                    pos: &pos,
+                    q: &q,
+                };
+                batch.run(pool, &mut att);
             }
             normed(&att, &layer.attn_sub_norm, d, &mut acts);
             kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
