@@ -106,15 +106,26 @@ impl Default for AlignedBuf {
 /// equal to `f32::round_ties_even` on that range.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
+/// `v` rounded to the nearest integer, ties to even, as a float and as an integer, for finite
+/// `|v| ≤ 2²²`. The integer is read from the bits of `v + 1.5·2²³` minus the bits of the bias:
+/// unlike `as i32` (saturating and NaN-checking, so scalar code) this is plain arithmetic and
+/// vectorises. Used by the quantizers and by the softmax's `exp` (`model::ops`).
+#[inline(always)]
+pub(crate) fn round_small(v: f32) -> (f32, i32) {
+    let t = v + ROUND_MAGIC;
+    (
+        t - ROUND_MAGIC,
+        t.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32,
+    )
+}
+
 /// `v` clamped to `[lo, hi]` and rounded half to even, as an integer; NaN gives 0 (as `as i32`
 /// would). `lo`/`hi` must be integers with magnitude ≤ 2²². Clamping before rounding is
-/// equivalent (the bounds are integers) and keeps the rounding trick in range. The integer is
-/// read from the bits of `v + 1.5·2²³` minus the bits of the bias: unlike `as i32` (saturating
-/// and NaN-checking, so scalar code) this is plain arithmetic and vectorises.
+/// equivalent (the bounds are integers) and keeps [`round_small`] in range.
 #[inline(always)]
 pub(crate) fn quantize_value(v: f32, lo: f32, hi: f32) -> i32 {
     let v = if v.is_nan() { 0.0 } else { v.clamp(lo, hi) };
-    (v + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32
+    round_small(v).1
 }
 
 /// n tokens' activations quantized to int8, one scale per token.

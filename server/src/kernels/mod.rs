@@ -79,6 +79,7 @@ mod x86;
 
 use std::fmt;
 
+pub(crate) use acts::round_small;
 pub use acts::{AlignedBuf, QuantActs};
 pub use pool::ThreadPool;
 pub use q8::{Q8Acts, Q8Matrix};

@@ -136,18 +136,15 @@ fn lanes16(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 /// nothing next to a softmax sum ≥ 1), keeping `2^n` a normal number; NaN stays NaN.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
     let x = if x < -87.0 { -87.0 } else { x };
-    let t = x * std::f32::consts::LOG2_E + SHIFT;
-    let n = t - SHIFT;
+    // n is an integer in [−126, 0], as a float and as an i32.
+    let (n, n_bits) = crate::kernels::round_small(x * std::f32::consts::LOG2_E);
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 0.166_666_65)
         * r
         + 0.5;
     let e = p * (r * r) + r + 1.0;
-    // n is an integer in [−126, 0]: the low bits of t hold it (t = 1.5·2²³ + n exactly).
-    let n_bits = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
     e * f32::from_bits(((n_bits + 127) << 23) as u32)
 }
 
