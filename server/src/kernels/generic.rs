@@ -5,8 +5,10 @@
 //! * GEMV (few tokens): each weight vector is loaded once, split into four code vectors with
 //!   shift+mask, and dotted with the matching activation vectors; the activations of a 256-column
 //!   super-block are loaded once for 4 rows.
-//! * GEMM (many tokens): a tile of rows is decoded to 8-bit codes in natural column order, then
-//!   transposed to `[k/4][row][4]` so that one vector holds 4 consecutive columns of `W/4` rows.
+//! * GEMM (many tokens): a tile of rows is brought to 8-bit codes in `[k/4][row][4]` order, so
+//!   that one vector holds 4 consecutive columns of `W/4` rows: I2_S and TQ2_0 bytes are
+//!   transposed in 4-byte cells while still packed and then split into codes; TQ1_0 and tails are
+//!   decoded row by row and the codes transposed.
 //!   The micro-kernel broadcasts 4 activation bytes of a token and accumulates `RV` row vectors ×
 //!   `T` tokens in registers: no horizontal sums, and the TQ per-block epilogue runs lane-wise
 //!   (lane = row) in exactly the scalar order.
@@ -181,7 +183,7 @@ unsafe fn store_natural<I: Isa>(dst: *mut u8, sub: usize, g: usize, v: I::V) {
 /// The four code vectors of a weight vector: I2_S keeps group 0 in the top bits, TQ2_0 in the
 /// bottom bits.
 #[inline(always)]
-unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
+pub(crate) unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
     unsafe {
         if TQ {
             [
@@ -224,7 +226,7 @@ pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
 }
 
 #[inline(always)]
-fn tq_scale(row: &[u8], at: usize) -> f32 {
+pub(crate) fn tq_scale(row: &[u8], at: usize) -> f32 {
     f16_bits_to_f32(u16::from_le_bytes([row[at], row[at + 1]]))
 }
 
@@ -488,7 +490,7 @@ unsafe fn gemv_rows<I: Isa, const F: u8, const R: usize>(
 const GEMV_ONE_ROW_MAX_N: usize = 2;
 
 #[inline(always)]
-unsafe fn gemv<I: Isa, const F: u8>(
+pub(crate) unsafe fn gemv<I: Isa, const F: u8>(
     w: &TernaryView<'_>,
     a: &QuantActs,
     r0: usize,
@@ -517,7 +519,12 @@ thread_local! {
 /// Decodes the 256-column super-block `kb` (or the 128-column I2_S tail) of one row into codes in
 /// natural order at `dst`.
 #[inline(always)]
-unsafe fn decode_superblock<I: Isa, const F: u8>(row: &[u8], cols: usize, kb: usize, dst: *mut u8) {
+pub(crate) unsafe fn decode_superblock<I: Isa, const F: u8>(
+    row: &[u8],
+    cols: usize,
+    kb: usize,
+    dst: *mut u8,
+) {
     unsafe {
         match F {
             I2S if 256 * kb + 256 > cols => {
@@ -650,6 +657,141 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
     }
 }
 
+/// Writes super-block `kb` of the `RV·W/4` rows from `tile_r0` (all inside the matrix) into the
+/// micro-kernel's `[k/4][row][4]` code layout, straight from the packed I2_S / TQ2_0 bytes: each
+/// `W`-byte chunk of `W/4` rows is transposed as 4-byte cells while still packed (a quarter of
+/// the bytes that transposing decoded codes moves), and each transposed vector then splits into
+/// four code vectors, one k-step each. Byte `b` of a super-block holds columns
+/// `128·(b/32) + 32·g + b%32` for groups g = 0..4 (see `act`), so cell `m` (bytes 4m..4m+4)
+/// of group g is k-step `32·(m/8) + 8·g + m%8`. `next` (if any) is the same super-block of the
+/// next tile, prefetched so that its transposes find it in the cache.
+#[inline(always)]
+unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize>(
+    w: &TernaryView<'_>,
+    tile_r0: usize,
+    kb: usize,
+    next: Option<usize>,
+    tmp: *mut u8,
+    codes: *mut u8,
+) {
+    let lanes = I::W / 4;
+    let rt = RV * lanes;
+    let rb = w.row_bytes();
+    let off = if F == I2S {
+        64 * kb
+    } else {
+        TQ2_BLOCK_BYTES * kb
+    };
+    unsafe {
+        let base = w.data.as_ptr();
+        if let Some(r) = next {
+            for i in 0..rt {
+                I::prefetch(base.add((r + i) * rb + off));
+            }
+        }
+        for v in 0..RV {
+            let src = base.add((tile_r0 + v * lanes) * rb + off);
+            for c in 0..64 / I::W {
+                I::transpose(src.add(c * I::W), rb, tmp, I::W);
+                for j in 0..lanes {
+                    let m = c * lanes + j;
+                    let cell = I::load(tmp.add(j * I::W));
+                    let groups = if F == I2S {
+                        split::<I, false>(cell)
+                    } else {
+                        split::<I, true>(cell)
+                    };
+                    for g in 0..4 {
+                        let kq = 64 * kb + 32 * (m / 8) + 8 * g + m % 8;
+                        I::store(codes.add((kq * rt + v * lanes) * 4), groups[g]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes super-blocks `kbs` of rows `tile_r0..tile_r0+nr` into the micro-kernel's layout
+/// through a row-major code buffer (TQ1_0, the I2_S 128-column tail, and a matrix's last
+/// partial tile, whose missing rows are zero codes): each row is decoded as one sequential
+/// stream, then `W/4 × W/4` blocks of 4-code cells are transposed into `codes`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn decode_rows<I: Isa, const F: u8, const RV: usize>(
+    w: &TernaryView<'_>,
+    tile_r0: usize,
+    nr: usize,
+    kbs: std::ops::Range<usize>,
+    rowbuf: *mut u8,
+    cp: usize,
+    codes: *mut u8,
+    dbuf: *mut f32,
+) {
+    let lanes = I::W / 4;
+    let rt = RV * lanes;
+    let cols = w.cols;
+    let nblk = cols.div_ceil(256);
+    unsafe {
+        let mut i = 0;
+        if F == TQ1 {
+            // Two rows per call: the wide decoders fill a vector with both.
+            while i + 1 < nr {
+                let (ra, rb) = (w.row(tile_r0 + i), w.row(tile_r0 + i + 1));
+                for kb in kbs.clone() {
+                    let off = TQ1_BLOCK_BYTES * kb;
+                    I::prefetch(ra.as_ptr().wrapping_add(off + PREFETCH_BYTES));
+                    I::prefetch(rb.as_ptr().wrapping_add(off + PREFETCH_BYTES));
+                    I::tq1_block2(
+                        ra.as_ptr().add(off),
+                        rb.as_ptr().add(off),
+                        rowbuf.add(i * cp + 256 * kb),
+                        rowbuf.add((i + 1) * cp + 256 * kb),
+                    );
+                    *dbuf.add(kb * rt + i) = tq_scale(ra, off + 52);
+                    *dbuf.add(kb * rt + i + 1) = tq_scale(rb, off + 52);
+                }
+                i += 2;
+            }
+        }
+        while i < rt {
+            let dst = rowbuf.add(i * cp);
+            if i < nr {
+                let row = w.row(tile_r0 + i);
+                let per_block = w.row_bytes().div_ceil(nblk);
+                for kb in kbs.clone() {
+                    I::prefetch(row.as_ptr().wrapping_add(per_block * kb + PREFETCH_BYTES));
+                    decode_superblock::<I, F>(row, cols, kb, dst.add(256 * kb));
+                    *dbuf.add(kb * rt + i) = match F {
+                        TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
+                        TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
+                        _ => 0.0,
+                    };
+                }
+            } else {
+                for kb in kbs.clone() {
+                    std::ptr::write_bytes(dst.add(256 * kb), 0, 256);
+                    *dbuf.add(kb * rt + i) = 0.0;
+                }
+            }
+            i += 1;
+        }
+        for kb in kbs {
+            let kc = 256.min(cols - 256 * kb);
+            for v in 0..RV {
+                for chunk in 0..kc / I::W {
+                    let kq0 = 64 * kb + chunk * lanes;
+                    I::transpose(
+                        rowbuf.add(v * lanes * cp + 256 * kb + chunk * I::W),
+                        cp,
+                        codes.add((kq0 * rt + v * lanes) * 4),
+                        rt * 4,
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     w: &TernaryView<'_>,
@@ -666,15 +808,14 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     // the micro-kernels' block loops run, and drops the zeroed stack copy of the accumulators it
     // otherwise keeps for the no-block path (a 1.5 KB memset per micro-kernel call).
     assert!(nblk > 0, "ternary GEMM on a matrix without columns");
-    // Row-major code buffer: decoding a tile row by row reads it as one sequential stream
-    // (block-major order would jump between `rt` rows and wait on DRAM at every load).
     let cp = nblk * 256;
     let codes_len = cols * rt;
     let rowbuf_len = rt * cp;
     let dbuf_len = nblk * rt * 4;
+    let tmp_len = lanes * I::W;
     let base = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        s.ensure(codes_len + rowbuf_len + dbuf_len);
+        s.ensure(codes_len + rowbuf_len + dbuf_len + tmp_len);
         s.as_mut_ptr()
     });
     // The buffer stays valid: nothing below re-enters `gemm` on this thread.
@@ -682,65 +823,25 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
         let codes = base;
         let rowbuf = base.add(codes_len);
         let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
+        let tmp = base.add(codes_len + rowbuf_len + dbuf_len);
         let mut tile_r0 = r0;
         while tile_r0 < r1 {
             let nr = rt.min(r1 - tile_r0);
-            let mut i = 0;
-            if F == TQ1 {
-                // Two rows per call: the wide decoders fill a vector with both.
-                while i + 1 < nr {
-                    let (ra, rb) = (w.row(tile_r0 + i), w.row(tile_r0 + i + 1));
-                    for kb in 0..nblk {
-                        let off = TQ1_BLOCK_BYTES * kb;
-                        I::prefetch(ra.as_ptr().wrapping_add(off + PREFETCH_BYTES));
-                        I::prefetch(rb.as_ptr().wrapping_add(off + PREFETCH_BYTES));
-                        I::tq1_block2(
-                            ra.as_ptr().add(off),
-                            rb.as_ptr().add(off),
-                            rowbuf.add(i * cp + 256 * kb),
-                            rowbuf.add((i + 1) * cp + 256 * kb),
-                        );
-                        *dbuf.add(kb * rt + i) = tq_scale(ra, off + 52);
-                        *dbuf.add(kb * rt + i + 1) = tq_scale(rb, off + 52);
+            // Whole 256-column super-blocks of a full tile are transposed while still packed;
+            // the rest goes through the row-major code buffer.
+            let packed = if F != TQ1 && nr == rt { cols / 256 } else { 0 };
+            let next = (tile_r0 + 2 * rt <= r1).then_some(tile_r0 + rt);
+            for kb in 0..packed {
+                pack_superblock::<I, F, RV>(w, tile_r0, kb, next, tmp, codes);
+                if F == TQ2 {
+                    for i in 0..rt {
+                        let at = (tile_r0 + i) * w.row_bytes() + TQ2_BLOCK_BYTES * kb + 64;
+                        *dbuf.add(kb * rt + i) = tq_scale(w.data, at);
                     }
-                    i += 2;
                 }
             }
-            while i < rt {
-                let dst = rowbuf.add(i * cp);
-                if i < nr {
-                    let row = w.row(tile_r0 + i);
-                    let per_block = w.row_bytes().div_ceil(nblk);
-                    for kb in 0..nblk {
-                        I::prefetch(row.as_ptr().wrapping_add(per_block * kb + PREFETCH_BYTES));
-                        decode_superblock::<I, F>(row, cols, kb, dst.add(256 * kb));
-                        *dbuf.add(kb * rt + i) = match F {
-                            TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
-                            TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
-                            _ => 0.0,
-                        };
-                    }
-                } else {
-                    std::ptr::write_bytes(dst, 0, cp);
-                    for kb in 0..nblk {
-                        *dbuf.add(kb * rt + i) = 0.0;
-                    }
-                }
-                i += 1;
-            }
-            for kb in 0..nblk {
-                let kc = 256.min(cols - 256 * kb);
-                for v in 0..RV {
-                    for chunk in 0..kc / I::W {
-                        let kq0 = 64 * kb + chunk * lanes;
-                        I::transpose(
-                            rowbuf.add(v * lanes * cp + 256 * kb + chunk * I::W),
-                            cp,
-                            codes.add((kq0 * rt + v * lanes) * 4),
-                            rt * 4,
-                        );
-                    }
-                }
+            if packed < nblk {
+                decode_rows::<I, F, RV>(w, tile_r0, nr, packed..nblk, rowbuf, cp, codes, dbuf);
             }
             let n = a.n();
             let mut t0 = 0;

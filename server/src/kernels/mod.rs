@@ -34,7 +34,8 @@
 //!   TQ2_0 it reads weights at about the machine's bandwidth on v4/v3vnni (v3: ~90%); TQ1_0's
 //!   base-3 unpacking is compute-bound (~50% on v4).
 //! * 12 tokens or more (prefill): a GEMM. A tile of rows is decoded once into 8-bit codes in
-//!   `[k/4][row][4]` order, then a register-blocked micro-kernel broadcasts 4 activation bytes
+//!   `[k/4][row][4]` order (I2_S and TQ2_0 bytes are transposed while still packed, then split
+//!   into codes), then a register-blocked micro-kernel broadcasts 4 activation bytes
 //!   of a token and accumulates row vectors × tokens (v4: 32 rows × 12 tokens in 24 zmm,
 //!   `vpdpbusd` at its peak of 2 per cycle). No horizontal sums, and the TQ per-block epilogue
 //!   runs lane-wise in the scalar order.
@@ -42,8 +43,8 @@
 //!   weight), or 4-row × 4-token register tiles from 4 tokens.
 //!
 //! Weights are used in their on-disk packing; there is no load-time repacking: decode is
-//! memory-bound with the file layout, and prefill's per-tile decode costs ~10% of a 128-token
-//! GEMM without a second copy of the model in memory.
+//! memory-bound with the file layout, and prefill's per-tile decode costs a few percent of a
+//! 128-token GEMM without a second copy of the model in memory.
 //!
 //! Threads: [`ThreadPool`] hands out row chunks (multiples of the variant's GEMM tile, ~8 per
 //! thread) dynamically; every chunk computes all tokens for its rows.
