@@ -227,6 +227,7 @@ enum Variant {
 
 impl Variant {
     /// Every variant this CPU runs, best first.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::vec_init_then_push))]
     fn available() -> Vec<Variant> {
         #[allow(unused_mut)]
         let mut v = Vec::new();
