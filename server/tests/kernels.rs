@@ -643,7 +643,7 @@ fn i2s_tensor_trailer_scale() {
 }
 
 /// CI runs this binary under qemu CPU models and states which variants each must expose, so a
-/// qemu change cannot silently reduce coverage: `BITNET_EXPECT_KERNELS=dotprod,neon,scalar`.
+/// qemu change cannot silently reduce coverage: `BITNET_EXPECT_KERNELS=i8mm,dotprod,neon,scalar`.
 #[test]
 fn expected_variants_are_available() {
     let names: Vec<&str> = Kernels::available().iter().map(|k| k.name).collect();

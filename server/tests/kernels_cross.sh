@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the kernel tests (server/tests/kernels.rs) on CPUs this machine is not, under qemu-user:
-#   aarch64 `max`        → variants dotprod, neon, scalar
-#   aarch64 `cortex-a72` → neon, scalar (no dot-product extension)
+#   aarch64 `max`         → variants i8mm, dotprod, neon, scalar
+#   aarch64 `neoverse-n1` → dotprod, neon, scalar (dot product without i8mm)
+#   aarch64 `cortex-a72`  → neon, scalar (no dot-product extension)
 #   x86-64  `Haswell-v4` → v3, v2, scalar (AVX2 without AVX-VNNI/AVX-512)
 #   x86-64  `Nehalem-v2` → v2, scalar (SSE4.2, no AVX)
 # and the attention's unit test (its NEON code body) under aarch64 `max` (the host runs its x86
@@ -44,7 +45,8 @@ x86=$(test_binary)
 [ -n "$x86" ] || { echo "kernels_cross: building the x86-64 test binary failed" >&2; exit 1; }
 
 root=$(cd .. && pwd)
-run qemu-aarch64-static max dotprod,neon,scalar "$arm"
+run qemu-aarch64-static max i8mm,dotprod,neon,scalar "$arm"
+run qemu-aarch64-static neoverse-n1 dotprod,neon,scalar "$arm"
 run qemu-aarch64-static cortex-a72 neon,scalar "$arm"
 echo "== qemu-aarch64-static -cpu max: attention (NEON body)"
 qemu-aarch64-static -cpu max "$(abs "$arm_lib")" -q model::attention

@@ -5,8 +5,9 @@
 //! fp16 → f32 uses `fcvtl` (base ARMv8, no FP16 extension needed), also through `asm!` because
 //! the `float16x4_t` intrinsics are unstable.
 //!
-//! What it does NOT do: SVE, or `smmla` (i8mm) — it could only be checked under qemu here, where
-//! its speed cannot be measured.
+//! The `i8mm` variant (`smmla` for prefill) is in `i8mm.rs`, on top of `Dotprod`.
+//!
+//! What it does NOT do: SVE.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -303,6 +304,8 @@ mod neon {
 mod dotprod {
     super::isa_entries!(super::Dotprod, "neon,dotprod", rv = 4, t = 6, f16_t = 4);
 }
+/// The `dotprod` heads, shared with the `i8mm` variant.
+pub(crate) use dotprod::{f16 as dotprod_f16, q8 as dotprod_q8};
 
 fn has_neon() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")

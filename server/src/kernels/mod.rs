@@ -20,12 +20,12 @@
 //! `scalar` (reference, any CPU), `v2` (SSSE3/SSE4.1), `v3` (AVX2+FMA+F16C, `vpmaddubsw`),
 //! `v3vnni` (v3 with AVX-VNNI `vpdpbusd`), `v4` (AVX-512 F/BW/VL + VNNI), `neon` (aarch64
 //! baseline), `dotprod` (NEON + `sdot`, emitted with `asm!` because the intrinsic is unstable on
-//! Rust 1.95). [`Kernels::select`] picks the best one the CPU supports (AVX-VNNI CPUs get
-//! `v3vnni` automatically), or the one named by `BITNET_KERNEL` (`v3` then means plain AVX2).
-//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`. There is no `i8mm` variant: `smmla` could
-//! only be checked under qemu here, where its speed cannot be measured, so it is not claimed.
-//! All variants are written once over a small SIMD vocabulary (`generic.rs`), so the qemu-tested
-//! aarch64 code shares its logic with the natively tested x86 code.
+//! Rust 1.95), `i8mm` (`dotprod` with a prefill GEMM on `smmla`, `i8mm.rs`).
+//! [`Kernels::select`] picks the best one the CPU supports (AVX-VNNI CPUs get `v3vnni`
+//! automatically), or the one named by `BITNET_KERNEL` (`v3` then means plain AVX2).
+//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`. All variants but `i8mm`'s GEMM are written
+//! once over a small SIMD vocabulary (`generic.rs`), so the qemu-tested aarch64 code shares its
+//! logic with the natively tested x86 code.
 //!
 //! # Shapes of the work
 //! * Fewer than 12 tokens (decode, batched decode): a GEMV that splits each weight vector into
@@ -55,7 +55,8 @@
 //! ```text
 //! CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 //!   cargo test -p bitnet-server --target aarch64-unknown-linux-musl --test kernels --no-run
-//! BITNET_EXPECT_KERNELS=dotprod,neon,scalar qemu-aarch64-static -cpu max <aarch64 binary>
+//! BITNET_EXPECT_KERNELS=i8mm,dotprod,neon,scalar qemu-aarch64-static -cpu max <aarch64 binary>
+//! BITNET_EXPECT_KERNELS=dotprod,neon,scalar qemu-aarch64-static -cpu neoverse-n1 <aarch64 binary>
 //! BITNET_EXPECT_KERNELS=neon,scalar qemu-aarch64-static -cpu cortex-a72 <aarch64 binary>
 //! BITNET_EXPECT_KERNELS=v3,v2,scalar qemu-x86_64-static -cpu Haswell-v4 <x86-64 binary>
 //! BITNET_EXPECT_KERNELS=v2,scalar qemu-x86_64-static -cpu Nehalem-v2 <x86-64 binary>
@@ -75,6 +76,8 @@ mod scalar;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+#[cfg(target_arch = "aarch64")]
+mod i8mm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -365,7 +368,7 @@ fn table() -> &'static [&'static Kernels] {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        static T: [&Kernels; 3] = [&arm::DOTPROD, &arm::NEON, &SCALAR];
+        static T: [&Kernels; 4] = [&i8mm::I8MM, &arm::DOTPROD, &arm::NEON, &SCALAR];
         &T
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -383,10 +386,7 @@ const OTHER_ARCH: &[(&str, &str)] = &[
     ("v4", "an x86-64 CPU"),
     ("neon", "an aarch64 CPU"),
     ("dotprod", "an aarch64 CPU"),
-    (
-        "i8mm",
-        "an aarch64 CPU (and is not implemented: see the kernels module docs)",
-    ),
+    ("i8mm", "an aarch64 CPU"),
 ];
 
 impl Kernels {
