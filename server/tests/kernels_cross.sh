@@ -6,11 +6,15 @@
 #   x86-64  `Haswell-v4` → v3, v2, scalar (AVX2 without AVX-VNNI/AVX-512)
 #   x86-64  `Nehalem-v2` → v2, scalar (SSE4.2, no AVX)
 # and the attention's unit test (its NEON code body) under aarch64 `max` (the host runs its x86
-# bodies itself). BITNET_EXPECT_KERNELS makes each run fail if qemu exposes a different set, so coverage cannot
-# shrink silently. Needs: qemu-user-static (Debian package), rustup target
-# aarch64-unknown-linux-musl; links with rust-lld (shipped with rustup), no cross gcc.
+# bodies itself). On a host without AVX-512 VNNI, the x86-64 binaries (kernel tests, and the
+# attention and quantizer unit tests with their AVX-512 bodies) also run on an emulated Tiger
+# Lake under Bochs (`tests/bochs/run.sh`; qemu-user has no AVX-512) → v4, v3, v2, scalar.
+# BITNET_EXPECT_KERNELS makes each run fail if the emulated CPU exposes a different set, so
+# coverage cannot shrink silently. Needs: qemu-user-static (Debian package), rustup target
+# aarch64-unknown-linux-musl; links with rust-lld (shipped with rustup), no cross gcc; for
+# Bochs, the Debian packages tests/bochs/run.sh lists and a Debian kernel package it downloads.
 # Runtime on a 2-core machine: ~1–10 min to build (mostly the aarch64 dependency build, once),
-# a few seconds per qemu run.
+# a few seconds per qemu run, ~8 min for the Bochs run (2.5 of them booting).
 set -euo pipefail
 cd "$(dirname "$0")/.."   # server/, so proptest finds its sources for failure persistence
 
@@ -43,6 +47,8 @@ arm_lib=$(lib_test_binary --target aarch64-unknown-linux-musl)
 [ -n "$arm_lib" ] || { echo "kernels_cross: building the aarch64 unit tests failed" >&2; exit 1; }
 x86=$(test_binary)
 [ -n "$x86" ] || { echo "kernels_cross: building the x86-64 test binary failed" >&2; exit 1; }
+x86_lib=$(lib_test_binary)
+[ -n "$x86_lib" ] || { echo "kernels_cross: building the x86-64 unit tests failed" >&2; exit 1; }
 
 root=$(cd .. && pwd)
 run qemu-aarch64-static max i8mm,dotprod,neon,scalar "$arm"
@@ -52,4 +58,11 @@ echo "== qemu-aarch64-static -cpu max: attention (NEON body)"
 qemu-aarch64-static -cpu max "$(abs "$arm_lib")" -q model::attention
 run qemu-x86_64-static Haswell-v4 v3,v2,scalar "$x86"
 run qemu-x86_64-static Nehalem-v2 v2,scalar "$x86"
-echo "kernels_cross: all qemu runs passed"
+if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then
+    echo "== Bochs tigerlake skipped: this CPU runs the v4 kernels itself"
+else
+    echo "== bochs -cpu tigerlake (expect v4,v3,v2,scalar): kernel tests, attention and quantizer"
+    bash tests/bochs/run.sh --cpu tigerlake --env BITNET_EXPECT_KERNELS=v4,v3,v2,scalar --timeout 2400 \
+        -- "$(abs "$x86")" -q --then "$(abs "$x86_lib")" -q model::attention kernels::
+fi
+echo "kernels_cross: all emulated runs passed"

@@ -16,13 +16,22 @@ pub struct CiArgs {
     pub no_install: bool,
 }
 
-/// Debian packages the test suites use.
+/// Debian packages the test suites use (the last eight boot an AVX-512 CPU under Bochs for
+/// `server/tests/kernels_cross.sh` on hosts without one).
 const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-user-static",
     "skopeo",
     "umoci",
     "docker-registry",
     "musl-tools",
+    "bochs",
+    "bochsbios",
+    "vgabios",
+    "bochs-term",
+    "isolinux",
+    "syslinux-common",
+    "xorriso",
+    "cpio",
 ];
 /// Python packages the test suites use (pinned).
 pub const PYTHON_PACKAGES: &[&str] = &[gen_model::QUICKTOK, "openai==3.57.0"];
@@ -57,7 +66,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
     step("tests", || {
         cargo(&["test", "--workspace", "--no-fail-fast"])
     })?;
-    step("kernel variants of other CPUs under qemu", || {
+    step("kernel variants of other CPUs under qemu and Bochs", || {
         if !args.no_install {
             run_cmd(Command::new("rustup").args(["target", "add", "aarch64-unknown-linux-musl"]))?;
         }
