@@ -244,6 +244,31 @@ fn many_matches_single_calls() {
     }
 }
 
+/// One `QuantActs` re-filled for each step, as the forward pass does: no variant may reuse a
+/// layout it derived from the previous activations (the `i8mm` GEMM keeps token pairs).
+#[test]
+fn requantized_activations_are_used_afresh() {
+    let mut rng = Rng(91);
+    let (rows, cols) = (40, 768);
+    let data = random_matrix(TernaryFormat::I2S, rows, cols, &mut rng);
+    let w = TernaryView::new(TernaryFormat::I2S, rows, cols, &data, 0.9).unwrap();
+    let pool = ThreadPool::new(2);
+    let mut reused = QuantActs::new();
+    for n in [13, 20, 12, 15] {
+        let x = random_acts(n, cols, &mut rng);
+        reused.quantize_into(&x, cols);
+        let fresh = QuantActs::quantize(&x, cols);
+        let want = run_ternary(Kernels::scalar(), &pool, &w, &fresh, rows);
+        for k in Kernels::available() {
+            // Twice on the same activations: the second call finds whatever the first derived.
+            for call in 0..2 {
+                let what = format!("{} n={n} call {call}", k.name);
+                assert_bits_equal(&run_ternary(k, &pool, &w, &reused, rows), &want, &what);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // F16 and Q8 heads
 

@@ -142,6 +142,11 @@ pub struct QuantActs {
     sum: Vec<i32>,
     blocks: usize,
     block_sums: Vec<i32>,
+    /// The `i8mm` GEMM's layout of these activations (token pairs interleaved), built by the
+    /// first matrix product that needs it and shared by every later one until the next
+    /// quantization.
+    #[cfg(target_arch = "aarch64")]
+    pairs: std::sync::OnceLock<AlignedBuf>,
 }
 
 impl QuantActs {
@@ -206,6 +211,8 @@ impl QuantActs {
         self.sum.resize(n, 0);
         self.block_sums.clear();
         self.block_sums.resize(n * blocks, 0);
+        #[cfg(target_arch = "aarch64")]
+        self.pairs.take();
         let out = RowsOut {
             q: self.q.as_mut_slice().as_mut_ptr(),
             scale: self.scale.as_mut_ptr(),
@@ -274,6 +281,13 @@ impl QuantActs {
     /// Token `t`'s `Σ q` over each 256-element block (the last one may be partial).
     pub fn block_sums(&self, t: usize) -> &[i32] {
         &self.block_sums[t * self.blocks..(t + 1) * self.blocks]
+    }
+
+    /// The activations in the layout `build` makes from them, built once per quantization (the
+    /// first caller builds it while concurrent ones wait).
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) fn token_pairs(&self, build: impl FnOnce(&QuantActs) -> AlignedBuf) -> &AlignedBuf {
+        self.pairs.get_or_init(|| build(self))
     }
 
     /// Pointer to token `t`'s row (64-byte aligned, zero padded to `stride`).

@@ -9,9 +9,11 @@
 //!
 //! Layouts: a tile of 8 weight rows is stored as `[k/8][row pair][2 rows × 8 codes]` (16 bytes
 //! per row pair and 8 columns), and the activations of each pair of tokens as
-//! `[token pair][k/8][2 tokens × 8 bytes]`, built once per call. One `smmla` of row pair `p`
-//! and token pair `q` accumulates `[r0·t0, r0·t1, r1·t0, r1·t1]`. The epilogues are the scalar
-//! reference's operations, lane by lane, so the results are the same f32 bits.
+//! `[token pair][k/8][2 tokens × 8 bytes]`, built once per quantization of the activations
+//! (`QuantActs::token_pairs`) and shared by every matrix and thread that reads them. One `smmla`
+//! of row pair `p` and token pair `q` accumulates `[r0·t0, r0·t1, r1·t0, r1·t1]`. The
+//! epilogues are the scalar reference's operations, lane by lane, so the results are the same
+//! f32 bits.
 //!
 //! `smmla` is emitted with `asm!` (its intrinsic is unstable on Rust 1.95), like `sdot`.
 //!
@@ -54,9 +56,11 @@ unsafe fn smmla(mut acc: int32x4_t, a: uint8x16_t, b: uint8x16_t) -> int32x4_t {
 }
 
 /// Activations of token pairs, `[pair][k/8][16]`; an odd last token is paired with zeros.
-#[inline(always)]
-unsafe fn pair_tokens(a: &QuantActs, dst: *mut u8) {
+fn pair_tokens(a: &QuantActs) -> AlignedBuf {
     let (n, nk8) = (a.n(), a.cols() / 8);
+    let mut buf = AlignedBuf::zeroed(n.div_ceil(2) * nk8 * 16);
+    let dst = buf.as_mut_ptr();
+    // SAFETY: token rows hold `cols` bytes, `buf` one 16-byte cell per pair and k-step.
     unsafe {
         for q in 0..n.div_ceil(2) {
             let t0 = a.q_ptr(2 * q);
@@ -72,6 +76,7 @@ unsafe fn pair_tokens(a: &QuantActs, dst: *mut u8) {
             }
         }
     }
+    buf
 }
 
 /// Super-block `kb` of the tile's 8 rows (all inside the matrix) straight from the packed
@@ -286,22 +291,20 @@ unsafe fn gemm<const F: u8>(w: &TernaryView<'_>, a: &QuantActs, r0: usize, r1: u
     assert!(nblk > 0, "ternary GEMM on a matrix without columns");
     let pairs = a.n().div_ceil(2);
     let cp = nblk * 256;
-    let acts_len = pairs * cols * 2;
     let codes_len = cols * ROWS;
     let rowbuf_len = ROWS * cp;
     let dbuf_len = nblk * ROWS * 4;
+    let acts = a.token_pairs(pair_tokens).as_ptr();
     let base = SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        s.ensure(acts_len + codes_len + rowbuf_len + dbuf_len);
+        s.ensure(codes_len + rowbuf_len + dbuf_len);
         s.as_mut_ptr()
     });
     // The buffer stays valid: nothing below re-enters `gemm` on this thread.
     unsafe {
-        let acts = base;
-        let codes = base.add(acts_len);
+        let codes = base;
         let rowbuf = codes.add(codes_len);
         let dbuf = rowbuf.add(rowbuf_len).cast::<f32>();
-        pair_tokens(a, acts);
         let mut tile_r0 = r0;
         while tile_r0 < r1 {
             let nr = ROWS.min(r1 - tile_r0);
