@@ -487,6 +487,16 @@ fn quantizer_survives_non_finite_input() {
     assert_eq!(a.n(), 1);
     let a = QuantActs::quantize(&[f32::NAN, 0.5, -1.0, 0.25], 4);
     assert_eq!(a.q(0)[1..], [64, -127, 32]); // 63.5 → 64, 31.75 → 32
+    // NaNs of either sign inside the vectorised part (not only in the tail) are skipped by the
+    // max, and quantize to 0.
+    let mut x = vec![0.25f32; 70];
+    (x[3], x[40], x[50]) = (f32::NAN, -f32::NAN, -1.0);
+    let a = QuantActs::quantize(&x, x.len());
+    assert_eq!(a.scale(0), 127.0);
+    assert_eq!(
+        (a.q(0)[3], a.q(0)[40], a.q(0)[50], a.q(0)[69]),
+        (0, 0, -127, 32)
+    );
 }
 
 proptest! {
