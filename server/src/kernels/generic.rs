@@ -8,7 +8,9 @@
 //! * GEMM (many tokens): a tile of rows is brought to 8-bit codes in `[k/4][row][4]` order, so
 //!   that one vector holds 4 consecutive columns of `W/4` rows: I2_S and TQ2_0 bytes are
 //!   transposed in 4-byte cells while still packed and then split into codes; TQ1_0 and tails are
-//!   decoded row by row and the codes transposed.
+//!   decoded row by row and the codes transposed. ISAs with `SPLIT_IN_MICRO` (AVX-512) keep a
+//!   full tile transposed but packed, `[k/16][row][4 bytes]`, and split each cell vector in the
+//!   micro-kernel: a quarter of the tile stores, the shifts and masks running beside the dots.
 //!   The micro-kernel broadcasts 4 activation bytes of a token and accumulates `RV` row vectors ×
 //!   `T` tokens in registers: no horizontal sums, and the TQ per-block epilogue runs lane-wise
 //!   (lane = row) in exactly the scalar order.
@@ -75,6 +77,12 @@ pub(crate) trait Isa {
     /// products of up to this many `dot16` steps before widening (`|pair| ≤ 768` for codes ≤ 3,
     /// so 32 steps stay below 2¹⁵). 0: not used.
     const I16_STEPS: usize = 0;
+    /// GEMM: keep full I2_S / TQ2_0 tiles transposed but still packed (2 bits a weight) and
+    /// split each cell vector into codes inside the micro-kernel, instead of expanding the tile
+    /// to one byte a weight first. Pays where the split's shifts and masks run beside the dot
+    /// products and the expanded tile's stores were the cost (measured on AVX-512); requires
+    /// `I16_STEPS == 0`.
+    const SPLIT_IN_MICRO: bool = false;
     /// int16 lanes += the two u8·i8 products of each byte pair (`pmaddubsw` + add).
     #[inline(always)]
     unsafe fn dot16(_acc: Self::V, _u: Self::V, _s: Self::V) -> Self::V {
@@ -199,6 +207,19 @@ pub(crate) unsafe fn split<I: Isa, const TQ: bool>(v: I::V) -> [I::V; 4] {
                 I::codes::<2>(v),
                 I::codes::<0>(v),
             ]
+        }
+    }
+}
+
+/// Group `g`'s codes of a packed I2_S / TQ2_0 vector (the `g`-th element of [`split`]).
+#[inline(always)]
+unsafe fn group_codes<I: Isa, const F: u8>(v: I::V, g: usize) -> I::V {
+    unsafe {
+        match (F == I2S, g) {
+            (true, 0) | (false, 3) => I::codes::<6>(v),
+            (true, 1) | (false, 2) => I::codes::<4>(v),
+            (true, 2) | (false, 1) => I::codes::<2>(v),
+            _ => I::codes::<0>(v),
         }
     }
 }
@@ -558,7 +579,7 @@ pub(crate) unsafe fn decode_superblock<I: Isa, const F: u8>(
 /// The GEMM micro-kernel: `RV` vectors of rows × `T` tokens starting at token `t0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
+unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW: bool>(
     codes: *const u8,
     dbuf: *const f32,
     w: &TernaryView<'_>,
@@ -578,7 +599,30 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize>(
         let mut facc = [[I::fzero(); RV]; T];
         for kb in 0..nblk {
             let end = (64 * kb + 64).min(nkq);
-            if I::I16_STEPS > 0 {
+            if RAW {
+                // `codes` holds packed cell vectors `[kb][m][v]` (see `pack_raw`): cell m of
+                // group g is k-step 64·kb + 32·(m/8) + 8·g + m%8.
+                for m in 0..16 {
+                    let base = codes.add((kb * 16 + m) * RV * I::W);
+                    let mut p = [I::vzero(); RV];
+                    for v in 0..RV {
+                        p[v] = I::load(base.add(v * I::W));
+                    }
+                    for g in 0..4 {
+                        let kq = 64 * kb + 32 * (m / 8) + 8 * g + m % 8;
+                        let mut c = [I::vzero(); RV];
+                        for v in 0..RV {
+                            c[v] = group_codes::<I, F>(p[v], g);
+                        }
+                        for t in 0..T {
+                            let b = I::bcast4(q[t].add(4 * kq));
+                            for v in 0..RV {
+                                acc[t][v] = I::dot(acc[t][v], c[v], b);
+                            }
+                        }
+                    }
+                }
+            } else if I::I16_STEPS > 0 {
                 // int16 partial sums, widened every I16_STEPS k-steps (exact, see I16_STEPS).
                 let mut kq = 64 * kb;
                 while kq < end {
@@ -711,6 +755,43 @@ unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize>(
     }
 }
 
+/// [`pack_superblock`] without the split: super-block `kb` of the tile's `RV·W/4` rows goes to
+/// `codes` as transposed, still packed cell vectors, `[kb][m][v]` (`W` bytes each, cell `m` of
+/// the rows of vector `v`), which the micro-kernel splits itself (`Isa::SPLIT_IN_MICRO`).
+#[inline(always)]
+unsafe fn pack_raw<I: Isa, const F: u8, const RV: usize>(
+    w: &TernaryView<'_>,
+    tile_r0: usize,
+    kb: usize,
+    next: Option<usize>,
+    codes: *mut u8,
+) {
+    let lanes = I::W / 4;
+    let rt = RV * lanes;
+    let rb = w.row_bytes();
+    let off = if F == I2S {
+        64 * kb
+    } else {
+        TQ2_BLOCK_BYTES * kb
+    };
+    unsafe {
+        let base = w.data.as_ptr();
+        if let Some(r) = next {
+            for i in 0..rt {
+                I::prefetch(base.add((r + i) * rb + off));
+            }
+        }
+        for v in 0..RV {
+            let src = base.add((tile_r0 + v * lanes) * rb + off);
+            for c in 0..64 / I::W {
+                let m0 = c * lanes;
+                let dst = codes.add(((kb * 16 + m0) * RV + v) * I::W);
+                I::transpose(src.add(c * I::W), rb, dst, RV * I::W);
+            }
+        }
+    }
+}
+
 /// Decodes super-blocks `kbs` of rows `tile_r0..tile_r0+nr` into the micro-kernel's layout
 /// through a row-major code buffer (TQ1_0, the I2_S 128-column tail, and a matrix's last
 /// partial tile, whose missing rows are zero codes): each row is decoded as one sequential
@@ -828,11 +909,18 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
         while tile_r0 < r1 {
             let nr = rt.min(r1 - tile_r0);
             // Whole 256-column super-blocks of a full tile are transposed while still packed;
-            // the rest goes through the row-major code buffer.
-            let packed = if F != TQ1 && nr == rt { cols / 256 } else { 0 };
+            // the rest goes through the row-major code buffer. Where the ISA splits in the
+            // micro-kernel, a full tile of whole super-blocks stays packed.
+            let full = F != TQ1 && nr == rt;
+            let raw = I::SPLIT_IN_MICRO && I::I16_STEPS == 0 && full && cols.is_multiple_of(256);
+            let packed = if full { cols / 256 } else { 0 };
             let next = (tile_r0 + 2 * rt <= r1).then_some(tile_r0 + rt);
             for kb in 0..packed {
-                pack_superblock::<I, F, RV>(w, tile_r0, kb, next, tmp, codes);
+                if raw {
+                    pack_raw::<I, F, RV>(w, tile_r0, kb, next, codes);
+                } else {
+                    pack_superblock::<I, F, RV>(w, tile_r0, kb, next, tmp, codes);
+                }
                 if F == TQ2 {
                     for i in 0..rt {
                         let at = (tile_r0 + i) * w.row_bytes() + TQ2_BLOCK_BYTES * kb + 64;
@@ -843,32 +931,52 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
             if packed < nblk {
                 decode_rows::<I, F, RV>(w, tile_r0, nr, packed..nblk, rowbuf, cp, codes, dbuf);
             }
-            let n = a.n();
-            let mut t0 = 0;
-            while t0 + T <= n {
-                micro::<I, F, RV, T>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                t0 += T;
-            }
-            let mut rem = n - t0;
-            if T > 8 && rem >= 8 {
-                micro::<I, F, RV, 8>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                t0 += 8;
-                rem -= 8;
-            }
-            if T > 4 && rem >= 4 {
-                micro::<I, F, RV, 4>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                t0 += 4;
-                rem -= 4;
-            }
-            if T > 2 && rem >= 2 {
-                micro::<I, F, RV, 2>(codes, dbuf, w, a, t0, tile_r0, nr, out);
-                t0 += 2;
-                rem -= 2;
-            }
-            if rem >= 1 {
-                micro::<I, F, RV, 1>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            if raw {
+                tokens::<I, F, RV, T, true>(codes, dbuf, w, a, tile_r0, nr, out);
+            } else {
+                tokens::<I, F, RV, T, false>(codes, dbuf, w, a, tile_r0, nr, out);
             }
             tile_r0 += rt;
+        }
+    }
+}
+
+/// Every token of one tile: `T` at a time, then the remainder in halving steps.
+#[inline(always)]
+unsafe fn tokens<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW: bool>(
+    codes: *const u8,
+    dbuf: *const f32,
+    w: &TernaryView<'_>,
+    a: &QuantActs,
+    tile_r0: usize,
+    nr: usize,
+    out: Out,
+) {
+    unsafe {
+        let n = a.n();
+        let mut t0 = 0;
+        while t0 + T <= n {
+            micro::<I, F, RV, T, RAW>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            t0 += T;
+        }
+        let mut rem = n - t0;
+        if T > 8 && rem >= 8 {
+            micro::<I, F, RV, 8, RAW>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            t0 += 8;
+            rem -= 8;
+        }
+        if T > 4 && rem >= 4 {
+            micro::<I, F, RV, 4, RAW>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            t0 += 4;
+            rem -= 4;
+        }
+        if T > 2 && rem >= 2 {
+            micro::<I, F, RV, 2, RAW>(codes, dbuf, w, a, t0, tile_r0, nr, out);
+            t0 += 2;
+            rem -= 2;
+        }
+        if rem >= 1 {
+            micro::<I, F, RV, 1, RAW>(codes, dbuf, w, a, t0, tile_r0, nr, out);
         }
     }
 }

@@ -237,6 +237,7 @@ pub(crate) struct Avx512;
 impl Isa for Avx512 {
     const W: usize = 64;
     const GEMV_TOKENS: usize = 4;
+    const SPLIT_IN_MICRO: bool = true;
     type V = __m512i;
     type A = __m512i;
     type F = __m512;
