@@ -600,7 +600,7 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW:
         for kb in 0..nblk {
             let end = (64 * kb + 64).min(nkq);
             if RAW {
-                // `codes` holds packed cell vectors `[kb][m][v]` (see `pack_raw`): cell m of
+                // `codes` holds packed cell vectors `[kb][m][v]` (see `pack_superblock`): cell m of
                 // group g is k-step 64·kb + 32·(m/8) + 8·g + m%8.
                 for m in 0..16 {
                     let base = codes.add((kb * 16 + m) * RV * I::W);
@@ -701,16 +701,47 @@ unsafe fn micro<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW:
     }
 }
 
-/// Writes super-block `kb` of the `RV·W/4` rows from `tile_r0` (all inside the matrix) into the
-/// micro-kernel's `[k/4][row][4]` code layout, straight from the packed I2_S / TQ2_0 bytes: each
-/// `W`-byte chunk of `W/4` rows is transposed as 4-byte cells while still packed (a quarter of
-/// the bytes that transposing decoded codes moves), and each transposed vector then splits into
-/// four code vectors, one k-step each. Byte `b` of a super-block holds columns
-/// `128·(b/32) + 32·g + b%32` for groups g = 0..4 (see `act`), so cell `m` (bytes 4m..4m+4)
-/// of group g is k-step `32·(m/8) + 8·g + m%8`. `next` (if any) is the same super-block of the
-/// next tile, prefetched so that its transposes find it in the cache.
+/// Byte offset of super-block `kb` in an I2_S or TQ2_0 row.
 #[inline(always)]
-unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize>(
+pub(crate) fn superblock_offset<const F: u8>(kb: usize) -> usize {
+    if F == I2S {
+        64 * kb
+    } else {
+        TQ2_BLOCK_BYTES * kb
+    }
+}
+
+/// Prefetches the bytes at `off` of `rows` rows from `r0`: the super-block the next tile's
+/// transposes will read, so that they find it in the cache.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_tile<I: Isa>(
+    w: &TernaryView<'_>,
+    r0: usize,
+    rows: usize,
+    off: usize,
+) {
+    let rb = w.row_bytes();
+    unsafe {
+        for i in 0..rows {
+            I::prefetch(w.data.as_ptr().add((r0 + i) * rb + off));
+        }
+    }
+}
+
+/// Writes super-block `kb` of the `RV·W/4` rows from `tile_r0` (all inside the matrix) into the
+/// micro-kernel's layout, straight from the packed I2_S / TQ2_0 bytes: each `W`-byte chunk of
+/// `W/4` rows is transposed as 4-byte cells while still packed (a quarter of the bytes that
+/// transposing decoded codes moves). Byte `b` of a super-block holds columns
+/// `128·(b/32) + 32·g + b%32` for groups g = 0..4 (see `act`), so cell `m` (bytes 4m..4m+4)
+/// of group g is k-step `32·(m/8) + 8·g + m%8`.
+/// - `RAW` (`Isa::SPLIT_IN_MICRO`): the transposed cell vectors are the result, `[kb][m][v]`
+///   (`W` bytes each: cell `m` of the rows of vector `v`); the micro-kernel splits them.
+/// - otherwise each transposed vector splits here into four code vectors, one k-step each, in
+///   the `[k/4][row][4]` layout.
+///
+/// `next` (if any) is the first row of the next tile, whose same super-block is prefetched.
+#[inline(always)]
+unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize, const RAW: bool>(
     w: &TernaryView<'_>,
     tile_r0: usize,
     kb: usize,
@@ -721,21 +752,19 @@ unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize>(
     let lanes = I::W / 4;
     let rt = RV * lanes;
     let rb = w.row_bytes();
-    let off = if F == I2S {
-        64 * kb
-    } else {
-        TQ2_BLOCK_BYTES * kb
-    };
+    let off = superblock_offset::<F>(kb);
     unsafe {
-        let base = w.data.as_ptr();
         if let Some(r) = next {
-            for i in 0..rt {
-                I::prefetch(base.add((r + i) * rb + off));
-            }
+            prefetch_tile::<I>(w, r, rt, off);
         }
         for v in 0..RV {
-            let src = base.add((tile_r0 + v * lanes) * rb + off);
+            let src = w.data.as_ptr().add((tile_r0 + v * lanes) * rb + off);
             for c in 0..64 / I::W {
+                if RAW {
+                    let dst = codes.add(((kb * 16 + c * lanes) * RV + v) * I::W);
+                    I::transpose(src.add(c * I::W), rb, dst, RV * I::W);
+                    continue;
+                }
                 I::transpose(src.add(c * I::W), rb, tmp, I::W);
                 for j in 0..lanes {
                     let m = c * lanes + j;
@@ -750,43 +779,6 @@ unsafe fn pack_superblock<I: Isa, const F: u8, const RV: usize>(
                         I::store(codes.add((kq * rt + v * lanes) * 4), groups[g]);
                     }
                 }
-            }
-        }
-    }
-}
-
-/// [`pack_superblock`] without the split: super-block `kb` of the tile's `RV·W/4` rows goes to
-/// `codes` as transposed, still packed cell vectors, `[kb][m][v]` (`W` bytes each, cell `m` of
-/// the rows of vector `v`), which the micro-kernel splits itself (`Isa::SPLIT_IN_MICRO`).
-#[inline(always)]
-unsafe fn pack_raw<I: Isa, const F: u8, const RV: usize>(
-    w: &TernaryView<'_>,
-    tile_r0: usize,
-    kb: usize,
-    next: Option<usize>,
-    codes: *mut u8,
-) {
-    let lanes = I::W / 4;
-    let rt = RV * lanes;
-    let rb = w.row_bytes();
-    let off = if F == I2S {
-        64 * kb
-    } else {
-        TQ2_BLOCK_BYTES * kb
-    };
-    unsafe {
-        let base = w.data.as_ptr();
-        if let Some(r) = next {
-            for i in 0..rt {
-                I::prefetch(base.add((r + i) * rb + off));
-            }
-        }
-        for v in 0..RV {
-            let src = base.add((tile_r0 + v * lanes) * rb + off);
-            for c in 0..64 / I::W {
-                let m0 = c * lanes;
-                let dst = codes.add(((kb * 16 + m0) * RV + v) * I::W);
-                I::transpose(src.add(c * I::W), rb, dst, RV * I::W);
             }
         }
     }
@@ -917,9 +909,9 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
             let next = (tile_r0 + 2 * rt <= r1).then_some(tile_r0 + rt);
             for kb in 0..packed {
                 if raw {
-                    pack_raw::<I, F, RV>(w, tile_r0, kb, next, codes);
+                    pack_superblock::<I, F, RV, true>(w, tile_r0, kb, next, tmp, codes);
                 } else {
-                    pack_superblock::<I, F, RV>(w, tile_r0, kb, next, tmp, codes);
+                    pack_superblock::<I, F, RV, false>(w, tile_r0, kb, next, tmp, codes);
                 }
                 if F == TQ2 {
                     for i in 0..rt {

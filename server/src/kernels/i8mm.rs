@@ -28,7 +28,10 @@ use std::cell::RefCell;
 use super::acts::AlignedBuf;
 use super::arm::Dotprod;
 use super::formats::TQ2_BLOCK_BYTES;
-use super::generic::{self, GEMM_MIN_N, I2S, Isa, TQ1, TQ2, decode_superblock, split, tq_scale};
+use super::generic::{
+    self, GEMM_MIN_N, I2S, TQ1, TQ2, decode_superblock, prefetch_tile, split, superblock_offset,
+    tq_scale,
+};
 use super::{Kernels, Out, QuantActs, TernaryView};
 
 /// Row pairs per tile (8 rows).
@@ -93,17 +96,11 @@ unsafe fn pack_superblock<const F: u8>(
     codes: *mut u8,
 ) {
     let rb = w.row_bytes();
-    let off = if F == I2S {
-        64 * kb
-    } else {
-        TQ2_BLOCK_BYTES * kb
-    };
+    let off = superblock_offset::<F>(kb);
     unsafe {
         let base = w.data.as_ptr();
         if let Some(r) = next {
-            for i in 0..ROWS {
-                <Dotprod as Isa>::prefetch(base.add((r + i) * rb + off));
-            }
+            prefetch_tile::<Dotprod>(w, r, ROWS, off);
         }
         for p in 0..RP {
             let r0 = base.add((tile_r0 + 2 * p) * rb + off);
