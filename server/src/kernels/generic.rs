@@ -893,58 +893,89 @@ unsafe fn gemm<I: Isa, const F: u8, const RV: usize, const T: usize>(
     });
     // The buffer stays valid: nothing below re-enters `gemm` on this thread.
     unsafe {
-        let codes = base;
-        let rowbuf = base.add(codes_len);
-        let dbuf = base.add(codes_len + rowbuf_len).cast::<f32>();
-        let tmp = base.add(codes_len + rowbuf_len + dbuf_len);
+        let bufs = TileBufs {
+            codes: base,
+            rowbuf: base.add(codes_len),
+            cp,
+            dbuf: base.add(codes_len + rowbuf_len).cast::<f32>(),
+            tmp: base.add(codes_len + rowbuf_len + dbuf_len),
+        };
         let mut tile_r0 = r0;
         while tile_r0 < r1 {
             let nr = rt.min(r1 - tile_r0);
-            // Whole 256-column super-blocks of a full tile are transposed while still packed;
-            // the rest goes through the row-major code buffer. Where the ISA splits in the
-            // micro-kernel, a full tile of whole super-blocks stays packed.
-            let full = F != TQ1 && nr == rt;
-            let raw = I::SPLIT_IN_MICRO && I::I16_STEPS == 0 && full && cols.is_multiple_of(256);
-            let packed = if full { cols / 256 } else { 0 };
             let next = (tile_r0 + 2 * rt <= r1).then_some(tile_r0 + rt);
-            for kb in 0..packed {
-                if raw {
-                    pack_superblock::<I, F, RV, true>(w, tile_r0, kb, next, tmp, codes);
-                } else {
-                    pack_superblock::<I, F, RV, false>(w, tile_r0, kb, next, tmp, codes);
-                }
-                if F == TQ2 {
-                    for i in 0..rt {
-                        let at = (tile_r0 + i) * w.row_bytes() + TQ2_BLOCK_BYTES * kb + 64;
-                        *dbuf.add(kb * rt + i) = tq_scale(w.data, at);
-                    }
-                }
-            }
-            if packed < nblk {
-                decode_rows::<I, F, RV>(w, tile_r0, nr, packed..nblk, rowbuf, cp, codes, dbuf);
-            }
+            // Where the ISA splits in the micro-kernel, a full tile of whole super-blocks stays
+            // packed.
+            let raw = I::SPLIT_IN_MICRO
+                && I::I16_STEPS == 0
+                && F != TQ1
+                && nr == rt
+                && cols.is_multiple_of(256);
             if raw {
-                tokens::<I, F, RV, T, true>(codes, dbuf, w, a, tile_r0, nr, out);
+                tile::<I, F, RV, T, true>(w, a, tile_r0, nr, next, bufs, out);
             } else {
-                tokens::<I, F, RV, T, false>(codes, dbuf, w, a, tile_r0, nr, out);
+                tile::<I, F, RV, T, false>(w, a, tile_r0, nr, next, bufs, out);
             }
             tile_r0 += rt;
         }
     }
 }
 
-/// Every token of one tile: `T` at a time, then the remainder in halving steps.
+/// A GEMM's per-thread scratch: the tile's codes, the row-major code buffer (`cp` bytes a row)
+/// and the TQ block scales of the decode path, and `pack_superblock`'s transpose buffer.
+#[derive(Clone, Copy)]
+struct TileBufs {
+    codes: *mut u8,
+    rowbuf: *mut u8,
+    cp: usize,
+    dbuf: *mut f32,
+    tmp: *mut u8,
+}
+
+/// One tile of `nr` rows from `tile_r0`: its codes, then every token's products. Whole 256-column
+/// super-blocks of a full tile are transposed while still packed (and with `RAW`, left packed);
+/// the rest goes through the row-major code buffer. `next`: the next tile's first row.
 #[inline(always)]
-unsafe fn tokens<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW: bool>(
-    codes: *const u8,
-    dbuf: *const f32,
+unsafe fn tile<I: Isa, const F: u8, const RV: usize, const T: usize, const RAW: bool>(
     w: &TernaryView<'_>,
     a: &QuantActs,
     tile_r0: usize,
     nr: usize,
+    next: Option<usize>,
+    b: TileBufs,
     out: Out,
 ) {
+    let rt = RV * I::W / 4;
+    let nblk = w.cols.div_ceil(256);
+    let packed = if F != TQ1 && nr == rt {
+        w.cols / 256
+    } else {
+        0
+    };
     unsafe {
+        for kb in 0..packed {
+            pack_superblock::<I, F, RV, RAW>(w, tile_r0, kb, next, b.tmp, b.codes);
+            if F == TQ2 {
+                for i in 0..rt {
+                    let at = (tile_r0 + i) * w.row_bytes() + superblock_offset::<F>(kb) + 64;
+                    *b.dbuf.add(kb * rt + i) = tq_scale(w.data, at);
+                }
+            }
+        }
+        if packed < nblk {
+            decode_rows::<I, F, RV>(
+                w,
+                tile_r0,
+                nr,
+                packed..nblk,
+                b.rowbuf,
+                b.cp,
+                b.codes,
+                b.dbuf,
+            );
+        }
+        // Every token: `T` at a time, then the remainder in halving steps.
+        let (codes, dbuf) = (b.codes.cast_const(), b.dbuf.cast_const());
         let n = a.n();
         let mut t0 = 0;
         while t0 + T <= n {
