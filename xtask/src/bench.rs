@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The llama.cpp build we compare with (its sdist compiles llama.cpp for this CPU).
-const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
+pub const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
 /// Targets from the kernels issue (tok/s, F16 head, kernel chosen for this CPU):
 /// (threads, pp128, tg64).
 const TARGETS: [(usize, f64, f64); 2] = [(2, 160.0, 20.0), (1, 90.0, 11.0)];

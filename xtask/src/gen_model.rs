@@ -80,14 +80,24 @@ pub fn llama3_vocab() -> Result<GgufVocab> {
     Ok(ranked.to_gguf())
 }
 
+/// Where the vocab dump is read from: `$BITNET_LLAMA3_VOCAB`, else a cache under `target/`.
+fn llama3_vocab_path() -> PathBuf {
+    match std::env::var_os("BITNET_LLAMA3_VOCAB") {
+        Some(p) => PathBuf::from(p),
+        None => crate::workspace_root()
+            .join("target")
+            .join("llama3.vocab.bin"),
+    }
+}
+
+/// Whether the vocab dump exists already (then no Python is needed).
+pub fn llama3_vocab_cached() -> bool {
+    llama3_vocab_path().exists()
+}
+
 /// Path of the vocab dump, creating it with the venv's quicktok-v1 if needed.
 pub fn llama3_vocab_dump() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("BITNET_LLAMA3_VOCAB") {
-        return Ok(PathBuf::from(p));
-    }
-    let path = crate::workspace_root()
-        .join("target")
-        .join("llama3.vocab.bin");
+    let path = llama3_vocab_path();
     if !path.exists() {
         let python = pyenv::python_with(&[QUICKTOK])?;
         let script = crate::workspace_root().join("xtask/py/dump_llama3_vocab.py");

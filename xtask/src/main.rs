@@ -2,8 +2,10 @@
 
 mod bench;
 mod ci;
+mod fresh;
 mod gen_model;
 mod images;
+mod prereq;
 mod pyenv;
 
 use clap::{Parser, Subcommand};
@@ -34,13 +36,41 @@ enum Command {
     Ci(ci::CiArgs),
     /// pp/tg speed per kernel variant and thread count, side by side with llama.cpp.
     Bench(bench::BenchArgs),
+    /// What each command needs from this machine: present (with versions) or missing.
+    Doctor(prereq::DoctorArgs),
+    /// Prove the README's commands on a fresh Debian 12 made by debootstrap, in Docker.
+    FreshCheck(fresh::FreshArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    use prereq::{Job, preflight};
     match Cli::parse().command {
-        Command::BuildImages(args) => images::run(args),
-        Command::GenModel(args) => gen_model::run(&args),
+        Command::BuildImages(args) => {
+            let mut jobs = vec![Job::BuildImages];
+            if args.load {
+                jobs.push(Job::Load);
+            }
+            preflight("build-images", &jobs, &args.tiers, !args.no_install)?;
+            images::run(args)
+        }
+        Command::GenModel(args) => {
+            preflight("gen-model", &[Job::GenModel], &[], true)?;
+            gen_model::run(&args)
+        }
         Command::Ci(args) => ci::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => {
+            let job = if args.no_peer {
+                Job::GenModel
+            } else {
+                Job::Bench
+            };
+            preflight("bench", &[job], &[], true)?;
+            bench::run(&args)
+        }
+        Command::Doctor(args) => prereq::doctor(&args),
+        Command::FreshCheck(args) => {
+            preflight("fresh-check", &[Job::FreshCheck], &[], !args.no_install)?;
+            fresh::run(&args)
+        }
     }
 }

@@ -49,17 +49,38 @@ pub fn python_with(requirements: &[&str]) -> Result<PathBuf> {
 
 /// `name==1.2` / `name>=1` / `name` → is a distribution called `name` installed?
 fn is_installed(python: &Path, requirement: &str) -> bool {
+    version_in(python, requirement).is_some()
+}
+
+/// The installed version of `requirement`'s distribution in the project venv, if the venv exists
+/// and has it (at the pinned version, for `name==version`).
+pub fn installed_version(requirement: &str) -> Option<String> {
+    let python = venv_dir().join("bin").join("python");
+    python.exists().then(|| version_in(&python, requirement))?
+}
+
+fn version_in(python: &Path, requirement: &str) -> Option<String> {
     let name = requirement
         .split(|c: char| "=<>!~[; ".contains(c))
         .next()
         .unwrap_or(requirement);
-    Command::new(python)
-        .args(["-m", "pip", "show", "-q", name])
-        .stdout(std::process::Stdio::null())
+    let out = Command::new(python)
+        .args(["-m", "pip", "show", name])
         .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let version = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:"))?
+        .trim()
+        .to_string();
+    match requirement.split_once("==") {
+        Some((_, pinned)) if pinned.trim() != version => None,
+        _ => Some(version),
+    }
 }
 
 fn find_host_python() -> Result<PathBuf> {

@@ -6,8 +6,8 @@
 //!
 //! All tests share one build (`target/images-test`, tier builds in the usual `target/tiers`), so a
 //! warm run takes seconds; the reproducibility test builds from scratch (BITNET_REPRO_TIERS,
-//! default `x86-64-v3`; `all` for every tier). Needs: Docker daemon, and the Debian packages
-//! qemu-user-static, skopeo, umoci, docker-registry (installed here when running as root).
+//! default `x86-64-v3`; `all` for every tier). Needs: Docker daemon, and what the xtask's
+//! `image-tests` job lists (`xtask doctor image-tests`; installed here when running as root).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -68,31 +68,31 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A tool from a Debian package: installed if missing and we are root, else a clear failure.
-fn require(tool: &str, package: &str) {
-    let found = |t: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if found(tool) {
-        return;
+/// A tool the image tests use. What they need is known in one place, the xtask's `image-tests`
+/// job (`xtask/src/prereq.rs`): its preflight (`xtask doctor --install image-tests`) runs once
+/// and installs what is missing as root, or fails naming the one command that fixes it all.
+fn require(tool: &str) {
+    static PREFLIGHT: OnceLock<Result<(), String>> = OnceLock::new();
+    let pre = PREFLIGHT.get_or_init(|| {
+        let (o, _) = xtask(&["doctor", "--install", "image-tests"], &[]);
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(text(&o))
+        }
+    });
+    if let Err(e) = pre {
+        panic!("the image tests' prerequisites are missing:\n{e}");
     }
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(
-        is_root,
-        "{tool} is missing: run `sudo apt-get install -y {package}`"
+        found,
+        "{tool} is not on PATH although the image-tests preflight passed: add it to the \
+         image-tests job in xtask/src/prereq.rs"
     );
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok && found(tool), "installing {package} for {tool} failed");
 }
 
 struct Build {
@@ -267,8 +267,8 @@ fn binaries_are_static_stripped_and_for_the_right_machine() {
 
 #[test]
 fn layout_is_accepted_by_skopeo_and_umoci() {
-    require("skopeo", "skopeo");
-    require("umoci", "umoci");
+    require("skopeo");
+    require("umoci");
     let b = build();
     let layout = b.out.join("oci");
     for t in b.summary["tiers"].as_array().unwrap() {
@@ -621,7 +621,7 @@ fn qemu(arch_bin: &str, cpu: &str, bin: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn cpu_guard_refuses_older_cpus_with_exit_78_and_names_the_tag_to_use() {
-    require("qemu-x86_64-static", "qemu-user-static");
+    require("qemu-x86_64-static");
     let b = build();
     let dir = tempfile::tempdir().unwrap();
     let v = b.version();
@@ -687,7 +687,7 @@ fn cpu_guard_refuses_older_cpus_with_exit_78_and_names_the_tag_to_use() {
 
 #[test]
 fn aarch64_binary_from_its_image_runs_under_qemu() {
-    require("qemu-aarch64-static", "qemu-user-static");
+    require("qemu-aarch64-static");
     let b = build();
     let dir = tempfile::tempdir().unwrap();
     let bin = b.binary("aarch64", dir.path());
@@ -721,7 +721,7 @@ impl Drop for Registry {
 }
 
 fn start_registry(user: &str, password: &str) -> Registry {
-    require("docker-registry", "docker-registry");
+    require("docker-registry");
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -758,7 +758,7 @@ fn start_registry(user: &str, password: &str) -> Registry {
 
 #[test]
 fn push_to_a_local_registry_with_basic_auth_keeps_digests() {
-    require("skopeo", "skopeo");
+    require("skopeo");
     let b = build();
     let (user, password) = ("pusher", "correct-horse-battery");
     let reg = start_registry(user, password);

@@ -27,11 +27,11 @@ mod fingerprint;
 mod layer;
 mod oci;
 mod plan;
-mod profile;
+pub mod profile;
 mod project;
 mod registry;
 mod sbom;
-mod spec;
+pub mod spec;
 mod summary;
 mod toolchain;
 
@@ -219,12 +219,6 @@ fn prepare(args: Args, root: PathBuf, out: PathBuf) -> Result<Run> {
     };
     validate_reference(&meta)?;
 
-    let install = !args.no_install;
-    let targets: BTreeSet<&str> = tiers.iter().map(|t| t.target.as_str()).collect();
-    toolchain::ensure_targets(&targets.into_iter().collect::<Vec<_>>(), install)?;
-    for t in &tiers {
-        toolchain::ensure_linker(&t.target, &t.rustflags, install)?;
-    }
     let (rustc_vv, rustc_v) = toolchain::rustc_version()?;
     let sysroot = toolchain::sysroot()?;
     let resolve = |entries: &[spec::EntrySpec]| -> Result<Vec<ResolvedEntry>> {
@@ -291,10 +285,9 @@ fn build_tiers(run: &Run, shared: &mut Shared) -> Result<Vec<Built>> {
                 c_crates.join(", "),
                 plan.target
             ));
-            plan.env.extend(toolchain::c_compiler_env(
-                &plan.target,
-                !run.args.no_install,
-            )?);
+            let (needs, env) = crate::prereq::c_compiler(&plan.target)?;
+            crate::prereq::ensure("build-images", &needs, !run.args.no_install)?;
+            plan.env.extend(env);
         }
     }
     run.progress.line(&format!(
