@@ -2,7 +2,7 @@
 //!
 //! This module is the *specification* the SIMD kernels are tested against: every function here
 //! decodes or encodes one element or one row in the most direct way the format description
-//! allows (`reference/bitnet-model-and-gguf.md` §4.3 for I2_S, §5.2 for TQ1_0/TQ2_0). It is used by
+//! allows (`docs/formats.md`: #i2_s, #tq2_0, #tq1_0; code 3 in #code-3). It is used by
 //! the scalar reference kernel, by the row decoders of the GEMM path on CPUs without a faster
 //! decoder, and by the tests (random matrices are built with the encoders below).
 //!
