@@ -51,8 +51,9 @@ impl Shape {
 const ARCH: &str = "bitnet-b1.58";
 
 /// The chat template stored in synthetic files. The published file embeds an older
-/// `Human:/BITNETAssistant:` template (reference §1); the engine uses the HF form for BitNet
-/// architectures regardless, so this only has to be a valid template of that style.
+/// `Human:/BITNETAssistant:` template (docs/formats.md#the-published-2b-4t-file); the engine
+/// uses the HF form for BitNet architectures regardless, so this only has to be a valid template
+/// of that style.
 const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}{{ bos_token }}{% endif %}{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}";
 
 /// The architecture a synthetic file declares.
@@ -109,7 +110,7 @@ pub fn build_for_arch(
         _ => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
     };
     let mut w = GgufWriter::new();
-    // Same keys, same order as the published file (reference §3.2).
+    // Same keys, same order as the published file (docs/formats.md#the-published-2b-4t-file).
     w.kv("general.architecture", Value::String(arch.name().into()))
         .kv("general.name", Value::String(shape.name.into()))
         .kv(&key("vocab_size"), Value::U32(n_vocab as u32))
@@ -334,8 +335,9 @@ mod tests {
         }
     }
 
-    /// reference §3.3: the published ggml-model-i2_s.gguf has 332 tensors — 210 I2_S, 121 F32,
-    /// 1 F16 — holding 1,179,449,920 bytes of tensor data, with these per-tensor sizes.
+    /// docs/formats.md#the-published-2b-4t-file: the published ggml-model-i2_s.gguf has 332
+    /// tensors — 210 I2_S, 121 F32, 1 F16 — holding 1,179,449,920 bytes of tensor data, with these
+    /// per-tensor sizes.
     #[test]
     fn b2b4t_plan_matches_the_published_tensor_table() {
         let plan = tensor_plan(&Shape::B2B4T, GgmlType::I2S, GgmlType::F16, 128_256);

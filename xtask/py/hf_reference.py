@@ -13,7 +13,7 @@ What it does
     * a greedy continuation (argmax, lowest id on ties) of ``--steps`` tokens using the KV cache.
 
     Checks recorded with every fixture (README in server/tests/data/reference explains them):
-    * agreement: a plain numpy implementation written from reference/bitnet-model-and-gguf.md §2,
+    * agreement: a plain numpy implementation written from docs/model.md,
       transformers' other BitNet linear class, and transformers' uncached decode must match
       (cosine >= 0.999 on every row, or the script fails);
     * robustness: 16 numpy runs perturbed like another correct engine (ulp jitter before every
@@ -272,7 +272,7 @@ def decode_float(g: Gguf, name: str) -> np.ndarray:
 
 
 def _i2s_codes(raw: memoryview, n: int) -> np.ndarray:
-    """I2_S codes in element order (reference §4.3): 128-element blocks of 32 bytes; byte 32b+m
+    """I2_S codes in element order (docs/formats.md#i2_s-codes): 128-element blocks of 32 bytes; byte 32b+m
     holds elements 128b+m, +32, +64, +96 from the most significant bit pair down."""
     packed = np.frombuffer(raw[: n // 4], dtype=np.uint8).reshape(-1, 32)
     codes = np.empty((packed.shape[0], 4, 32), dtype=np.uint8)
@@ -282,7 +282,7 @@ def _i2s_codes(raw: memoryview, n: int) -> np.ndarray:
 
 
 def _tq2_codes(raw: memoryview, nblocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """TQ2_0 (reference §5.2): 66-byte blocks, qs[64] then fp16 d; element 128j+32l+m is
+    """TQ2_0 (docs/formats.md#tq2_0): 66-byte blocks, qs[64] then fp16 d; element 128j+32l+m is
     qs[32j+m] bits 2l..2l+1 (least significant pair first)."""
     blk = np.frombuffer(raw, dtype=np.uint8).reshape(nblocks, 66)
     qs = blk[:, :64].reshape(nblocks, 2, 32)
@@ -300,7 +300,7 @@ def _trit(b: np.ndarray, n: int) -> np.ndarray:
 
 
 def _tq1_codes(raw: memoryview, nblocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """TQ1_0 (reference §5.2): 54-byte blocks qs[48], qh[4], fp16 d; base-3 packing, first trit
+    """TQ1_0 (docs/formats.md#tq1_0): 54-byte blocks qs[48], qh[4], fp16 d; base-3 packing, first trit
     most significant."""
     blk = np.frombuffer(raw, dtype=np.uint8).reshape(nblocks, 54)
     codes = np.empty((nblocks, 256), dtype=np.uint8)
@@ -485,7 +485,7 @@ def load_weights(g: Gguf) -> Weights:
 
 
 # ----------------------------------------------------------------------------------------------
-# Plain numpy forward pass (reference/bitnet-model-and-gguf.md §2), used only as a cross-check
+# Plain numpy forward pass (docs/model.md), used only as a cross-check
 # ----------------------------------------------------------------------------------------------
 
 
@@ -497,9 +497,11 @@ def np_rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def np_bitlinear(
     x: np.ndarray, tern: np.ndarray, scale: float, quantize: bool = True, dither: np.random.Generator | None = None
 ) -> np.ndarray:
-    """§2.2–2.3: per-row absmax int8 quantization, exact integer dot with the ternary codes,
-    then (acc / s) * scale. `dither` multiplies the input by (1 + 2^-22·N(0,1)) first: a stand-in
-    for another correct implementation whose float rounding differs by a couple of ulps."""
+    """Per-row absmax int8 quantization, exact integer dot with the ternary codes, then
+    (acc / s) * scale (docs/model.md#activation-quantization,
+    docs/model.md#the-ternary-matrix-product). `dither` multiplies the input by
+    (1 + 2^-22·N(0,1)) first: a stand-in for another correct implementation whose float rounding
+    differs by a couple of ulps."""
     if dither is not None:
         x = (x * (1.0 + DITHER_EPS * dither.standard_normal(x.shape))).astype(np.float32)
     if not quantize:
@@ -665,7 +667,7 @@ def check_versions(allow_other: bool) -> dict:
 
 
 def pack_hf(tern: np.ndarray) -> np.ndarray:
-    """Ternary [out, in] -> HF packed uint8 [out/4, in] (reference §4.6): bit pair k of packed row i
+    """Ternary [out, in] -> HF packed uint8 [out/4, in] (docs/formats.md#hugging-face-packed-weights): bit pair k of packed row i
     holds logical row k*(out/4) + i as code value+1."""
     out = tern.shape[0]
     if out % 4:

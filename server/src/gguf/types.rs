@@ -6,7 +6,8 @@ use std::fmt;
 
 /// A tensor element type this engine can read.
 ///
-/// Ids follow upstream ggml, plus the bitnet.cpp fork's `I2_S = 36` (reference §4.1).
+/// Ids follow upstream ggml, plus the bitnet.cpp fork's `I2_S = 36`
+/// (docs/formats.md#ggml-type-ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
@@ -86,7 +87,7 @@ impl GgmlType {
     /// Bytes a tensor of shape `dims` (ne0 first) occupies, or why it cannot be stored.
     ///
     /// I2_S is special-cased as in the bitnet.cpp fork: `n/4` bytes of 2-bit codes followed by
-    /// a 32-byte trailer holding the f32 tensor scale (reference §4.2–4.3).
+    /// a 32-byte trailer holding the f32 tensor scale (docs/formats.md#i2_s-size).
     pub fn nbytes(self, dims: &[u64]) -> Result<u64, SizeError> {
         let n = dims
             .iter()
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn sizes_match_the_published_file() {
-        // reference §3.3: bytes of each tensor in ggml-model-i2_s.gguf
+        // docs/formats.md#the-published-2b-4t-file: bytes of each tensor in ggml-model-i2_s.gguf
         assert_eq!(GgmlType::I2S.nbytes(&[2560, 2560]), Ok(1_638_432));
         assert_eq!(GgmlType::I2S.nbytes(&[2560, 640]), Ok(409_632));
         assert_eq!(GgmlType::I2S.nbytes(&[2560, 6912]), Ok(4_423_712));

@@ -1,7 +1,7 @@
 //! Per-token int8 activation quantization (the "A8" of W1.58A8) and 64-byte aligned buffers.
 //!
 //! [`QuantActs`] holds n tokens' activations quantized exactly like bitnet.cpp's
-//! `quantize_row_i8_s` (`reference/bitnet-model-and-gguf.md` §2.2):
+//! `quantize_row_i8_s` (`docs/model.md#activation-quantization`):
 //! `amax = max(1e-5, max |x|)` in f64, `s = (127 / amax) as f32`, `q = clamp(rne(x · s), −128, 127)`
 //! where `x · s` is an f32 product and `rne` rounds half to even, plus `Σq` per token and per
 //! 256-element block (the TQ epilogues need the block sums).

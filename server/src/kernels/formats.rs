@@ -2,9 +2,10 @@
 //!
 //! This module is the *specification* the SIMD kernels are tested against: every function here
 //! decodes or encodes one element or one row in the most direct way the format description
-//! allows (`reference/bitnet-model-and-gguf.md` §4.3 for I2_S, §5.2 for TQ1_0/TQ2_0). It is used by
-//! the scalar reference kernel, by the row decoders of the GEMM path on CPUs without a faster
-//! decoder, and by the tests (random matrices are built with the encoders below).
+//! allows (`docs/formats.md#i2_s`, `docs/formats.md#tq2_0`, `docs/formats.md#tq1_0`; code 3:
+//! `docs/formats.md#code-3`). It is used by the scalar reference kernel, by the row decoders of
+//! the GEMM path on CPUs without a faster decoder, and by the tests (random matrices are built
+//! with the encoders below).
 //!
 //! A *code* is the stored ternary digit: 0, 1 or 2, meaning −1, 0, +1. I2_S and TQ2_0 can also
 //! store the bit pattern 3, which no quantizer writes; every kernel treats it as the integer 3

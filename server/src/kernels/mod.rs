@@ -6,7 +6,7 @@
 //! quantized per token by [`QuantActs`] (int8 `q`, scale `s`, `Σq`), every variant returns the
 //! same f32 bits as the scalar reference:
 //! * I2_S: `y = ((acc as f32) − (Σq as f32)) / s · scale` with `acc = Σ_j c_j·q_j` (i32) —
-//!   bitnet.cpp's epilogue (`reference/bitnet-model-and-gguf.md` §2.3).
+//!   bitnet.cpp's epilogue (`docs/model.md#the-ternary-matrix-product`).
 //! * TQ2_0 / TQ1_0: `f = 0; for each 256-block b in order: f = f + d_b · ((acc_b − Σq_b) as f32)`,
 //!   then `y = f / s`, with `d_b` the block's fp16 scale. (llama.cpp instead quantizes activations
 //!   per 256-block, Q8_K; we keep BitNet's per-token scheme so all three formats agree.)

@@ -3,7 +3,7 @@
 
 use crate::gguf::{GgufError, GgufFile};
 
-/// Architectures that share the BitNet b1.58 graph (reference §3.1).
+/// Architectures that share the BitNet b1.58 graph (docs/formats.md#model-metadata-keys).
 pub const SUPPORTED_ARCHS: [&str; 2] = ["bitnet-b1.58", "bitnet-25"];
 
 /// The FFN activation. BitNet b1.58 is trained with squared ReLU; a file may say otherwise

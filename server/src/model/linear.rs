@@ -1,8 +1,9 @@
 //! The model's weight matrices as the kernels see them.
 //!
 //! Ternary matrices keep their on-disk packing (borrowed from the mapped file); products go
-//! through `crate::kernels`, which quantize activations per token to int8 (reference §2.2) and
-//! apply bitnet.cpp's epilogue (§2.3). This module only locates and validates the bytes.
+//! through `crate::kernels`, which quantize activations per token to int8
+//! (docs/model.md#activation-quantization) and apply bitnet.cpp's epilogue
+//! (docs/model.md#the-ternary-matrix-product). This module only locates and validates the bytes.
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::kernels::{KernelError, TernaryFormat, TernaryView};

@@ -1,4 +1,4 @@
-//! The BitNet b1.58 forward pass (reference §2): loading typed weight views from a GGUF file
+//! The BitNet b1.58 forward pass (docs/model.md): loading typed weight views from a GGUF file
 //! and running batches of tokens from one or many sequences through the decoder.
 //!
 //! This module owns the graph and its numerics. It does not tokenize, sample or schedule

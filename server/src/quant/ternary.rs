@@ -1,4 +1,4 @@
-//! Ternary weight packings (reference spec §4.3 and §5.2).
+//! Ternary weight packings (docs/formats.md#i2_s, docs/formats.md#tq2_0, docs/formats.md#tq1_0).
 //!
 //! Values are `-1, 0, +1`; codes on disk are `value + 1`. A tensor is `rows × cols` with rows
 //! contiguous (ggml `[ne0 = cols, ne1 = rows]`).
@@ -156,8 +156,8 @@ fn value(code: u8) -> i8 {
 mod tests {
     use super::*;
 
-    /// Hand-computed bytes from the spec (§4.3): element 0 = +1 (code 2) in the top bit pair of
-    /// byte 0; element 32 = -1 (code 0); element 64 = 0 (code 1); element 96 = +1 (code 2):
+    /// Hand-computed bytes (docs/formats.md#i2_s-codes): element 0 = +1 (code 2) in the top bit
+    /// pair of byte 0; element 32 = -1 (code 0); element 64 = 0 (code 1); element 96 = +1 (code 2):
     /// byte 0 = 10 00 01 10 = 0x86. Elements 1..31 and 33.. are 0 (code 1 in every pair: 0x55).
     #[test]
     fn i2s_hand_computed() {
@@ -176,9 +176,10 @@ mod tests {
         assert_eq!(decode_i2s(&bytes, 128), (v, 0.5));
     }
 
-    /// §5.2: TQ2_0 puts group 0 in the low bits. Element 0 = +1, element 32 = -1, element 64 = 0,
-    /// element 96 = +1 → byte 0 = 10 01 00 10 = 0x92; element 128 (second half) = -1 → qs[32] low
-    /// pair 00: 01 01 01 00 = 0x54; d = 2.0 as fp16 = 0x4000.
+    /// docs/formats.md#tq2_0: TQ2_0 puts group 0 in the low bits. Element 0 = +1,
+    /// element 32 = -1, element 64 = 0, element 96 = +1 → byte 0 = 10 01 00 10 = 0x92;
+    /// element 128 (second half) = -1 → qs[32] low pair 00: 01 01 01 00 = 0x54; d = 2.0 as fp16
+    /// = 0x4000.
     #[test]
     fn tq2_0_hand_computed() {
         let mut v = vec![0i8; 256];
@@ -195,11 +196,12 @@ mod tests {
         assert_eq!(decode_tq2_0(&bytes, 256), (v, vec![2.0]));
     }
 
-    /// §5.2: TQ1_0 base-3 packing. qs[0] holds elements 0, 32, 64, 96, 128 with element 0 most
-    /// significant. Values +1, -1, 0, 0, +1 → trits 2,0,1,1,2 → q = 2·81 + 0·27 + 1·9 + 1·3 + 2
-    /// = 176 → byte ceil(176·256/243) = ceil(185.41) = 186. All-zero trits (1,1,1,1,1) → q = 121
-    /// → ceil(121·256/243) = 128. qh[0] holds 240, 244, 248, 252: values -1,0,0,+1 → trits
-    /// 0,1,1,2 → q = 0·27+1·9+1·3+2 = 14, ×3 = 42 → ceil(42·256/243) = ceil(44.25) = 45.
+    /// docs/formats.md#tq1_0: base-3 packing. qs[0] holds elements 0, 32, 64, 96, 128 with
+    /// element 0 most significant. Values +1, -1, 0, 0, +1 → trits 2,0,1,1,2
+    /// → q = 2·81 + 0·27 + 1·9 + 1·3 + 2 = 176 → byte ceil(176·256/243) = ceil(185.41) = 186.
+    /// All-zero trits (1,1,1,1,1) → q = 121 → ceil(121·256/243) = 128. qh[0] holds 240, 244,
+    /// 248, 252: values -1,0,0,+1 → trits 0,1,1,2 → q = 0·27+1·9+1·3+2 = 14, ×3 = 42
+    /// → ceil(42·256/243) = ceil(44.25) = 45.
     #[test]
     fn tq1_0_hand_computed() {
         let mut v = vec![0i8; 256];
@@ -216,7 +218,7 @@ mod tests {
         assert_eq!(bytes[48], 45);
         assert_eq!(bytes[49], ((40u16 * 3 * 256).div_ceil(243)) as u8); // 1,1,1,1 → 40
         assert_eq!(&bytes[52..54], &half::f16::from_f32(0.25).to_le_bytes());
-        // Trit extraction as the spec states it: ((uint8)(b·3^n)·3) >> 8.
+        // Trit extraction as docs/formats.md#tq1_0 states it: ((uint8)(b·3^n)·3) >> 8.
         assert_eq!(
             (0..5).map(|n| tq1_trit(186, n)).collect::<Vec<_>>(),
             [2, 0, 1, 1, 2]
