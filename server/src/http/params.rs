@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use crate::rng::random_u64;
-use crate::sampling::SamplingParams;
+use crate::sampling::{SamplingError, SamplingParams};
 
 /// Sampling fields as they arrive (before range checks).
 #[derive(Debug, Default, Clone)]
@@ -53,17 +53,21 @@ pub const MAX_STOP_LEN: usize = 1024;
 /// Turn a request's sampling fields into [`SamplingParams`]: missing fields take the defaults
 /// ([`crate::sampling::DEFAULT`]), a missing or `-1` seed draws a random one, and the ranges are
 /// checked by [`SamplingParams::validate`] (the same check the CLI runs), reported as a 400 that
-/// names the parameter.
+/// names the parameter. Only the signed JSON integers the CLI's unsigned flags cannot express
+/// (`top_k` < 0, `repeat_last_n` < -1) are refused here, with the same [`SamplingError`].
 pub fn sampling(raw: &RawSampling) -> Result<SamplingParams, ApiError> {
     let d = SamplingParams::default();
     let top_k = match raw.top_k {
         None => d.top_k,
         Some(k) if k >= 0 => usize::try_from(k).unwrap_or(usize::MAX),
         Some(k) => {
-            return Err(ApiError::invalid_param(
-                "top_k",
-                format!("`top_k` must be 0 (disabled) or a positive integer, got {k}"),
-            ));
+            return Err(SamplingError {
+                param: "top_k",
+                got: k.to_string(),
+                allowed: "0 or a positive integer",
+                fix: "use 0 to turn top-k off",
+            }
+            .into());
         }
     };
     let repeat_last_n = match raw.repeat_last_n {
@@ -71,10 +75,13 @@ pub fn sampling(raw: &RawSampling) -> Result<SamplingParams, ApiError> {
         Some(-1) => usize::MAX,
         Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
         Some(n) => {
-            return Err(ApiError::invalid_param(
-                "repeat_last_n",
-                format!("`repeat_last_n` must be -1 (whole context), 0 or positive, got {n}"),
-            ));
+            return Err(SamplingError {
+                param: "repeat_last_n",
+                got: n.to_string(),
+                allowed: "-1, 0 or a positive integer",
+                fix: "use -1 for the whole context, 0 to look at no tokens",
+            }
+            .into());
         }
     };
     let real = |v: Option<f64>, default: f32| v.map_or(default, |x| x as f32);
