@@ -13,9 +13,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::download::{self, DownloadOptions, ModelSource, Sha256Hex};
-use crate::engine::{EngineConfig, LoadOptions};
+use crate::engine::EngineConfig;
 use crate::http::ApiConfig;
 use crate::http::metrics::Limits;
+use crate::model::LoadOptions;
 use crate::secret::Secret;
 
 /// Log line format.
@@ -326,10 +327,11 @@ impl ServeArgs {
                 queue_size: self.queue_size,
                 ..EngineConfig::default()
             },
+            // The output head (`--head`) is the serve command's flag; it sets `load.head`.
             load: LoadOptions {
-                ctx_size: self.ctx_size,
-                threads: self.threads,
-                parallel: self.parallel,
+                n_ctx: self.ctx_size,
+                threads: self.threads.unwrap_or(0),
+                ..LoadOptions::default()
             },
             shutdown_timeout,
         })

@@ -6,7 +6,6 @@ pub mod config;
 pub mod cpu_guard;
 pub mod download;
 pub mod engine;
-pub mod generate;
 pub mod gguf;
 pub mod health;
 pub mod healthcheck;

@@ -6,13 +6,20 @@
 use crate::rng::SplitMix64;
 use std::collections::HashMap;
 
-/// Sampling settings of one request. `temperature <= 0` means greedy.
-#[derive(Debug, Clone, PartialEq)]
+/// Sampling settings of one request: THE type, used by the CLI (`generate` flags), the HTTP
+/// layer (request bodies) and the engine (one sampler per request). `temperature == 0` means
+/// greedy.
+///
+/// Ranges (checked by [`SamplingParams::validate`], the one check every entry point runs) are
+/// OpenAI's where OpenAI has the parameter (temperature 0..=2, top_p 0..=1, presence and
+/// frequency penalties -2..=2) and llama.cpp's meaning otherwise. Defaults are [`DEFAULT`]
+/// (llama.cpp's server: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SamplingParams {
     pub temperature: f32,
     /// Keep the k most likely tokens (0 = off).
     pub top_k: usize,
-    /// Keep the smallest set whose probability reaches p (1.0 = off).
+    /// Keep the smallest set whose probability reaches p (1.0 = off; 0 keeps only the top token).
     pub top_p: f32,
     /// Drop tokens below min_p × the top probability (0 = off).
     pub min_p: f32,
@@ -23,57 +30,120 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// OpenAI frequency penalty: subtracted per occurrence.
     pub frequency_penalty: f32,
-    /// Seed of the draw; `None` picks one from the clock.
-    pub seed: Option<u64>,
+    /// Seed of the draw. Always concrete: the edges (HTTP, CLI) turn "no seed" into a random one
+    /// once, so every output can be reproduced from its seed.
+    pub seed: u64,
 }
+
+/// The defaults, declared once (the CLI flags and the HTTP layer read them from here).
+pub const DEFAULT: SamplingParams = SamplingParams {
+    temperature: 0.8,
+    top_k: 40,
+    top_p: 0.95,
+    min_p: 0.05,
+    repeat_penalty: 1.0,
+    repeat_last_n: 64,
+    presence_penalty: 0.0,
+    frequency_penalty: 0.0,
+    seed: 0,
+};
+
+/// The highest temperature accepted (OpenAI's limit).
+pub const MAX_TEMPERATURE: f32 = 2.0;
+/// The highest repetition penalty accepted.
+pub const MAX_REPEAT_PENALTY: f32 = 10.0;
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            seed: None,
-        }
+        DEFAULT
     }
+}
+
+/// A sampling parameter out of range: which one, what it was, what is allowed, how to fix it.
+/// The CLI prints it; the HTTP layer returns it as a 400 with `param`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{param}` must be {allowed}, got {got}; {fix}")]
+pub struct SamplingError {
+    /// The parameter's name in the HTTP APIs (the CLI flag is the same with `-` for `_`).
+    pub param: &'static str,
+    /// The value given, as text.
+    pub got: String,
+    /// The allowed range, in words.
+    pub allowed: &'static str,
+    /// What to send instead.
+    pub fix: &'static str,
 }
 
 impl SamplingParams {
     pub fn greedy() -> Self {
         SamplingParams {
             temperature: 0.0,
-            ..Self::default()
+            ..DEFAULT
         }
     }
 
-    /// Checks ranges; the message names the parameter and its allowed range.
-    pub fn validate(&self) -> Result<(), String> {
-        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_string()) };
+    /// Checks every range; the error names the first parameter out of range.
+    pub fn validate(&self) -> Result<(), SamplingError> {
+        fn check(
+            param: &'static str,
+            v: f32,
+            ok: bool,
+            allowed: &'static str,
+            fix: &'static str,
+        ) -> Result<(), SamplingError> {
+            if v.is_finite() && ok {
+                return Ok(());
+            }
+            Err(SamplingError {
+                param,
+                got: v.to_string(),
+                allowed,
+                fix,
+            })
+        }
+        let t = self.temperature;
         check(
-            self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature),
-            "temperature must be between 0 and 100",
+            "temperature",
+            t,
+            (0.0..=MAX_TEMPERATURE).contains(&t),
+            "between 0 and 2",
+            "use 0 for greedy decoding, 0.8 by default, at most 2 (OpenAI's range)",
         )?;
         check(
-            self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0,
-            "top_p must be in (0, 1]",
-        )?;
-        check((0.0..=1.0).contains(&self.min_p), "min_p must be in [0, 1]")?;
-        check(
-            self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0,
-            "repeat_penalty must be > 0",
+            "top_p",
+            self.top_p,
+            (0.0..=1.0).contains(&self.top_p),
+            "between 0 and 1",
+            "use 1 to turn nucleus sampling off",
         )?;
         check(
+            "min_p",
+            self.min_p,
+            (0.0..=1.0).contains(&self.min_p),
+            "between 0 and 1",
+            "use 0 to turn min-p off",
+        )?;
+        let r = self.repeat_penalty;
+        check(
+            "repeat_penalty",
+            r,
+            r > 0.0 && r <= MAX_REPEAT_PENALTY,
+            "greater than 0 and at most 10",
+            "use 1 to turn the repetition penalty off",
+        )?;
+        check(
+            "presence_penalty",
+            self.presence_penalty,
             (-2.0..=2.0).contains(&self.presence_penalty),
-            "presence_penalty must be between -2 and 2",
+            "between -2 and 2",
+            "use 0 to turn the presence penalty off",
         )?;
         check(
+            "frequency_penalty",
+            self.frequency_penalty,
             (-2.0..=2.0).contains(&self.frequency_penalty),
-            "frequency_penalty must be between -2 and 2",
+            "between -2 and 2",
+            "use 0 to turn the frequency penalty off",
         )
     }
 }
@@ -87,15 +157,9 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
-        let seed = params.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.as_nanos() as u64 ^ (std::process::id() as u64) << 32
-        });
         Sampler {
+            rng: SplitMix64(params.seed),
             params,
-            rng: SplitMix64(seed),
             candidates: Vec::new(),
         }
     }
@@ -242,7 +306,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
-            seed: Some(seed),
+            seed,
             ..Default::default()
         };
         assert_eq!(draws(p(42), 50), draws(p(42), 50));
@@ -263,7 +327,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
-            seed: Some(3),
+            seed: 3,
             ..Default::default()
         };
         let top2 = draws(
@@ -307,11 +371,40 @@ mod tests {
     #[test]
     fn validation_names_the_parameter() {
         let p = SamplingParams {
-            top_p: 0.0,
+            top_p: -1.0,
             ..Default::default()
         };
-        assert!(p.validate().unwrap_err().contains("top_p"));
-        assert!(SamplingParams::default().validate().is_ok());
+        let e = p.validate().unwrap_err();
+        assert_eq!((e.param, e.got.as_str()), ("top_p", "-1"));
+        assert_eq!(
+            e.to_string(),
+            "`top_p` must be between 0 and 1, got -1; use 1 to turn nucleus sampling off"
+        );
+        let hot = SamplingParams {
+            temperature: 5.0,
+            ..Default::default()
+        };
+        assert_eq!(hot.validate().unwrap_err().param, "temperature");
+        let nan = SamplingParams {
+            min_p: f32::NAN,
+            ..Default::default()
+        };
+        assert_eq!(nan.validate().unwrap_err().param, "min_p");
+        // The edges of every range are accepted; top_p = 0 keeps just the top token.
+        for ok in [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 2.0,
+                top_p: 0.0,
+                min_p: 1.0,
+                repeat_penalty: 10.0,
+                presence_penalty: -2.0,
+                frequency_penalty: 2.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(ok.validate().is_ok(), "{ok:?}");
+        }
     }
 
     #[test]

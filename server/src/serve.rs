@@ -227,7 +227,8 @@ async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, s
     health.set(ModelState::Loading);
     let path = acquired.path.clone();
     let load = options.load.clone();
-    let loaded = tokio::task::spawn_blocking(move || loader.load(&path, &load)).await;
+    let parallel = options.engine.parallel;
+    let loaded = tokio::task::spawn_blocking(move || loader.load(&path, &load, parallel)).await;
     let model = match loaded {
         Ok(Ok(model)) => model,
         Ok(Err(e)) => {

@@ -258,3 +258,102 @@ fn bad_model_files_are_clear_errors() {
         "{err}"
     );
 }
+
+/// `generate` runs on the server's engine: the same seed gives the same tokens as a request
+/// submitted to an engine directly, and generated control tokens (`<|eot_id|>` under
+/// `--ignore-eos`, ...) print no text on either path.
+#[test]
+fn generate_hides_control_tokens_like_the_server() {
+    use bitnet_server::engine::{Engine, EngineConfig, Event, GenerationRequest, bitnet};
+    use bitnet_server::model::{LoadOptions, Model};
+    use bitnet_server::sampling::SamplingParams;
+
+    let path = model();
+    let file = bitnet_server::gguf::GgufFile::open(path).unwrap();
+    let opts = LoadOptions {
+        threads: 2,
+        ..LoadOptions::default()
+    };
+    let model_ = Model::load(&file, &opts).unwrap();
+    let n_ctx = model_.n_ctx();
+    let engine = Engine::start(
+        bitnet::loaded_model(&file, model_, 1).unwrap(),
+        EngineConfig {
+            parallel: 1,
+            queue_size: 1,
+            prefill_chunk: n_ctx,
+        },
+    )
+    .unwrap();
+    let prompt = engine
+        .tokenizer
+        .encode("the cat sat on", true, true)
+        .unwrap();
+    let run = |seed: u64| {
+        let mut rx = engine
+            .handle
+            .submit(GenerationRequest {
+                prompt_tokens: prompt.clone(),
+                max_tokens: 60,
+                sampling: SamplingParams {
+                    temperature: 2.0,
+                    top_k: 0,
+                    top_p: 1.0,
+                    min_p: 0.0,
+                    seed,
+                    ..SamplingParams::default()
+                },
+                stop: vec![],
+                logprobs: None,
+                ignore_eos: true,
+            })
+            .unwrap();
+        let (mut text, mut controls) = (String::new(), 0);
+        loop {
+            match rx.blocking_recv().unwrap() {
+                Event::Token { id, text: t, .. } => {
+                    if engine.tokenizer.is_control(id) {
+                        controls += 1;
+                        assert_eq!(t, "", "control token {id} produced text");
+                    }
+                    text.push_str(&t);
+                }
+                Event::Done { text: t, .. } => return (text + &t, controls),
+                Event::Failed { message } => panic!("{message}"),
+            }
+        }
+    };
+    // A seed whose draw includes control tokens (3 of the 409 tokens are control).
+    let (seed, expected) = (1..40u64)
+        .map(|seed| (seed, run(seed)))
+        .find(|(_, (_, controls))| *controls > 0)
+        .map(|(seed, (text, _))| (seed, text))
+        .expect("no seed drew a control token");
+    engine.stop();
+    assert!(!expected.contains("<|"), "{expected:?}");
+    let seed = seed.to_string();
+    let m = path.to_str().unwrap();
+    let out = ok(&[
+        "generate",
+        "-m",
+        m,
+        "-p",
+        "the cat sat on",
+        "-n",
+        "60",
+        "-t",
+        "2",
+        "--temp",
+        "2",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--ignore-eos",
+        "--seed",
+        &seed,
+    ]);
+    assert_eq!(out.strip_suffix('\n').unwrap(), expected);
+}

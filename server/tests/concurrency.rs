@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitnet_server::engine::{
-    Engine, EngineConfig, Event, GenerationRequest, LoadedModel, SamplingParams, SubmitError,
+    Engine, EngineConfig, Event, GenerationRequest, LoadedModel, SubmitError,
 };
+use bitnet_server::sampling::SamplingParams;
 use common::{
     BackendStats, Setup, TestBackend, TestServer, TestTokenizer, client, sse_data, test_sampler,
 };

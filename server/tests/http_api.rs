@@ -590,3 +590,100 @@ async fn metrics_count_requests_and_tokens() {
     assert!(text.contains("kernel=\"test-kernel\""), "{text}");
     s.shutdown().await.unwrap();
 }
+
+/// One validation for sampling parameters: an HTTP body and the CLI's flags get the same error
+/// (the message of `SamplingParams::validate`); HTTP returns it as a 400 naming the parameter.
+#[tokio::test]
+async fn sampling_errors_are_the_same_over_http_and_the_cli() {
+    use bitnet_server::sampling::SamplingParams;
+    let s = TestServer::ready(Setup::default()).await;
+    let cases = [
+        ("temperature", "--temp", "5", json!(5)),
+        ("top_p", "--top-p", "-1", json!(-1)),
+    ];
+    for (param, flag, value, json_value) in cases {
+        let mut params = SamplingParams::default();
+        match param {
+            "temperature" => params.temperature = 5.0,
+            _ => params.top_p = -1.0,
+        }
+        let expected = params.validate().unwrap_err().to_string();
+        assert!(expected.contains(param), "{expected}");
+
+        for (url, body) in [
+            (
+                s.url("/v1/chat/completions"),
+                json!({"messages": [{"role": "user", "content": "hi"}], param: json_value}),
+            ),
+            (
+                s.url("/v1/completions"),
+                json!({"prompt": "a", param: json_value}),
+            ),
+            (
+                s.url("/completion"),
+                json!({"prompt": "a", param: json_value}),
+            ),
+        ] {
+            let (status, json) = post(&url, body).await;
+            assert_eq!(status, 400, "{url}: {json}");
+            assert_eq!(json["error"]["param"], param, "{url}: {json}");
+            assert_eq!(error_message(&json), expected, "{url}");
+        }
+
+        // The CLI checks the flags before it reads the model, so no model file is needed.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bitnet-server"))
+            .args([
+                "generate",
+                "-m",
+                "/nonexistent.gguf",
+                "-p",
+                "x",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr:?} lacks {expected:?}");
+    }
+    // OpenAI's edges are accepted on both sides: temperature 2 and top_p 0.
+    let (status, json) = post(
+        &s.url("/v1/completions"),
+        json!({"prompt": "a", "temperature": 2, "top_p": 0, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    s.shutdown().await.unwrap();
+}
+
+/// Control tokens produce no text: `</s>` generated under `ignore_eos` is left out of the
+/// content (the token itself is still counted and listed).
+#[tokio::test]
+async fn generated_control_tokens_are_not_shown() {
+    let s = TestServer::ready(Setup::default()).await;
+    // After "y": z, </s> (EOS, a control token), a, b.
+    let (status, body) = post(
+        &s.url("/completion"),
+        json!({"prompt": "y", "n_predict": 4, "temperature": 0, "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tokens"], json!([122, common::EOS, 97, 98]));
+    assert_eq!(body["content"], "zab");
+    let (_, _, raw) = stream_text(
+        &s.url("/v1/completions"),
+        json!({"prompt": "y", "max_tokens": 4, "temperature": 0, "ignore_eos": true, "stream": true}),
+    )
+    .await;
+    let events = sse_data(&raw);
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(e).unwrap();
+            v["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, "zab");
+    s.shutdown().await.unwrap();
+}

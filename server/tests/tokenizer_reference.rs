@@ -11,7 +11,7 @@
 
 use bitnet_server::tokenizer::vocab::RankedVocab;
 use bitnet_server::tokenizer::{
-    ChatMessage, ChatTemplate, StreamDecoder, Tokenizer, TokenizerData,
+    ChatMessage, ChatTemplate, TextStream, Tokenizer, TokenizerData, Utf8Stream,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -220,7 +220,7 @@ fn streaming_never_splits_a_character_and_loses_nothing() {
     let tok = tokenizer();
     let mut split_chars = 0;
     for case in corpus() {
-        let mut dec = StreamDecoder::new(tok);
+        let mut dec = Utf8Stream::new();
         let mut text = String::new();
         for &id in &case.ids {
             if tok.token_bytes(id).len()
@@ -228,7 +228,7 @@ fn streaming_never_splits_a_character_and_loses_nothing() {
             {
                 split_chars += 1;
             }
-            if let Some(piece) = dec.push(id) {
+            if let Some(piece) = dec.push(tok.token_bytes(id)) {
                 // Every piece is whole characters: no replacement char the text does not have.
                 assert!(
                     !piece.contains('\u{FFFD}') || case.text.contains('\u{FFFD}'),
@@ -322,23 +322,21 @@ fn long_inputs_encode_fast() {
 }
 
 #[test]
-fn stream_decoder_holds_back_a_character_cut_between_tokens() {
+fn text_stream_holds_back_a_character_cut_between_tokens() {
     let tok = tokenizer();
     // "Ⅻ" (E2 85 AB) is two tokens in LLaMA-3: E2 85 | AB.
     let ids = tok.encode("xⅫ!", false, false);
     let pieces: Vec<&[u8]> = ids.iter().map(|&i| tok.token_bytes(i)).collect();
     assert_eq!(pieces, [&b"x"[..], &[0xE2, 0x85], &[0xAB], b"!"]);
-    let mut dec = StreamDecoder::new(std::sync::Arc::new(tok.clone())).skip_control(true);
-    let out: Vec<Option<String>> = ids.iter().map(|&i| dec.push(i)).collect();
-    assert_eq!(
-        out,
-        [Some("x".into()), None, Some("Ⅻ".into()), Some("!".into())]
-    );
-    assert_eq!(dec.push(128_009), None, "control tokens are skipped");
-    assert_eq!(dec.finish(), None);
+    let mut dec = TextStream::new(&[]);
+    let out: Vec<String> = pieces.iter().map(|p| dec.push(p).text).collect();
+    assert_eq!(out, ["x", "", "Ⅻ", "!"]);
+    assert_eq!(dec.finish(), "");
+    // `<|eot_id|>` is a control token: the engine gives it no text (its bytes never reach
+    // the stream).
+    assert!(tok.is_control(128_009));
     // Cut off mid-character: finish() flushes what is held as U+FFFD, nothing is lost silently.
-    let mut dec = StreamDecoder::new(tok);
-    assert_eq!(dec.push(ids[1]), None);
-    assert_eq!(dec.finish().as_deref(), Some("\u{FFFD}"));
-    assert_eq!(dec.push(128_009).as_deref(), Some("<|eot_id|>"));
+    let mut dec = TextStream::new(&[]);
+    assert_eq!(dec.push(pieces[1]).text, "");
+    assert_eq!(dec.finish(), "\u{FFFD}");
 }

@@ -1,9 +1,14 @@
 //! `bitnet-server generate`: stream a completion of a prompt (or a one-turn chat) to stdout.
+//!
+//! The model is served the way `serve` serves it: loaded into an [`Engine`] with one slot, the
+//! prompt submitted as one request, and the text read from its event stream. So the CLI and the
+//! HTTP server share one generation loop, one output policy (control tokens hidden, stop strings
+//! never shown) and one set of sampling ranges.
 
 use super::model_args::ModelArgs;
 use super::sampling_args::SamplingArgs;
-use crate::generate::{GenerateRequest, generate};
-use crate::tokenizer::{ChatMessage, ChatTemplate, Tokenizer, TokenizerData};
+use crate::engine::{Engine, EngineConfig, Event, GenerationRequest, bitnet};
+use crate::tokenizer::ChatMessage;
 use anyhow::{Result, anyhow};
 use std::io::Write;
 use std::time::Instant;
@@ -21,7 +26,7 @@ pub struct GenerateArgs {
     /// System message for --chat.
     #[arg(long)]
     pub system: Option<String>,
-    /// Maximum tokens to generate.
+    /// Maximum tokens to generate (fewer if the context fills up first).
     #[arg(long, short = 'n', default_value_t = 128)]
     pub n_predict: usize,
     /// Stop when this text appears (repeatable); it is not printed.
@@ -35,60 +40,89 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    // Flags first: a bad sampling value is reported before the model is read.
+    let sampling = args.sampling.params()?;
     let t0 = Instant::now();
     let (file, model) = args.model.load()?;
-    let tokenizer = Tokenizer::new(TokenizerData::from_gguf(&file)?)?;
+    let n_ctx = model.n_ctx();
+    let loaded = bitnet::loaded_model(&file, model, 1).map_err(|e| anyhow!(e))?;
+    let tokenizer = loaded.tokenizer.clone();
+    let engine = Engine::start(
+        loaded,
+        EngineConfig {
+            parallel: 1,
+            queue_size: 1,
+            // The whole prompt in one forward pass.
+            prefill_chunk: n_ctx,
+        },
+    )?;
     let load = t0.elapsed();
     let prompt = if args.chat {
-        let template = ChatTemplate::for_model(
-            &model.config.arch,
-            tokenizer.chat_template(),
-            &tokenizer
-                .bos_id()
-                .map(|i| tokenizer.decode(&[i]))
-                .unwrap_or_default(),
-            &tokenizer
-                .eos_id()
-                .map(|i| tokenizer.decode(&[i]))
-                .unwrap_or_default(),
-        )?;
         let mut msgs = Vec::new();
         if let Some(s) = &args.system {
             msgs.push(ChatMessage::new("system", s.clone()));
         }
         msgs.push(ChatMessage::new("user", args.prompt.clone()));
-        let text = template.render(&msgs, true)?;
-        tokenizer.encode(&text, false, true)
+        let text = tokenizer.apply_chat_template(&msgs, true)?;
+        tokenizer.encode(&text, false, true)?
     } else {
-        tokenizer.encode(&args.prompt, tokenizer.add_bos_by_default(), true)
+        // As the HTTP API does for a text prompt: BOS (if the model has one), special tokens
+        // recognised.
+        tokenizer.encode(&args.prompt, true, true)?
     };
-    let req = GenerateRequest {
-        prompt,
-        params: args.sampling.params().map_err(|e| anyhow!(e))?,
-        max_tokens: args.n_predict,
+    let request = GenerationRequest {
+        // Stop at the context's end (finish: length) rather than refusing a long -n; a prompt
+        // that fills the context is refused by the engine with the numbers.
+        max_tokens: args
+            .n_predict
+            .min(n_ctx.saturating_sub(prompt.len()).max(1)),
+        prompt_tokens: prompt,
+        sampling,
         stop: args.stop.clone(),
+        logprobs: None,
         ignore_eos: args.ignore_eos,
     };
+    let seed = request.sampling.seed;
+    let mut events = engine.handle.submit(request)?;
     let stdout = std::io::stdout();
     let t1 = Instant::now();
-    let mut first: Option<Instant> = None;
-    let outcome = generate(&model, &tokenizer, &req, |text| {
-        first.get_or_insert_with(Instant::now);
+    let show = |text: &str| {
         let mut out = stdout.lock();
-        out.write_all(text.as_bytes())
-            .and_then(|_| out.flush())
-            .is_ok()
-    })?;
+        out.write_all(text.as_bytes()).and_then(|_| out.flush())
+    };
+    let (usage, finish) = loop {
+        match events.blocking_recv() {
+            Some(Event::Token { text, .. }) => {
+                if show(&text).is_err() {
+                    // stdout went away: dropping the receiver cancels the generation.
+                    engine.stop();
+                    return Ok(());
+                }
+            }
+            Some(Event::Done {
+                finish_reason,
+                usage,
+                text,
+                ..
+            }) => {
+                show(&text)?;
+                break (usage, finish_reason);
+            }
+            Some(Event::Failed { message }) => return Err(anyhow!("generation failed: {message}")),
+            None => return Err(anyhow!("the engine stopped without finishing")),
+        }
+    };
+    engine.stop();
     println!();
     let total = t1.elapsed().as_secs_f64();
     eprintln!(
-        "generate: load {:.2}s, prompt {} tokens, generated {} tokens in {:.2}s ({:.2} tok/s), finish: {:?}",
+        "generate: load {:.2}s, prompt {} tokens, generated {} tokens in {:.2}s ({:.2} tok/s), finish: {:?}, seed {seed}",
         load.as_secs_f64(),
-        outcome.prompt_tokens,
-        outcome.completion_tokens,
+        usage.prompt_tokens,
+        usage.completion_tokens,
         total,
-        outcome.completion_tokens as f64 / total.max(1e-9),
-        outcome.finish_reason
+        usage.completion_tokens as f64 / total.max(1e-9),
+        finish
     );
     Ok(())
 }

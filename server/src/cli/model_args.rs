@@ -29,6 +29,15 @@ pub enum HeadArg {
     Q8,
 }
 
+impl HeadArg {
+    pub fn kind(self) -> HeadKind {
+        match self {
+            HeadArg::F16 => HeadKind::F16,
+            HeadArg::Q8 => HeadKind::Q8,
+        }
+    }
+}
+
 impl ModelArgs {
     /// Maps and loads the model (kernels from the CPU or `BITNET_KERNEL`).
     pub fn load(&self) -> Result<(GgufFile, Model)> {
@@ -41,10 +50,7 @@ impl ModelArgs {
             n_ctx,
             threads: self.threads,
             kernels: None,
-            head: match self.head {
-                HeadArg::F16 => HeadKind::F16,
-                HeadArg::Q8 => HeadKind::Q8,
-            },
+            head: self.head.kind(),
         };
         let model = Model::load(&file, &opts)
             .with_context(|| format!("loading {}", self.model.display()))?;

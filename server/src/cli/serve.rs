@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use super::model_args::HeadArg;
 use crate::config::ServeArgs;
-use crate::engine::ModelLoader;
 use crate::engine::bitnet::BitnetLoader;
-use crate::model::HeadKind;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -26,13 +24,14 @@ pub struct ServeCommand {
 
 impl ServeCommand {
     pub fn run(self) -> ExitCode {
-        let options = match self.args.to_options() {
+        let mut options = match self.args.to_options() {
             Ok(o) => o,
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "bitnet-server serve: {e}");
                 return ExitCode::from(2);
             }
         };
+        options.load.head = self.head.kind();
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("bitnet-http")
@@ -50,7 +49,7 @@ impl ServeCommand {
         };
         let result = runtime.block_on(crate::serve::run(
             options,
-            engine_loader(self.head),
+            Arc::new(BitnetLoader),
             shutdown_signal(),
         ));
         // Do not wait for blocking tasks (a lock wait, a hash) that outlived the server.
@@ -89,13 +88,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
     }
-}
-
-/// The model loader this binary serves with: the BitNet engine.
-fn engine_loader(head: HeadArg) -> Arc<dyn ModelLoader> {
-    let head = match head {
-        HeadArg::F16 => HeadKind::F16,
-        HeadArg::Q8 => HeadKind::Q8,
-    };
-    Arc::new(BitnetLoader { head })
 }

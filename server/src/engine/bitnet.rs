@@ -6,70 +6,80 @@
 //! holds no numerics of its own.
 
 use super::{
-    Backend, BackendError, ChatMessage, LoadError, LoadOptions, LoadedModel, ModelLoader,
-    SamplerFactory, SamplingParams, SeqId, TokenSampler, TokenizeError, Tokenizer,
+    Backend, BackendError, LoadError, LoadedModel, ModelLoader, SamplerFactory, SeqId, TokenCodec,
+    TokenSampler, TokenizeError,
 };
 use crate::gguf::GgufFile;
-use crate::model::{HeadKind, KvCache, Logits, Model, SeqInput};
-use crate::sampling::{self, Sampler};
-use crate::tokenizer::{self as tok, ChatTemplate};
+use crate::model::{KvCache, LoadOptions, Logits, Model, SeqInput};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::{self as tok, ChatMessage, ChatTemplate};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Loads BitNet GGUF files with the kernels chosen for this CPU (or `BITNET_KERNEL`).
+/// Loads BitNet GGUF files with the kernels chosen for this CPU (or `BITNET_KERNEL`, or
+/// `LoadOptions::kernels`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BitnetLoader {
-    pub head: HeadKind,
-}
+pub struct BitnetLoader;
 
 impl ModelLoader for BitnetLoader {
-    fn load(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError> {
-        let err = |e: &dyn std::fmt::Display| LoadError(e.to_string());
-        let file = GgufFile::open(path).map_err(|e| err(&e))?;
-        let opts = crate::model::LoadOptions {
-            n_ctx: options.ctx_size,
-            threads: options.threads.unwrap_or(0),
-            kernels: None,
-            head: self.head,
-        };
-        let model = Model::load(&file, &opts).map_err(|e| err(&e))?;
-        let data = tok::TokenizerData::from_gguf(&file).map_err(|e| err(&e))?;
-        let tokenizer = tok::Tokenizer::new(data).map_err(|e| err(&e))?;
-        let text_of = |id: Option<u32>| {
-            id.map(|i| String::from_utf8_lossy(tokenizer.token_bytes(i)).into_owned())
-                .unwrap_or_default()
-        };
-        let chat = ChatTemplate::for_model(
-            &model.config.arch,
-            tokenizer.chat_template(),
-            &text_of(tokenizer.bos_id()),
-            &text_of(tokenizer.eos_id()),
-        )
-        .map_err(|e| err(&e))?;
-        let kernel = format!("{} ({} threads)", model.kernels().name, model.threads());
-        tracing::info!(
-            model = %path.display(),
-            kernel = %kernel,
-            head = ?model.head(),
-            n_ctx = model.n_ctx(),
-            "model loaded"
-        );
-        let sampler: SamplerFactory = Arc::new(|p: &SamplingParams| {
-            Box::new(SamplerAdapter::new(p)) as Box<dyn TokenSampler>
-        });
-        Ok(LoadedModel {
-            backend: Box::new(BitnetBackend {
-                model,
-                seqs: HashMap::new(),
-                next: 0,
-                max_seqs: options.parallel.max(1),
-            }),
-            tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
-            sampler,
-            kernel,
-        })
+    fn load(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+        parallel: usize,
+    ) -> Result<LoadedModel, LoadError> {
+        let file = GgufFile::open(path).map_err(|e| LoadError(e.to_string()))?;
+        let model = Model::load(&file, options).map_err(|e| LoadError(e.to_string()))?;
+        loaded_model(&file, model, parallel)
     }
+}
+
+/// A loaded [`Model`] with its tokenizer, chat template and sampler, ready for
+/// [`super::Engine::start`]. `parallel`: KV cache slots (sequences decoded together).
+pub fn loaded_model(
+    file: &GgufFile,
+    model: Model,
+    parallel: usize,
+) -> Result<LoadedModel, LoadError> {
+    let err = |e: &dyn std::fmt::Display| LoadError(e.to_string());
+    let data = tok::TokenizerData::from_gguf(file).map_err(|e| err(&e))?;
+    let tokenizer = tok::Tokenizer::new(data).map_err(|e| err(&e))?;
+    let text_of = |id: Option<u32>| {
+        id.map(|i| String::from_utf8_lossy(tokenizer.token_bytes(i)).into_owned())
+            .unwrap_or_default()
+    };
+    let chat = ChatTemplate::for_model(
+        &model.config.arch,
+        tokenizer.chat_template(),
+        &text_of(tokenizer.bos_id()),
+        &text_of(tokenizer.eos_id()),
+    )
+    .map_err(|e| err(&e))?;
+    let kernel = format!("{} ({} threads)", model.kernels().name, model.threads());
+    tracing::info!(
+        kernel = %kernel,
+        head = ?model.head(),
+        n_ctx = model.n_ctx(),
+        "model loaded"
+    );
+    let sampler: SamplerFactory = Arc::new(|p: &SamplingParams| {
+        Box::new(SamplerAdapter {
+            sampler: Sampler::new(p.clone()),
+            prompt_len: None,
+        }) as Box<dyn TokenSampler>
+    });
+    Ok(LoadedModel {
+        backend: Box::new(BitnetBackend {
+            model,
+            seqs: HashMap::new(),
+            next: 0,
+            max_seqs: parallel.max(1),
+        }),
+        tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
+        sampler,
+        kernel,
+    })
 }
 
 /// The model plus one KV cache per live sequence.
@@ -169,7 +179,7 @@ pub struct BitnetTokenizer {
     chat: ChatTemplate,
 }
 
-impl Tokenizer for BitnetTokenizer {
+impl TokenCodec for BitnetTokenizer {
     fn vocab_size(&self) -> usize {
         self.tokenizer.vocab_size()
     }
@@ -192,17 +202,17 @@ impl Tokenizer for BitnetTokenizer {
         self.tokenizer.is_eog(id)
     }
 
+    fn is_control(&self, id: u32) -> bool {
+        self.tokenizer.is_control(id)
+    }
+
     fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizeError> {
-        let msgs: Vec<tok::ChatMessage> = messages
-            .iter()
-            .map(|m| tok::ChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect();
         self.chat
-            .render(&msgs, add_generation_prompt)
+            .render(messages, add_generation_prompt)
             .map_err(|e| TokenizeError(e.to_string()))
     }
 }
@@ -213,26 +223,6 @@ impl Tokenizer for BitnetTokenizer {
 struct SamplerAdapter {
     sampler: Sampler,
     prompt_len: Option<usize>,
-}
-
-impl SamplerAdapter {
-    fn new(p: &SamplingParams) -> SamplerAdapter {
-        let params = sampling::SamplingParams {
-            temperature: p.temperature,
-            top_k: p.top_k,
-            top_p: p.top_p,
-            min_p: p.min_p,
-            repeat_penalty: p.repeat_penalty,
-            repeat_last_n: p.repeat_last_n,
-            presence_penalty: p.presence_penalty,
-            frequency_penalty: p.frequency_penalty,
-            seed: Some(p.seed),
-        };
-        SamplerAdapter {
-            sampler: Sampler::new(params),
-            prompt_len: None,
-        }
-    }
 }
 
 impl TokenSampler for SamplerAdapter {

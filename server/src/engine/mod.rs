@@ -3,7 +3,8 @@
 //!
 //! The model side plugs in through three traits:
 //! - [`Backend`]: the forward pass over a per-sequence KV cache (prefill, batched decode, free);
-//! - [`Tokenizer`]: text ↔ token ids, token bytes, chat template, end-of-generation ids;
+//! - [`TokenCodec`]: text ↔ token ids, token bytes, chat template, end-of-generation and
+//!   control ids;
 //! - [`TokenSampler`] (made per request by a [`SamplerFactory`]): picks the next token from logits.
 //!
 //! A [`ModelLoader`] turns a verified GGUF path into a [`LoadedModel`] bundling the three; the
@@ -16,7 +17,6 @@
 
 pub mod bitnet;
 pub mod scheduler;
-pub mod text;
 
 use std::fmt;
 use std::path::Path;
@@ -25,6 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::model::LoadOptions;
+use crate::sampling::SamplingParams;
+use crate::tokenizer::ChatMessage;
 
 pub use scheduler::EngineStats;
 
@@ -73,15 +77,12 @@ pub trait Backend: Send {
 #[error("{0}")]
 pub struct TokenizeError(pub String);
 
-/// One chat message as given to the chat template: role and plain text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-/// Text ↔ tokens for one model. Shared between HTTP handlers and the scheduler thread.
-pub trait Tokenizer: Send + Sync {
+/// Text ↔ tokens for one model, as the HTTP handlers and the scheduler thread need them.
+///
+/// A seam, not a second tokenizer: the real implementation wraps [`crate::tokenizer::Tokenizer`]
+/// and its chat template ([`bitnet::BitnetTokenizer`]); the tests' deterministic byte-level
+/// stand-in (`server/tests/common/`) is the other.
+pub trait TokenCodec: Send + Sync {
     /// The number of token ids (ids are `0..vocab_size`).
     fn vocab_size(&self) -> usize;
     /// Encode `text`. `add_bos`: prepend the model's beginning-of-text token if it has one.
@@ -97,6 +98,9 @@ pub trait Tokenizer: Send + Sync {
     fn token_bytes(&self, id: u32) -> Option<Vec<u8>>;
     /// Is this an end-of-generation token (EOS, EOT, ...)?
     fn is_eog(&self, id: u32) -> bool;
+    /// Is this a control token (`<|begin_of_text|>`, `<|eot_id|>`, ...)? Generated control
+    /// tokens produce no output text (the scheduler's policy, like llama.cpp's server).
+    fn is_control(&self, id: u32) -> bool;
     /// Render a conversation with the model's chat template, ending with the assistant prefix
     /// when `add_generation_prompt` is set. The result is encoded with `parse_special = true`
     /// and `add_bos = false` (templates write the BOS text themselves).
@@ -119,46 +123,6 @@ pub trait Tokenizer: Send + Sync {
             bytes.extend_from_slice(&piece);
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
-    }
-}
-
-/// Sampling settings for one request, already validated by the HTTP layer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SamplingParams {
-    /// 0 means greedy (argmax).
-    pub temperature: f32,
-    /// 0 disables top-k.
-    pub top_k: usize,
-    /// 1.0 disables top-p.
-    pub top_p: f32,
-    /// 0.0 disables min-p.
-    pub min_p: f32,
-    /// 1.0 disables the repetition penalty.
-    pub repeat_penalty: f32,
-    /// How many of the last tokens the repeat/presence/frequency penalties look at.
-    pub repeat_last_n: usize,
-    /// OpenAI presence penalty (0 disables).
-    pub presence_penalty: f32,
-    /// OpenAI frequency penalty (0 disables).
-    pub frequency_penalty: f32,
-    /// Seed for this request's random number generator (always concrete: the HTTP layer draws
-    /// one when the client gave none, so every response is reproducible from its seed).
-    pub seed: u64,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            seed: 0,
-        }
     }
 }
 
@@ -276,21 +240,10 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
-/// What the serve command needs to start a model, besides the file.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Requested context length; `None` = the model's trained length.
-    pub ctx_size: Option<usize>,
-    /// Worker threads for the forward pass; `None` = all available cores.
-    pub threads: Option<usize>,
-    /// The most sequences decoded together (KV cache slots to allocate).
-    pub parallel: usize,
-}
-
 /// A model ready to serve.
 pub struct LoadedModel {
     pub backend: Box<dyn Backend>,
-    pub tokenizer: Arc<dyn Tokenizer>,
+    pub tokenizer: Arc<dyn TokenCodec>,
     pub sampler: SamplerFactory,
     /// The kernel set chosen for this CPU (shown by /health and /metrics), e.g. `avx512-vnni`.
     pub kernel: String,
@@ -303,7 +256,14 @@ pub struct LoadError(pub String);
 
 /// Turns a verified model file into a [`LoadedModel`]. Runs on a blocking thread.
 pub trait ModelLoader: Send + Sync {
-    fn load(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModel, LoadError>;
+    /// `options`: context, threads, kernels, head (the model's own load options);
+    /// `parallel`: the most sequences decoded together (KV cache slots to allocate).
+    fn load(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+        parallel: usize,
+    ) -> Result<LoadedModel, LoadError>;
 }
 
 /// Scheduler settings.
@@ -475,7 +435,7 @@ impl EngineHandle {
 /// A running engine: the handle plus what handlers need to build prompts and name the model.
 pub struct Engine {
     pub handle: EngineHandle,
-    pub tokenizer: Arc<dyn Tokenizer>,
+    pub tokenizer: Arc<dyn TokenCodec>,
     pub kernel: String,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }

@@ -7,6 +7,11 @@
 //! decode step over every sequence that has a token to feed, sample, and send the results. New requests thus join between steps without waiting for
 //! others to finish, and a cancelled request costs at most the step already under way.
 //!
+//! This is the ONE generation loop: the HTTP endpoints and the CLI `generate` subcommand both
+//! submit requests here. Per generated token it applies the one output policy: end-of-generation
+//! tokens end the request (unless `ignore_eos`), control tokens produce no text, and text goes
+//! through [`TextStream`] (UTF-8-safe, stop strings held back only while they may match).
+//!
 //! This module does NOT validate requests (see [`super::EngineHandle::submit`]), sample
 //! (the per-request [`TokenSampler`] does) or format responses.
 
@@ -18,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::text::TextStream;
 use super::{
     Backend, BackendError, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
-    SamplerFactory, SeqId, SharedCounters, TokenLogprob, TokenSampler, Tokenizer, Usage,
+    SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob, TokenSampler, Usage,
 };
+use crate::tokenizer::TextStream;
 
 /// A snapshot of the scheduler's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -93,7 +98,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 pub(crate) struct Scheduler {
     backend: Box<dyn Backend>,
-    tokenizer: Arc<dyn Tokenizer>,
+    tokenizer: Arc<dyn TokenCodec>,
     sampler: SamplerFactory,
     config: EngineConfig,
     jobs: Receiver<Job>,
@@ -108,7 +113,7 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     pub(crate) fn new(
         backend: Box<dyn Backend>,
-        tokenizer: Arc<dyn Tokenizer>,
+        tokenizer: Arc<dyn TokenCodec>,
         sampler: SamplerFactory,
         config: EngineConfig,
         jobs: Receiver<Job>,
@@ -393,7 +398,13 @@ impl Scheduler {
             finish(a, FinishReason::Stop, None);
             return;
         }
-        let bytes = self.tokenizer.token_bytes(token).unwrap_or_default();
+        // Control tokens (`<|eot_id|>` under `ignore_eos`, `<|begin_of_text|>`, ...) produce no
+        // text: one policy for every caller, like llama.cpp's server.
+        let bytes = if self.tokenizer.is_control(token) {
+            Vec::new()
+        } else {
+            self.tokenizer.token_bytes(token).unwrap_or_default()
+        };
         let logprob = match (raw, a.logprobs) {
             (Some(raw), Some(top_n)) => Some(logprob_info(&raw, token, top_n, &*self.tokenizer)),
             _ => None,
@@ -477,7 +488,7 @@ fn fail(a: &mut Active, message: &str) {
 }
 
 /// Log-probabilities from raw logits: log-softmax of the chosen token and the top `n`.
-fn logprob_info(raw: &[f32], chosen: u32, n: usize, tokenizer: &dyn Tokenizer) -> LogprobInfo {
+fn logprob_info(raw: &[f32], chosen: u32, n: usize, tokenizer: &dyn TokenCodec) -> LogprobInfo {
     let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = raw.iter().map(|&x| f64::from(x - max).exp()).sum();
     let log_z = f64::from(max) + sum.ln();
@@ -521,7 +532,7 @@ mod tests {
     use super::*;
 
     struct Bytes;
-    impl Tokenizer for Bytes {
+    impl TokenCodec for Bytes {
         fn vocab_size(&self) -> usize {
             4
         }
@@ -539,9 +550,12 @@ mod tests {
         fn is_eog(&self, _: u32) -> bool {
             false
         }
+        fn is_control(&self, _: u32) -> bool {
+            false
+        }
         fn apply_chat_template(
             &self,
-            _: &[crate::engine::ChatMessage],
+            _: &[crate::tokenizer::ChatMessage],
             _: bool,
         ) -> Result<String, crate::engine::TokenizeError> {
             Ok(String::new())

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::engine::SubmitError;
+use crate::sampling::SamplingError;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +143,13 @@ impl ApiError {
         .unwrap_or_else(|_| {
             r#"{"error":{"message":"internal error","type":"server_error"}}"#.into()
         })
+    }
+}
+
+/// A sampling parameter out of range: 400 `invalid_request_error` naming the parameter.
+impl From<SamplingError> for ApiError {
+    fn from(e: SamplingError) -> Self {
+        ApiError::invalid_param(e.param, e.to_string())
     }
 }
 

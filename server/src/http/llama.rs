@@ -19,9 +19,8 @@ use super::generate::{
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
-use crate::engine::{
-    Event, FinishReason, GenerationRequest, LogprobInfo, SamplingParams, TokenLogprob,
-};
+use crate::engine::{Event, FinishReason, GenerationRequest, LogprobInfo, TokenLogprob};
+use crate::sampling::SamplingParams;
 
 /// The most alternatives per token for `n_probs`.
 pub const MAX_N_PROBS: i64 = 100;

@@ -9,7 +9,8 @@
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::engine::SamplingParams;
+use crate::rng::random_u64;
+use crate::sampling::{SamplingError, SamplingParams};
 
 /// Sampling fields as they arrive (before range checks).
 #[derive(Debug, Default, Clone)]
@@ -49,28 +50,24 @@ pub(crate) use raw_sampling;
 pub const MAX_STOPS: usize = 16;
 pub const MAX_STOP_LEN: usize = 1024;
 
-fn check_range(name: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
-    match v {
-        None => Ok(None),
-        Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x as f32)),
-        Some(x) => Err(ApiError::invalid_param(
-            name,
-            format!("`{name}` must be between {lo} and {hi}, got {x}"),
-        )),
-    }
-}
-
-/// Validate sampling settings and fill defaults. A missing or `-1` seed draws a random one.
+/// Turn a request's sampling fields into [`SamplingParams`]: missing fields take the defaults
+/// ([`crate::sampling::DEFAULT`]), a missing or `-1` seed draws a random one, and the ranges are
+/// checked by [`SamplingParams::validate`] (the same check the CLI runs), reported as a 400 that
+/// names the parameter. Only the signed JSON integers the CLI's unsigned flags cannot express
+/// (`top_k` < 0, `repeat_last_n` < -1) are refused here, with the same [`SamplingError`].
 pub fn sampling(raw: &RawSampling) -> Result<SamplingParams, ApiError> {
     let d = SamplingParams::default();
     let top_k = match raw.top_k {
         None => d.top_k,
         Some(k) if k >= 0 => usize::try_from(k).unwrap_or(usize::MAX),
         Some(k) => {
-            return Err(ApiError::invalid_param(
-                "top_k",
-                format!("`top_k` must be 0 (disabled) or a positive integer, got {k}"),
-            ));
+            return Err(SamplingError {
+                param: "top_k",
+                got: k.to_string(),
+                allowed: "0 or a positive integer",
+                fix: "use 0 to turn top-k off",
+            }
+            .into());
         }
     };
     let repeat_last_n = match raw.repeat_last_n {
@@ -78,37 +75,32 @@ pub fn sampling(raw: &RawSampling) -> Result<SamplingParams, ApiError> {
         Some(-1) => usize::MAX,
         Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
         Some(n) => {
-            return Err(ApiError::invalid_param(
-                "repeat_last_n",
-                format!("`repeat_last_n` must be -1 (whole context), 0 or positive, got {n}"),
-            ));
+            return Err(SamplingError {
+                param: "repeat_last_n",
+                got: n.to_string(),
+                allowed: "-1, 0 or a positive integer",
+                fix: "use -1 for the whole context, 0 to look at no tokens",
+            }
+            .into());
         }
     };
-    let repeat_penalty =
-        check_range("repeat_penalty", raw.repeat_penalty, 0.0, 10.0)?.unwrap_or(d.repeat_penalty);
-    if repeat_penalty <= 0.0 {
-        return Err(ApiError::invalid_param(
-            "repeat_penalty",
-            "`repeat_penalty` must be greater than 0 (1.0 disables it)",
-        ));
-    }
-    Ok(SamplingParams {
-        temperature: check_range("temperature", raw.temperature, 0.0, 2.0)?
-            .unwrap_or(d.temperature),
+    let real = |v: Option<f64>, default: f32| v.map_or(default, |x| x as f32);
+    let params = SamplingParams {
+        temperature: real(raw.temperature, d.temperature),
         top_k,
-        top_p: check_range("top_p", raw.top_p, 0.0, 1.0)?.unwrap_or(d.top_p),
-        min_p: check_range("min_p", raw.min_p, 0.0, 1.0)?.unwrap_or(d.min_p),
-        repeat_penalty,
+        top_p: real(raw.top_p, d.top_p),
+        min_p: real(raw.min_p, d.min_p),
+        repeat_penalty: real(raw.repeat_penalty, d.repeat_penalty),
         repeat_last_n,
-        presence_penalty: check_range("presence_penalty", raw.presence_penalty, -2.0, 2.0)?
-            .unwrap_or(d.presence_penalty),
-        frequency_penalty: check_range("frequency_penalty", raw.frequency_penalty, -2.0, 2.0)?
-            .unwrap_or(d.frequency_penalty),
+        presence_penalty: real(raw.presence_penalty, d.presence_penalty),
+        frequency_penalty: real(raw.frequency_penalty, d.frequency_penalty),
         seed: match raw.seed {
             None | Some(-1) => random_u64(),
             Some(s) => s as u64,
         },
-    })
+    };
+    params.validate()?;
+    Ok(params)
 }
 
 /// `stop`: absent, a string, or an array of strings.
@@ -295,23 +287,6 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// A random 64-bit value from the standard library's randomly keyed hasher (for seeds and ids;
-/// not for secrets).
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! * [`Tokenizer`] — built from [`TokenizerData`] (the `tokenizer.ggml.*` values; the GGUF reader
 //!   fills it in): `encode`, `decode`, special tokens, end-of-generation ids.
-//! * [`StreamDecoder`] — token ids to text pieces that never split a UTF-8 character.
+//! * [`TextStream`] — generated token bytes to text that never splits a UTF-8 character and
+//!   never shows any part of a stop string.
 //! * [`ChatTemplate`] — messages to prompt text (BitNet's format, or the model's Jinja template).
 //!
 //! Token ids match the reference (PyPI `quicktok-v1`'s `llama3` encoding, the same split and
@@ -26,7 +27,7 @@ pub mod vocab;
 
 pub use chat::{ChatError, ChatMessage, ChatTemplate};
 pub use model::{Tokenizer, TokenizerData, TokenizerError};
-pub use stream::{StreamDecoder, Utf8Stream};
+pub use stream::{Pushed, TextStream, Utf8Stream};
 
 #[cfg(test)]
 mod tests {
@@ -37,6 +38,6 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Tokenizer>();
         check::<ChatTemplate>();
-        check::<StreamDecoder<std::sync::Arc<Tokenizer>>>();
+        check::<TextStream>();
     }
 }

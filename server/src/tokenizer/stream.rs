@@ -1,16 +1,19 @@
-//! Incremental detokenization for streaming: text comes out piece by piece as tokens are
-//! generated, and a UTF-8 character split across tokens is never cut in half.
+//! Generated text as it is safe to send: the one output stream of every generation (the
+//! engine's scheduler, for the HTTP server and the CLI alike).
 //!
 //! A byte-level token can end in the middle of a multi-byte character (an emoji is often two
 //! or three tokens). [`Utf8Stream`] holds back such an incomplete tail until the next bytes
 //! complete it, and emits invalid sequences as U+FFFD exactly where [`String::from_utf8_lossy`]
 //! would, so the concatenation of everything emitted (including [`Utf8Stream::finish`]) equals
 //! the lossy decoding of all bytes at once — no byte is dropped or duplicated.
-//! [`StreamDecoder`] feeds it token bytes. Stop strings and end-of-generation are not handled
-//! here; that is the generator's job.
+//! [`TextStream`] feeds token bytes through it and then through a [`StopMatcher`]: text that
+//! could be the start of a stop string is held until it completes the stop string (generation
+//! ends before it) or stops matching (it is released).
+//!
+//! This module does NOT know token ids: which tokens produce text (control tokens do not) and
+//! end-of-generation tokens are the scheduler's decisions.
 
-use super::model::Tokenizer;
-use std::borrow::Borrow;
+use crate::stop::{StopMatcher, StopResult};
 
 /// UTF-8 reassembly across chunk boundaries.
 #[derive(Debug, Clone, Default)]
@@ -75,46 +78,52 @@ impl Utf8Stream {
     }
 }
 
-/// Turns a stream of token ids into text pieces. Works with `&Tokenizer` or `Arc<Tokenizer>`.
-#[derive(Debug, Clone)]
-pub struct StreamDecoder<T: Borrow<Tokenizer>> {
-    tokenizer: T,
-    utf8: Utf8Stream,
-    skip_control: bool,
+/// The outcome of feeding one token's bytes to a [`TextStream`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Text that can be sent now.
+    pub text: String,
+    /// A stop string completed: generation must end, nothing after `text` is sent.
+    pub stop: Option<String>,
 }
 
-impl<T: Borrow<Tokenizer>> StreamDecoder<T> {
-    /// A decoder that renders every token, control tokens included (as their text).
-    pub fn new(tokenizer: T) -> Self {
+/// Token bytes in, sendable text out: whole UTF-8 characters only, and never any part of a stop
+/// string.
+#[derive(Debug, Clone)]
+pub struct TextStream {
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+}
+
+impl TextStream {
+    /// `stops`: stop strings; empty ones are ignored.
+    pub fn new(stops: &[String]) -> Self {
         Self {
-            tokenizer,
             utf8: Utf8Stream::new(),
-            skip_control: false,
+            stops: StopMatcher::new(stops.iter().cloned()),
         }
     }
 
-    /// Whether control tokens (`<|eot_id|>`, `<|begin_of_text|>`, …) produce no text.
-    pub fn skip_control(mut self, skip: bool) -> Self {
-        self.skip_control = skip;
-        self
+    /// Feed the bytes of one token.
+    pub fn push(&mut self, bytes: &[u8]) -> Pushed {
+        let decoded = self.utf8.push(bytes).unwrap_or_default();
+        match self.stops.push(&decoded) {
+            StopResult::Continue(text) => Pushed { text, stop: None },
+            StopResult::Stopped { text, stop } => Pushed {
+                text,
+                stop: Some(stop),
+            },
+        }
     }
 
-    /// Adds a generated token; returns the text that is now complete, if any. An id outside the
-    /// vocabulary yields U+FFFD.
-    pub fn push(&mut self, id: u32) -> Option<String> {
-        let tok = self.tokenizer.borrow();
-        if (id as usize) >= tok.vocab_size() {
-            return self.utf8.push("\u{FFFD}".as_bytes());
+    /// The end of generation: whatever is held, with an incomplete trailing character replaced
+    /// by U+FFFD (text after a stop string completed by that flush is dropped).
+    pub fn finish(&mut self) -> String {
+        let rest = self.utf8.finish().unwrap_or_default();
+        match self.stops.push(&rest) {
+            StopResult::Continue(text) => text + &self.stops.finish(),
+            StopResult::Stopped { text, .. } => text,
         }
-        if self.skip_control && tok.is_control(id) {
-            return None;
-        }
-        self.utf8.push(tok.token_bytes(id))
-    }
-
-    /// Ends the stream, flushing an incomplete character (as U+FFFD).
-    pub fn finish(&mut self) -> Option<String> {
-        self.utf8.finish()
     }
 }
 
@@ -192,5 +201,73 @@ mod tests {
             got.extend(s.finish());
             prop_assert_eq!(got, String::from_utf8_lossy(&all).into_owned());
         }
+    }
+
+    fn stops(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn stopped(text: &str, stop: &str) -> Pushed {
+        Pushed {
+            text: text.into(),
+            stop: Some(stop.into()),
+        }
+    }
+
+    #[test]
+    fn text_stream_holds_multibyte_characters() {
+        let mut t = TextStream::new(&[]);
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(t.push(&euro[..1]).text, "");
+        assert_eq!(t.push(&euro[1..2]).text, "");
+        assert_eq!(t.push(&euro[2..]).text, "€");
+        assert_eq!(t.push(b"ab").text, "ab");
+    }
+
+    #[test]
+    fn text_stream_replaces_invalid_bytes() {
+        let mut t = TextStream::new(&[]);
+        assert_eq!(t.push(&[b'a', 0xff, b'b']).text, "a\u{fffd}b");
+        assert_eq!(t.push(&[0xe2, 0x82]).text, "");
+        assert_eq!(t.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn stop_string_inside_one_token() {
+        let mut t = TextStream::new(&stops(&["END"]));
+        assert_eq!(t.push(b"hello END world"), stopped("hello ", "END"));
+    }
+
+    #[test]
+    fn stop_string_across_tokens_is_never_leaked() {
+        let mut t = TextStream::new(&stops(&["</s>"]));
+        assert_eq!(t.push(b"ab<").text, "ab");
+        assert_eq!(t.push(b"/").text, "");
+        assert_eq!(t.push(b"s>tail"), stopped("", "</s>"));
+    }
+
+    #[test]
+    fn held_prefix_is_released_when_it_stops_matching() {
+        let mut t = TextStream::new(&stops(&["</s>"]));
+        assert_eq!(t.push(b"a</").text, "a");
+        assert_eq!(t.push(b"x").text, "</x");
+        assert_eq!(t.push(b"<").text, "");
+        assert_eq!(t.finish(), "<");
+    }
+
+    #[test]
+    fn stop_string_split_inside_a_character_across_tokens() {
+        // "é" is C3 A9: the stop string "é!" starts in the middle of a token and its first
+        // character is cut between two tokens. Nothing of it is shown, "caf" is not delayed.
+        let mut t = TextStream::new(&stops(&["é!"]));
+        assert_eq!(t.push(b"caf\xC3").text, "caf");
+        assert_eq!(t.push(b"\xA9").text, "");
+        assert_eq!(t.push(b"!!"), stopped("", "é!"));
+        // Another character after "é" releases it.
+        let mut t = TextStream::new(&stops(&["é!"]));
+        assert_eq!(t.push(b"caf\xC3").text, "caf");
+        assert_eq!(t.push(b"\xA9").text, "");
+        assert_eq!(t.push(b"?").text, "é?");
+        assert_eq!(t.finish(), "");
     }
 }

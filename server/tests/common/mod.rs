@@ -19,13 +19,16 @@ use std::time::Duration;
 use bitnet_server::config::ServeOptions;
 use bitnet_server::download::{DownloadOptions, ModelSource};
 use bitnet_server::engine::{
-    Backend, BackendError, ChatMessage, EngineConfig, LoadError, LoadOptions, LoadedModel,
-    ModelLoader, SamplerFactory, SamplingParams, SeqId, TokenSampler, TokenizeError, Tokenizer,
+    Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, SamplerFactory,
+    SeqId, TokenCodec, TokenSampler, TokenizeError,
 };
 use bitnet_server::http::metrics::Limits;
 use bitnet_server::http::{ApiConfig, AppState};
+use bitnet_server::model::LoadOptions;
+use bitnet_server::sampling::SamplingParams;
 use bitnet_server::secret::Secret;
 use bitnet_server::serve::{self, ServeError};
+use bitnet_server::tokenizer::ChatMessage;
 
 pub const BOS: u32 = 256;
 pub const EOS: u32 = 257;
@@ -181,10 +184,11 @@ impl Backend for TestBackend {
     }
 }
 
-/// Byte-level test tokenizer: ids 0..256 are bytes, 256 `<s>`, 257 `</s>`.
+/// Byte-level test tokenizer: ids 0..256 are bytes, 256 `<s>`, 257 `</s>` (both control
+/// tokens, so generated ones produce no text).
 pub struct TestTokenizer;
 
-impl Tokenizer for TestTokenizer {
+impl TokenCodec for TestTokenizer {
     fn vocab_size(&self) -> usize {
         VOCAB
     }
@@ -225,6 +229,9 @@ impl Tokenizer for TestTokenizer {
     }
     fn is_eog(&self, id: u32) -> bool {
         id == EOS
+    }
+    fn is_control(&self, id: u32) -> bool {
+        id == BOS || id == EOS
     }
     fn apply_chat_template(
         &self,
@@ -313,7 +320,7 @@ pub struct TestLoader {
 }
 
 impl ModelLoader for TestLoader {
-    fn load(&self, path: &Path, _: &LoadOptions) -> Result<LoadedModel, LoadError> {
+    fn load(&self, path: &Path, _: &LoadOptions, _: usize) -> Result<LoadedModel, LoadError> {
         if let Some(g) = &self.gate {
             g.wait();
         }
@@ -420,11 +427,7 @@ impl TestServer {
                 queue_size: setup.queue_size,
                 prefill_chunk: 16,
             },
-            load: LoadOptions {
-                ctx_size: None,
-                threads: None,
-                parallel: setup.parallel,
-            },
+            load: LoadOptions::default(),
             shutdown_timeout: setup.shutdown_timeout,
             source,
         };
