@@ -7,8 +7,8 @@
 
 use bitnet_server::kernels::formats::{self, decode_row, encode_row};
 use bitnet_server::kernels::{
-    KernelError, Kernels, Q8Acts, Q8Matrix, QuantActs, TernaryFormat, TernaryJob, TernaryView,
-    ThreadPool,
+    KernelError, Kernels, Q8Acts, Q8Matrix, QuantActs, Simd, TernaryFormat, TernaryJob,
+    TernaryView, ThreadPool,
 };
 use half::f16;
 use proptest::prelude::*;
@@ -718,6 +718,54 @@ fn kernel_names_and_errors() {
     };
     let msg = Kernels::by_name(foreign).unwrap_err().to_string();
     assert!(msg.contains("CPU") && msg.contains(foreign), "{msg}");
+}
+
+/// The variant is the one instruction-set decision: each one names the code generation its
+/// activation quantization and attention run with, and it is the one its name implies
+/// (`scalar`/`v2`/aarch64: baseline, `v3`/`v3vnni`: AVX2, `v4`: AVX-512).
+#[test]
+fn every_variant_implies_its_simd_width() {
+    for k in Kernels::available() {
+        let want = match k.name {
+            #[cfg(target_arch = "x86_64")]
+            "v4" => Simd::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            "v3" | "v3vnni" => Simd::Avx2,
+            "scalar" | "v2" | "neon" | "dotprod" | "i8mm" => Simd::Baseline,
+            other => panic!("no expected width for variant {other}"),
+        };
+        assert_eq!(k.simd(), want, "variant {}", k.name);
+    }
+    assert_eq!(Kernels::scalar().simd(), Simd::Baseline);
+}
+
+/// Quantization with every variant's code generation writes the same bits as the baseline
+/// (`QuantActs::quantize`), with a fused `fill`, on a pool, for odd widths and NaN/inf input.
+#[test]
+fn quantize_rows_is_bit_identical_with_every_variant() {
+    let pool = ThreadPool::new(2);
+    let mut rng = Rng(11);
+    for (n, cols) in [(1, 4), (5, 300), (9, 2560), (3, 6912)] {
+        let mut x = random_acts(n, cols, &mut rng);
+        x[cols / 2] = f32::NAN;
+        if n > 1 {
+            x[cols + 1] = f32::INFINITY;
+        }
+        let want = QuantActs::quantize(&x, cols);
+        for k in Kernels::available() {
+            let mut got = QuantActs::new();
+            got.quantize_rows(k, Some(&pool), n, cols, |t, row| {
+                row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
+            });
+            for t in 0..n {
+                let at = format!("{} ({:?}), {n}×{cols}, token {t}", k.name, k.simd());
+                assert_eq!(got.q(t), want.q(t), "{at}");
+                assert_eq!(got.scale(t).to_bits(), want.scale(t).to_bits(), "{at}");
+                assert_eq!(got.sum(t), want.sum(t), "{at}");
+                assert_eq!(got.block_sums(t), want.block_sums(t), "{at}");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

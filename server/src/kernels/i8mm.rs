@@ -381,4 +381,5 @@ pub(crate) static I8MM: Kernels = Kernels {
     f16: super::arm::dotprod_f16,
     q8: super::arm::dotprod_q8,
     tile_rows: ROWS,
+    simd: super::Simd::Baseline,
 };

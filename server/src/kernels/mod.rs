@@ -23,7 +23,13 @@
 //! Rust 1.95), `i8mm` (`dotprod` with a prefill GEMM on `smmla`, `i8mm.rs`).
 //! [`Kernels::select`] picks the best one the CPU supports (AVX-VNNI CPUs get `v3vnni`
 //! automatically), or the one named by `BITNET_KERNEL` (`v3` then means plain AVX2).
-//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`. All variants but `i8mm`'s GEMM are written
+//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`.
+//!
+//! The variant is the forward pass's only instruction-set decision: besides the matrix products
+//! it fixes the code generation ([`Simd`], [`Kernels::simd`]) of activation quantization
+//! ([`QuantActs::quantize_rows`]) and attention (`model::attention`), which take the variant
+//! and detect nothing themselves. So `BITNET_KERNEL=scalar` runs portable code everywhere, `v3`
+//! AVX2 everywhere, `v4` AVX-512 everywhere. All variants but `i8mm`'s GEMM are written
 //! once over a small SIMD vocabulary (`generic.rs`), so the qemu-tested aarch64 code shares its
 //! logic with the natively tested x86 code.
 //!
@@ -334,6 +340,29 @@ pub struct Kernels {
     q8: Q8Fn,
     /// Rows per GEMM tile; row chunks handed to threads are multiples of this.
     tile_rows: usize,
+    /// Code generation of the per-token passes that run beside the matrix products.
+    simd: Simd,
+}
+
+/// The code generation of the work outside the matrix products that still runs in SIMD entry
+/// points: the fused norm + activation quantization ([`QuantActs::quantize_rows`]) and attention
+/// (`model::attention`). It is part of the [`Kernels`] variant, so one decision (the variant,
+/// which `BITNET_KERNEL` can force) fixes every instruction set the forward pass uses.
+///
+/// Every feature a width needs is implied by the features its variant checks (v4 has AVX-512F/BW
+/// and FMA, v3 and v3vnni AVX2 and FMA), so a `Simd` read from a selected [`Kernels`] is safe
+/// to run. All widths compute the same bits in quantization; attention agrees to float rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Simd {
+    /// The architecture's baseline code generation: SSE2 on x86-64, NEON on aarch64, portable
+    /// code elsewhere. Used by `scalar`, `v2` and every aarch64 variant.
+    Baseline,
+    /// AVX2 + FMA (`v3`, `v3vnni`).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F/BW + FMA (`v4`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl fmt::Debug for Kernels {
@@ -357,6 +386,7 @@ static SCALAR: Kernels = Kernels {
     f16: scalar::f16,
     q8: scalar::q8,
     tile_rows: 16,
+    simd: Simd::Baseline,
 };
 
 /// Every variant compiled into this binary, best first (the last is always `scalar`).
@@ -401,6 +431,7 @@ impl Kernels {
         };
         tracing::info!(
             kernel = k.name,
+            simd = ?k.simd,
             chosen_by = how,
             "matrix kernels: {}",
             k.description
@@ -463,6 +494,13 @@ impl Kernels {
     /// The scalar reference.
     pub fn scalar() -> &'static Kernels {
         &SCALAR
+    }
+
+    /// The code generation of activation quantization and attention with this variant (see
+    /// [`Simd`]): `scalar`, `v2` and the aarch64 variants use the baseline, `v3`/`v3vnni` AVX2,
+    /// `v4` AVX-512.
+    pub fn simd(&self) -> Simd {
+        self.simd
     }
 
     /// `y[t·y_stride + r] = (W · q_t)[r]` for every token `t` of `a` and every row `r` of `w`,

@@ -930,6 +930,7 @@ pub(crate) static V4: Kernels = Kernels {
     f16: v4::f16,
     q8: v4::q8,
     tile_rows: 32,
+    simd: super::Simd::Avx512,
 };
 
 pub(crate) static V3VNNI: Kernels = Kernels {
@@ -941,6 +942,7 @@ pub(crate) static V3VNNI: Kernels = Kernels {
     f16: v3vnni::f16,
     q8: v3vnni::q8,
     tile_rows: 16,
+    simd: super::Simd::Avx2,
 };
 
 pub(crate) static V3: Kernels = Kernels {
@@ -952,6 +954,7 @@ pub(crate) static V3: Kernels = Kernels {
     f16: v3::f16,
     q8: v3::q8,
     tile_rows: 16,
+    simd: super::Simd::Avx2,
 };
 
 pub(crate) static V2: Kernels = Kernels {
@@ -963,4 +966,5 @@ pub(crate) static V2: Kernels = Kernels {
     f16: v2::f16,
     q8: v2::q8,
     tile_rows: 8,
+    simd: super::Simd::Baseline,
 };
