@@ -74,7 +74,6 @@
 //! [`ThreadPool`]'s physical-core default).
 
 mod acts;
-pub mod formats;
 mod generic;
 mod pool;
 mod q8;
@@ -87,8 +86,10 @@ mod i8mm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::quant::ternary::I2S_TRAILER;
 use std::fmt;
 
+pub use crate::quant::ternary::TernaryFormat;
 pub(crate) use acts::round_small;
 pub use acts::{AlignedBuf, QuantActs};
 pub use pool::ThreadPool;
@@ -139,40 +140,11 @@ pub enum KernelError {
     },
 }
 
-/// On-disk packing of a ternary matrix (one GGUF tensor type each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TernaryFormat {
-    /// bitnet.cpp's I2_S (GGUF type 36): 2-bit codes, 128-element blocks, per-tensor f32 scale.
-    I2S,
-    /// ggml's TQ2_0 (type 35): 2-bit codes, 256-element blocks with an fp16 scale each.
-    Tq2_0,
-    /// ggml's TQ1_0 (type 34): base-3 packed trits, 256-element blocks with an fp16 scale each.
-    Tq1_0,
-}
-
 impl TernaryFormat {
-    /// All formats.
-    pub const ALL: [TernaryFormat; 3] = [
-        TernaryFormat::I2S,
-        TernaryFormat::Tq2_0,
-        TernaryFormat::Tq1_0,
-    ];
-
-    /// Bytes one row of `cols` elements takes (for I2_S without the tensor's 32-byte trailer).
-    pub fn row_bytes(self, cols: usize) -> usize {
-        match self {
-            TernaryFormat::I2S => cols / 4,
-            TernaryFormat::Tq2_0 => cols / 256 * formats::TQ2_BLOCK_BYTES,
-            TernaryFormat::Tq1_0 => cols / 256 * formats::TQ1_BLOCK_BYTES,
-        }
-    }
-
-    /// Checks that rows of `cols` elements can be stored: I2_S needs multiples of 128, TQ of 256.
+    /// Checks that rows of `cols` elements can be stored: a positive multiple of the block size
+    /// (I2_S 128, TQ 256).
     pub fn check_cols(self, cols: usize) -> Result<(), KernelError> {
-        let multiple = match self {
-            TernaryFormat::I2S => 128,
-            TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 => 256,
-        };
+        let multiple = self.block_elems();
         if cols == 0 || !cols.is_multiple_of(multiple) {
             return Err(KernelError::BadColumns {
                 format: self,
@@ -183,27 +155,12 @@ impl TernaryFormat {
         Ok(())
     }
 
-    /// The GGUF/ggml type name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TernaryFormat::I2S => "I2_S",
-            TernaryFormat::Tq2_0 => "TQ2_0",
-            TernaryFormat::Tq1_0 => "TQ1_0",
-        }
-    }
-
     fn index(self) -> usize {
         match self {
             TernaryFormat::I2S => 0,
             TernaryFormat::Tq2_0 => 1,
             TernaryFormat::Tq1_0 => 2,
         }
-    }
-}
-
-impl fmt::Display for TernaryFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -272,13 +229,13 @@ impl<'a> TernaryView<'a> {
         tensor: &'a [u8],
     ) -> Result<TernaryView<'a>, KernelError> {
         TernaryFormat::I2S.check_cols(cols)?;
-        let codes = rows.saturating_mul(cols / 4);
-        if codes == usize::MAX || tensor.len() != codes.saturating_add(32) {
+        let codes = rows.saturating_mul(TernaryFormat::I2S.row_bytes(cols));
+        if codes == usize::MAX || tensor.len() != codes.saturating_add(I2S_TRAILER) {
             return Err(KernelError::BadLength {
                 what: "I2_S tensor (codes + 32-byte trailer)".into(),
                 rows,
                 cols,
-                need: codes.saturating_add(32),
+                need: codes.saturating_add(I2S_TRAILER),
                 got: tensor.len(),
             });
         }

@@ -4,7 +4,7 @@
 //! through `crate::kernels`, which quantize activations per token to int8 (reference §2.2) and
 //! apply bitnet.cpp's epilogue (§2.3). This module only locates and validates the bytes.
 
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{KernelError, TernaryFormat, TernaryView};
 
 /// A ternary weight matrix `[rows × cols]` located in a GGUF file.
@@ -30,10 +30,10 @@ impl TernaryTensor {
         );
         let start = (file.data_offset() + t.offset) as usize;
         let data = file.tensor_data(t);
-        let view = match t.ty {
-            GgmlType::I2S => TernaryView::from_i2s_tensor(rows, cols, data)?,
-            GgmlType::Tq2_0 => TernaryView::new(TernaryFormat::Tq2_0, rows, cols, data, 1.0)?,
-            _ => TernaryView::new(TernaryFormat::Tq1_0, rows, cols, data, 1.0)?,
+        let view = match t.ty.ternary_format() {
+            Some(TernaryFormat::I2S) => TernaryView::from_i2s_tensor(rows, cols, data)?,
+            Some(f) => TernaryView::new(f, rows, cols, data, 1.0)?,
+            None => unreachable!("TernaryTensor::new on a {} tensor", t.ty),
         };
         Ok(TernaryTensor {
             name: t.name.clone(),
