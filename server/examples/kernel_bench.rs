@@ -24,10 +24,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bitnet_server::kernels::formats::encode_row;
 use bitnet_server::kernels::{
     Kernels, Q8Matrix, QuantActs, TernaryFormat, TernaryJob, TernaryView, ThreadPool,
 };
+use bitnet_server::quant::ternary::encode_row;
 use half::f16;
 use memmap2::{Advice, MmapMut};
 

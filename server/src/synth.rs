@@ -8,7 +8,7 @@
 //! converts a model: the weights are random and the model speaks nonsense.
 
 use crate::gguf::{GgmlType, GgufWriter, Value, writer};
-use crate::quant::{dequant, ternary};
+use crate::quant::dequant;
 use crate::tokenizer::vocab::GgufVocab;
 use half::f16;
 
@@ -243,11 +243,10 @@ pub fn ternary_tensor(
     // Output ≈ unit RMS for unit-RMS input: scale ≈ 1/sqrt(2/3 · cols).
     let base = 1.0 / (2.0 / 3.0 * cols as f32).sqrt();
     let scale = f16::from_f32(base * rng.uniform(0.8, 1.25)).to_f32();
-    let bytes = match format {
-        GgmlType::I2S => ternary::encode_i2s(&values, scale),
-        GgmlType::Tq2_0 => ternary::encode_tq2_0(&values, &vec![scale; values.len() / 256]),
-        _ => ternary::encode_tq1_0(&values, &vec![scale; values.len() / 256]),
-    };
+    let f = format
+        .ternary_format()
+        .expect("ternary_tensor needs a ternary type");
+    let bytes = f.pack(&values, &vec![scale; f.scale_count(values.len())]);
     (bytes, scale)
 }
 

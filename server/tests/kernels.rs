@@ -5,11 +5,11 @@
 //! Run the same binary under qemu to cover variants this CPU lacks (see
 //! `server/tests/kernels_cross.sh`).
 
-use bitnet_server::kernels::formats::{self, decode_row, encode_row};
 use bitnet_server::kernels::{
-    KernelError, Kernels, Q8Acts, Q8Matrix, QuantActs, TernaryFormat, TernaryJob, TernaryView,
-    ThreadPool,
+    KernelError, Kernels, Q8Acts, Q8Matrix, QuantActs, Simd, TernaryFormat, TernaryJob,
+    TernaryView, ThreadPool,
 };
+use bitnet_server::quant::ternary::{self as formats, decode_row, encode_row};
 use half::f16;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -720,6 +720,54 @@ fn kernel_names_and_errors() {
     assert!(msg.contains("CPU") && msg.contains(foreign), "{msg}");
 }
 
+/// The variant is the one instruction-set decision: each one names the code generation its
+/// activation quantization and attention run with, and it is the one its name implies
+/// (`scalar`/`v2`/aarch64: baseline, `v3`/`v3vnni`: AVX2, `v4`: AVX-512).
+#[test]
+fn every_variant_implies_its_simd_width() {
+    for k in Kernels::available() {
+        let want = match k.name {
+            #[cfg(target_arch = "x86_64")]
+            "v4" => Simd::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            "v3" | "v3vnni" => Simd::Avx2,
+            "scalar" | "v2" | "neon" | "dotprod" | "i8mm" => Simd::Baseline,
+            other => panic!("no expected width for variant {other}"),
+        };
+        assert_eq!(k.simd(), want, "variant {}", k.name);
+    }
+    assert_eq!(Kernels::scalar().simd(), Simd::Baseline);
+}
+
+/// Quantization with every variant's code generation writes the same bits as the baseline
+/// (`QuantActs::quantize`), with a fused `fill`, on a pool, for odd widths and NaN/inf input.
+#[test]
+fn quantize_rows_is_bit_identical_with_every_variant() {
+    let pool = ThreadPool::new(2);
+    let mut rng = Rng(11);
+    for (n, cols) in [(1, 4), (5, 300), (9, 2560), (3, 6912)] {
+        let mut x = random_acts(n, cols, &mut rng);
+        x[cols / 2] = f32::NAN;
+        if n > 1 {
+            x[cols + 1] = f32::INFINITY;
+        }
+        let want = QuantActs::quantize(&x, cols);
+        for k in Kernels::available() {
+            let mut got = QuantActs::new();
+            got.quantize_rows(k, Some(&pool), n, cols, |t, row| {
+                row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
+            });
+            for t in 0..n {
+                let at = format!("{} ({:?}), {n}×{cols}, token {t}", k.name, k.simd());
+                assert_eq!(got.q(t), want.q(t), "{at}");
+                assert_eq!(got.scale(t).to_bits(), want.scale(t).to_bits(), "{at}");
+                assert_eq!(got.sum(t), want.sum(t), "{at}");
+                assert_eq!(got.block_sums(t), want.block_sums(t), "{at}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Thread pool
 
@@ -815,4 +863,75 @@ fn pool_default_is_physical_cores() {
     let p = ThreadPool::new(0);
     assert_eq!(p.threads(), ThreadPool::physical_cores());
     assert!(p.threads() >= 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One codec per format: the kernels read what the codec writes
+
+/// Every format's codec round-trips values and scales, its tensor size is the GGUF type's, and
+/// every kernel variant's product of a codec-packed matrix equals the epilogue applied to the
+/// integer dot products of the codec's *unpacked* values (bit for bit; the sums stay below 2²⁴,
+/// so `acc − Σq` in f32 is the exact integer `Σ v·q`).
+#[test]
+fn kernels_agree_with_the_codec() {
+    use bitnet_server::gguf::GgmlType;
+    let pool = ThreadPool::new(2);
+    let mut rng = Rng(23);
+    for format in TernaryFormat::ALL {
+        for (rows, cols, n) in [(3, 256, 1), (37, 768, 3), (40, 2560, 13)] {
+            let len = rows * cols;
+            let values: Vec<i8> = (0..len).map(|_| rng.below(3) as i8 - 1).collect();
+            let scales: Vec<f32> = (0..format.scale_count(len))
+                .map(|_| f16::from_f32(0.01 + rng.unit().abs()).to_f32())
+                .collect();
+            let bytes = format.pack(&values, &scales);
+            let ty = GgmlType::of_ternary(format);
+            assert_eq!(
+                ty.nbytes(&[cols as u64, rows as u64]),
+                Ok(bytes.len() as u64),
+                "{format}"
+            );
+            assert_eq!(format.unpack(&bytes, len), (values.clone(), scales.clone()));
+            let w = match format {
+                TernaryFormat::I2S => TernaryView::from_i2s_tensor(rows, cols, &bytes).unwrap(),
+                f => TernaryView::new(f, rows, cols, &bytes, 1.0).unwrap(),
+            };
+            let a = QuantActs::quantize(&random_acts(n, cols, &mut rng), cols);
+            let mut want = vec![0f32; n * rows];
+            let bpr = cols / format.block_elems();
+            for t in 0..n {
+                for r in 0..rows {
+                    let v = &values[r * cols..][..cols];
+                    let dot = |c0: usize, c1: usize| -> i32 {
+                        (c0..c1)
+                            .map(|c| i32::from(v[c]) * i32::from(a.q(t)[c]))
+                            .sum()
+                    };
+                    want[t * rows + r] = match format {
+                        TernaryFormat::I2S => dot(0, cols) as f32 / a.scale(t) * scales[0],
+                        _ => {
+                            let mut f = 0f32;
+                            for b in 0..bpr {
+                                let d = scales[r * bpr + b];
+                                f += d * dot(b * 256, (b + 1) * 256) as f32;
+                            }
+                            f / a.scale(t)
+                        }
+                    };
+                }
+            }
+            for k in Kernels::available() {
+                let mut y = vec![f32::NAN; n * rows];
+                k.ternary_matmul(&pool, &w, &a, &mut y, rows);
+                for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        e.to_bits(),
+                        "{format} {rows}×{cols}, {n} tokens, {}: element {i} is {g}, codec says {e}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! must not change the numbers.
 
 use bitnet_server::gguf::{GgmlType, GgufFile};
+use bitnet_server::kernels::{Kernels, Simd};
 use bitnet_server::model::{LoadOptions, Logits, Model, SeqInput};
 use bitnet_server::synth::{self, Shape};
 
@@ -16,10 +17,14 @@ const SMALL: Shape = Shape {
 };
 
 fn model(format: GgmlType, embedding: GgmlType) -> Model {
+    model_with(format, embedding, &LoadOptions::default())
+}
+
+fn model_with(format: GgmlType, embedding: GgmlType, opts: &LoadOptions) -> Model {
     let vocab = synth::toy_vocab(40);
     let bytes = synth::build(&SMALL, format, embedding, &vocab, 7).to_bytes();
     let file = GgufFile::from_bytes(bytes).unwrap();
-    Model::load(&file, &LoadOptions::default()).unwrap()
+    Model::load(&file, opts).unwrap()
 }
 
 fn logits_all(m: &Model, tokens: &[u32]) -> Vec<f32> {
@@ -107,6 +112,55 @@ fn same_weights_in_three_formats_give_the_same_logits() {
         let d = max_abs_diff(&i2s, &other);
         assert!(d < 1e-3, "{f}: max diff {d}");
     }
+}
+
+/// The kernel variant a model is loaded with is its one instruction-set decision: forcing any
+/// variant this CPU runs (what `BITNET_KERNEL` does), `scalar` included, keeps that variant and
+/// its code generation for the whole forward pass and gives the best variant's logits, for a
+/// prefill long enough to take the GEMM path and for decode steps.
+#[test]
+fn every_kernel_variant_gives_the_same_logits() {
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 296).collect();
+    let run = |m: &Model| {
+        let mut cache = m.new_cache();
+        let mut b = [SeqInput {
+            cache: &mut cache,
+            tokens: &prompt,
+            logits: Logits::All,
+        }];
+        let mut out = m.forward(&mut b).unwrap().remove(0);
+        for &t in &PROMPT[..3] {
+            let mut b = [SeqInput {
+                cache: &mut cache,
+                tokens: std::slice::from_ref(&t),
+                logits: Logits::Last,
+            }];
+            out.extend(m.forward(&mut b).unwrap().remove(0));
+        }
+        out
+    };
+    let opts = |k: &'static Kernels| LoadOptions {
+        kernels: Some(k),
+        threads: 2,
+        ..LoadOptions::default()
+    };
+    for format in [GgmlType::I2S, GgmlType::Tq1_0] {
+        let want = run(&model_with(format, GgmlType::F16, &opts(Kernels::best())));
+        for k in Kernels::available() {
+            let m = model_with(format, GgmlType::F16, &opts(k));
+            assert_eq!(m.kernels().name, k.name);
+            assert_eq!(m.kernels().simd(), k.simd());
+            let d = max_abs_diff(&run(&m), &want);
+            assert!(
+                d < 1e-3,
+                "{format}, {} ({:?}): max diff {d}",
+                k.name,
+                k.simd()
+            );
+        }
+    }
+    let scalar = Kernels::by_name("scalar").unwrap();
+    assert_eq!(scalar.simd(), Simd::Baseline);
 }
 
 #[test]

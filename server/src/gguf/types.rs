@@ -1,7 +1,9 @@
 //! ggml tensor types that can appear in BitNet GGUF files, and their storage sizes.
 //!
-//! This module only knows sizes and names; decoding lives in `crate::quant`.
+//! This module only knows sizes and names; decoding lives in `crate::quant`. The ternary
+//! types' geometry comes from their codec ([`TernaryFormat`]).
 
+use crate::quant::ternary::{I2S_TRAILER, TernaryFormat};
 use std::fmt;
 
 /// A tensor element type this engine can read.
@@ -73,15 +75,36 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
             GgmlType::Q8_0 => (32, 34),
             GgmlType::Q6K => (256, 210),
-            GgmlType::Tq1_0 => (256, 54),
-            GgmlType::Tq2_0 => (256, 66),
+            GgmlType::Tq1_0 | GgmlType::Tq2_0 => {
+                let f = self.ternary_format().expect("ternary");
+                (f.block_elems() as u64, f.block_bytes() as u64)
+            }
             GgmlType::I2S => (4, 1),
         }
     }
 
     /// Whether this is one of the ternary weight formats.
     pub fn is_ternary(self) -> bool {
-        matches!(self, GgmlType::I2S | GgmlType::Tq1_0 | GgmlType::Tq2_0)
+        self.ternary_format().is_some()
+    }
+
+    /// The codec of a ternary type.
+    pub fn ternary_format(self) -> Option<TernaryFormat> {
+        match self {
+            GgmlType::I2S => Some(TernaryFormat::I2S),
+            GgmlType::Tq2_0 => Some(TernaryFormat::Tq2_0),
+            GgmlType::Tq1_0 => Some(TernaryFormat::Tq1_0),
+            _ => None,
+        }
+    }
+
+    /// The GGUF type of a ternary format.
+    pub fn of_ternary(format: TernaryFormat) -> GgmlType {
+        match format {
+            TernaryFormat::I2S => GgmlType::I2S,
+            TernaryFormat::Tq2_0 => GgmlType::Tq2_0,
+            TernaryFormat::Tq1_0 => GgmlType::Tq1_0,
+        }
     }
 
     /// Bytes a tensor of shape `dims` (ne0 first) occupies, or why it cannot be stored.
@@ -102,7 +125,9 @@ impl GgmlType {
                     of: 4,
                 });
             }
-            return (n / 4).checked_add(32).ok_or(SizeError::Overflow);
+            return (n / 4)
+                .checked_add(I2S_TRAILER as u64)
+                .ok_or(SizeError::Overflow);
         }
         if ne0 % blck != 0 {
             return Err(SizeError::NotMultiple {
@@ -189,6 +214,23 @@ mod tests {
             Err(SizeError::Overflow)
         );
         assert!(GgmlType::I2S.nbytes(&[6]).is_err());
+    }
+
+    #[test]
+    fn ternary_types_are_their_codecs() {
+        for f in TernaryFormat::ALL {
+            let ty = GgmlType::of_ternary(f);
+            assert_eq!(ty.ternary_format(), Some(f));
+            assert_eq!(ty.name(), f.name());
+            for n in [256u64, 2560 * 640] {
+                assert_eq!(
+                    ty.nbytes(&[n]),
+                    Ok(f.tensor_bytes(n as usize) as u64),
+                    "{f}"
+                );
+            }
+        }
+        assert_eq!(GgmlType::F16.ternary_format(), None);
     }
 
     #[test]

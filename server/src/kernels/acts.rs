@@ -9,6 +9,7 @@
 //! What it does NOT do: choose which matrix the activations feed, or keep f32 copies of them.
 
 use super::pool::ThreadPool;
+use super::{Kernels, Simd};
 use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
@@ -158,7 +159,9 @@ impl QuantActs {
         QuantActs::default()
     }
 
-    /// Quantizes `x` (n × cols, row-major) token by token.
+    /// Quantizes `x` (n × cols, row-major) token by token, with the baseline code generation
+    /// (the same bits as every other width; the forward pass uses [`QuantActs::quantize_rows`]
+    /// with its [`Kernels`]).
     ///
     /// # Panics
     /// If `cols` is 0 or `x.len()` is not a multiple of `cols`.
@@ -179,7 +182,7 @@ impl QuantActs {
             "QuantActs::quantize: {} values are not a whole number of {cols}-wide rows",
             x.len()
         );
-        self.quantize_rows(None, x.len() / cols, cols, |t, row| {
+        self.quantize_rows(Kernels::scalar(), None, x.len() / cols, cols, |t, row| {
             row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
         });
     }
@@ -187,11 +190,14 @@ impl QuantActs {
     /// Quantizes `n` tokens of `cols` values each, where `fill(t, row)` writes token `t`'s
     /// values into `row` (so a norm or an activation can be fused into the same pass). With a
     /// pool, tokens are spread over its threads; `fill` runs once per token, in any order.
+    /// The pass runs with the code generation of `kernels` ([`Kernels::simd`]); every width
+    /// writes the same bits.
     ///
     /// # Panics
     /// If `cols` is 0.
     pub fn quantize_rows<F: Fn(usize, &mut [f32]) + Sync>(
         &mut self,
+        kernels: &Kernels,
         pool: Option<&ThreadPool>,
         n: usize,
         cols: usize,
@@ -227,6 +233,7 @@ impl QuantActs {
         };
         // Borrow the whole struct: a closure would otherwise capture its (non-Sync) fields.
         let (out, fill) = (&out, &fill);
+        let simd = kernels.simd();
         let chunk = |ci: usize| {
             let tokens = ci * per_chunk..(ci * per_chunk + per_chunk).min(n);
             ROW.with(|cell| {
@@ -235,7 +242,7 @@ impl QuantActs {
                 if row.len() < cols {
                     row.resize(cols, 0.0);
                 }
-                quantize_tokens(fill, out, geometry, tokens, &mut row[..cols]);
+                quantize_tokens(simd, fill, out, geometry, tokens, &mut row[..cols]);
                 cell.replace(row);
             });
         };
@@ -326,32 +333,30 @@ thread_local! {
     static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Fills and quantizes `tokens`, with the widest vectors this CPU has: the per-token pass
-/// (the fused norm or activation, the max, the rounding, the block sums) is most of a
-/// prefill's work outside the matrix products, and the crate itself is compiled for the
-/// architecture's baseline. `fill` is inlined into the entry point, so it gets the same code
-/// generation. Every entry point computes the same bits: the operations are exact or
-/// element-wise IEEE, and the f64 sum of `rms_norm` keeps its lane order at every width.
+/// Fills and quantizes `tokens` with the code generation `simd` (the selected kernel
+/// variant's): the per-token pass (the fused norm or activation, the max, the rounding, the
+/// block sums) is most of a prefill's work outside the matrix products, and the crate itself is
+/// compiled for the architecture's baseline. `fill` is inlined into the entry point, so it gets
+/// the same code generation. Every entry point computes the same bits: the operations are exact
+/// or element-wise IEEE, and the f64 sum of `rms_norm` keeps its lane order at every width.
 fn quantize_tokens<F: Fn(usize, &mut [f32])>(
+    simd: Simd,
     fill: &F,
     out: &RowsOut,
     g: RowsGeometry,
     tokens: std::ops::Range<usize>,
     row: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // std caches the CPUID result; each check is a load and a bit test.
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-            // SAFETY: the CPU has AVX-512F/BW (checked just above).
-            return unsafe { quantize_tokens_avx512(fill, out, g, tokens, row) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { quantize_tokens_avx2(fill, out, g, tokens, row) };
-        }
+    match simd {
+        // SAFETY: `simd` comes from a selected `Kernels` (`quantize_rows` takes the variant, not
+        // a `Simd`), whose CPU check implies AVX-512F/BW.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { quantize_tokens_avx512(fill, out, g, tokens, row) },
+        // SAFETY: as above, for AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { quantize_tokens_avx2(fill, out, g, tokens, row) },
+        Simd::Baseline => quantize_tokens_body(fill, out, g, tokens, row),
     }
-    quantize_tokens_body(fill, out, g, tokens, row)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -459,8 +464,9 @@ fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
 mod tests {
     use super::*;
 
-    /// The token-parallel path writes exactly what the sequential one does, for every token,
-    /// including odd widths (partial last block) and token counts that leave a short chunk.
+    /// The token-parallel path writes exactly what the sequential baseline one does, for every
+    /// token, with every variant's code generation (AVX-512, AVX2, baseline), including odd
+    /// widths (partial last block) and token counts that leave a short chunk.
     #[test]
     fn quantize_rows_on_a_pool_equals_the_sequential_path() {
         let pool = ThreadPool::new(3);
@@ -469,16 +475,19 @@ mod tests {
                 .map(|i| ((i * 2654435761usize) % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
             let seq = QuantActs::quantize(&x, cols);
-            let mut par = QuantActs::new();
-            par.quantize_rows(Some(&pool), n, cols, |t, row| {
-                row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
-            });
-            assert_eq!((par.n(), par.cols(), par.stride()), (n, cols, seq.stride()));
-            for t in 0..n {
-                assert_eq!(par.q(t), seq.q(t), "token {t}");
-                assert_eq!(par.scale(t), seq.scale(t));
-                assert_eq!(par.sum(t), seq.sum(t));
-                assert_eq!(par.block_sums(t), seq.block_sums(t));
+            for k in Kernels::available() {
+                let mut par = QuantActs::new();
+                par.quantize_rows(k, Some(&pool), n, cols, |t, row| {
+                    row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
+                });
+                assert_eq!((par.n(), par.cols(), par.stride()), (n, cols, seq.stride()));
+                for t in 0..n {
+                    let at = format!("{} ({:?}), token {t}", k.name, k.simd());
+                    assert_eq!(par.q(t), seq.q(t), "{at}");
+                    assert_eq!(par.scale(t), seq.scale(t), "{at}");
+                    assert_eq!(par.sum(t), seq.sum(t), "{at}");
+                    assert_eq!(par.block_sums(t), seq.block_sums(t), "{at}");
+                }
             }
         }
     }

@@ -327,6 +327,7 @@ pub(crate) static NEON: Kernels = Kernels {
     f16: neon::f16,
     q8: neon::q8,
     tile_rows: 8,
+    simd: super::Simd::Baseline,
 };
 
 pub(crate) static DOTPROD: Kernels = Kernels {
@@ -338,4 +339,5 @@ pub(crate) static DOTPROD: Kernels = Kernels {
     f16: dotprod::f16,
     q8: dotprod::q8,
     tile_rows: 16,
+    simd: super::Simd::Baseline,
 };

@@ -29,10 +29,12 @@ use std::cell::RefCell;
 use half::f16;
 
 use super::acts::AlignedBuf;
-use super::formats::{I2S_BLOCK, TQ_BLOCK, TQ1_BLOCK_BYTES, TQ2_BLOCK_BYTES};
 use super::q8::Q8_BLOCK;
 use super::scalar::{i2s_epilogue, tq_block_step};
-use super::{Out, Q8Acts, Q8Matrix, QuantActs, TernaryView, formats};
+use super::{Out, Q8Acts, Q8Matrix, QuantActs, TernaryView};
+use crate::quant::ternary::{
+    self as codec, I2S_BLOCK, TQ_BLOCK, TQ1_BLOCK_BYTES, TQ1_SCALE, TQ2_BLOCK_BYTES, TQ2_SCALE,
+};
 
 pub(crate) const I2S: u8 = 0;
 pub(crate) const TQ2: u8 = 1;
@@ -164,7 +166,7 @@ pub(crate) const GEMM_MIN_N: usize = 12;
 struct Codes256([u8; 256]);
 
 /// The activation vector that meets group `g` of weight vector `sub` of a 256-column super-block
-/// whose int8 activations start at `q` (see the module docs of `formats` for the packing).
+/// whose int8 activations start at `q` (see `crate::quant::ternary` for the packing).
 #[inline(always)]
 unsafe fn act<I: Isa>(q: *const u8, sub: usize, g: usize) -> I::V {
     unsafe {
@@ -228,7 +230,7 @@ unsafe fn group_codes<I: Isa, const F: u8>(v: I::V, g: usize) -> I::V {
 #[inline(always)]
 fn i2s_tail_block(row: &[u8], q: &[i8], blk: usize) -> i32 {
     (blk * I2S_BLOCK..(blk + 1) * I2S_BLOCK)
-        .map(|c| i32::from(formats::i2s_code(row, c)) * i32::from(q[c]))
+        .map(|c| i32::from(codec::i2s_code(row, c)) * i32::from(q[c]))
         .sum()
 }
 
@@ -388,7 +390,7 @@ unsafe fn gemv_tile<I: Isa, const F: u8, const R: usize, const TT: usize>(
                 let qs = q.map(|q| q.add(256 * b));
                 superblock_tokens::<I, true, R, TT>(&mut acc, &p, &qs);
                 let d: [f32; R] =
-                    std::array::from_fn(|i| tq_scale(rows[i], TQ2_BLOCK_BYTES * b + 64));
+                    std::array::from_fn(|i| tq_scale(rows[i], TQ2_BLOCK_BYTES * b + TQ2_SCALE));
                 for t in 0..TT {
                     let col: [I::A; R] = std::array::from_fn(|i| acc[i][t]);
                     let sums = hsums::<I, R>(&col);
@@ -443,7 +445,7 @@ unsafe fn gemv_tq1<I: Isa, const R: usize>(w: &TernaryView<'_>, a: &QuantActs, r
             if i < R {
                 I::tq1_block(ptrs[i].add(off), buf[i].0.as_mut_ptr());
             }
-            let d: [f32; R] = std::array::from_fn(|i| tq_scale(rows[i], off + 52));
+            let d: [f32; R] = std::array::from_fn(|i| tq_scale(rows[i], off + TQ1_SCALE));
             for t in 0..n {
                 let q = a.q_ptr(t).add(256 * b);
                 let mut acc = [I::azero(); R];
@@ -550,7 +552,7 @@ pub(crate) unsafe fn decode_superblock<I: Isa, const F: u8>(
         match F {
             I2S if 256 * kb + 256 > cols => {
                 for c in 0..128 {
-                    *dst.add(c) = formats::i2s_code(row, 256 * kb + c);
+                    *dst.add(c) = codec::i2s_code(row, 256 * kb + c);
                 }
             }
             I2S | TQ2 => {
@@ -820,8 +822,8 @@ unsafe fn decode_rows<I: Isa, const F: u8, const RV: usize>(
                         rowbuf.add(i * cp + 256 * kb),
                         rowbuf.add((i + 1) * cp + 256 * kb),
                     );
-                    *dbuf.add(kb * rt + i) = tq_scale(ra, off + 52);
-                    *dbuf.add(kb * rt + i + 1) = tq_scale(rb, off + 52);
+                    *dbuf.add(kb * rt + i) = tq_scale(ra, off + TQ1_SCALE);
+                    *dbuf.add(kb * rt + i + 1) = tq_scale(rb, off + TQ1_SCALE);
                 }
                 i += 2;
             }
@@ -835,8 +837,8 @@ unsafe fn decode_rows<I: Isa, const F: u8, const RV: usize>(
                     I::prefetch(row.as_ptr().wrapping_add(per_block * kb + PREFETCH_BYTES));
                     decode_superblock::<I, F>(row, cols, kb, dst.add(256 * kb));
                     *dbuf.add(kb * rt + i) = match F {
-                        TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
-                        TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + 52),
+                        TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + TQ2_SCALE),
+                        TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + TQ1_SCALE),
                         _ => 0.0,
                     };
                 }

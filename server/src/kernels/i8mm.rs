@@ -27,12 +27,12 @@ use std::cell::RefCell;
 
 use super::acts::AlignedBuf;
 use super::arm::Dotprod;
-use super::formats::TQ2_BLOCK_BYTES;
 use super::generic::{
     self, GEMM_MIN_N, I2S, TQ1, TQ2, decode_superblock, prefetch_tile, split, superblock_offset,
     tq_scale,
 };
 use super::{Kernels, Out, QuantActs, TernaryView};
+use crate::quant::ternary::{TQ1_BLOCK_BYTES, TQ1_SCALE, TQ2_BLOCK_BYTES, TQ2_SCALE};
 
 /// Row pairs per tile (8 rows).
 const RP: usize = 4;
@@ -185,8 +185,8 @@ unsafe fn decode_rows<const F: u8>(
 #[inline(always)]
 fn block_scale<const F: u8>(row: &[u8], kb: usize) -> f32 {
     match F {
-        TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + 64),
-        TQ1 => tq_scale(row, super::formats::TQ1_BLOCK_BYTES * kb + 52),
+        TQ2 => tq_scale(row, TQ2_BLOCK_BYTES * kb + TQ2_SCALE),
+        TQ1 => tq_scale(row, TQ1_BLOCK_BYTES * kb + TQ1_SCALE),
         _ => 0.0,
     }
 }
@@ -381,4 +381,5 @@ pub(crate) static I8MM: Kernels = Kernels {
     f16: super::arm::dotprod_f16,
     q8: super::arm::dotprod_q8,
     tile_rows: ROWS,
+    simd: super::Simd::Baseline,
 };

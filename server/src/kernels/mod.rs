@@ -23,7 +23,13 @@
 //! Rust 1.95), `i8mm` (`dotprod` with a prefill GEMM on `smmla`, `i8mm.rs`).
 //! [`Kernels::select`] picks the best one the CPU supports (AVX-VNNI CPUs get `v3vnni`
 //! automatically), or the one named by `BITNET_KERNEL` (`v3` then means plain AVX2).
-//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`. All variants but `i8mm`'s GEMM are written
+//! AVX-512 CPUs without VNNI (Skylake-SP) get `v3`.
+//!
+//! The variant is the forward pass's only instruction-set decision: besides the matrix products
+//! it fixes the code generation ([`Simd`], [`Kernels::simd`]) of activation quantization
+//! ([`QuantActs::quantize_rows`]) and attention (`model::attention`), which take the variant
+//! and detect nothing themselves. So `BITNET_KERNEL=scalar` runs portable code everywhere, `v3`
+//! AVX2 everywhere, `v4` AVX-512 everywhere. All variants but `i8mm`'s GEMM are written
 //! once over a small SIMD vocabulary (`generic.rs`), so the qemu-tested aarch64 code shares its
 //! logic with the natively tested x86 code.
 //!
@@ -68,7 +74,6 @@
 //! [`ThreadPool`]'s physical-core default).
 
 mod acts;
-pub mod formats;
 mod generic;
 mod pool;
 mod q8;
@@ -81,8 +86,10 @@ mod i8mm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::quant::ternary::I2S_TRAILER;
 use std::fmt;
 
+pub use crate::quant::ternary::TernaryFormat;
 pub(crate) use acts::round_small;
 pub use acts::{AlignedBuf, QuantActs};
 pub use pool::ThreadPool;
@@ -133,40 +140,11 @@ pub enum KernelError {
     },
 }
 
-/// On-disk packing of a ternary matrix (one GGUF tensor type each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TernaryFormat {
-    /// bitnet.cpp's I2_S (GGUF type 36): 2-bit codes, 128-element blocks, per-tensor f32 scale.
-    I2S,
-    /// ggml's TQ2_0 (type 35): 2-bit codes, 256-element blocks with an fp16 scale each.
-    Tq2_0,
-    /// ggml's TQ1_0 (type 34): base-3 packed trits, 256-element blocks with an fp16 scale each.
-    Tq1_0,
-}
-
 impl TernaryFormat {
-    /// All formats.
-    pub const ALL: [TernaryFormat; 3] = [
-        TernaryFormat::I2S,
-        TernaryFormat::Tq2_0,
-        TernaryFormat::Tq1_0,
-    ];
-
-    /// Bytes one row of `cols` elements takes (for I2_S without the tensor's 32-byte trailer).
-    pub fn row_bytes(self, cols: usize) -> usize {
-        match self {
-            TernaryFormat::I2S => cols / 4,
-            TernaryFormat::Tq2_0 => cols / 256 * formats::TQ2_BLOCK_BYTES,
-            TernaryFormat::Tq1_0 => cols / 256 * formats::TQ1_BLOCK_BYTES,
-        }
-    }
-
-    /// Checks that rows of `cols` elements can be stored: I2_S needs multiples of 128, TQ of 256.
+    /// Checks that rows of `cols` elements can be stored: a positive multiple of the block size
+    /// (I2_S 128, TQ 256).
     pub fn check_cols(self, cols: usize) -> Result<(), KernelError> {
-        let multiple = match self {
-            TernaryFormat::I2S => 128,
-            TernaryFormat::Tq2_0 | TernaryFormat::Tq1_0 => 256,
-        };
+        let multiple = self.block_elems();
         if cols == 0 || !cols.is_multiple_of(multiple) {
             return Err(KernelError::BadColumns {
                 format: self,
@@ -177,27 +155,12 @@ impl TernaryFormat {
         Ok(())
     }
 
-    /// The GGUF/ggml type name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TernaryFormat::I2S => "I2_S",
-            TernaryFormat::Tq2_0 => "TQ2_0",
-            TernaryFormat::Tq1_0 => "TQ1_0",
-        }
-    }
-
     fn index(self) -> usize {
         match self {
             TernaryFormat::I2S => 0,
             TernaryFormat::Tq2_0 => 1,
             TernaryFormat::Tq1_0 => 2,
         }
-    }
-}
-
-impl fmt::Display for TernaryFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -266,13 +229,13 @@ impl<'a> TernaryView<'a> {
         tensor: &'a [u8],
     ) -> Result<TernaryView<'a>, KernelError> {
         TernaryFormat::I2S.check_cols(cols)?;
-        let codes = rows.saturating_mul(cols / 4);
-        if codes == usize::MAX || tensor.len() != codes.saturating_add(32) {
+        let codes = rows.saturating_mul(TernaryFormat::I2S.row_bytes(cols));
+        if codes == usize::MAX || tensor.len() != codes.saturating_add(I2S_TRAILER) {
             return Err(KernelError::BadLength {
                 what: "I2_S tensor (codes + 32-byte trailer)".into(),
                 rows,
                 cols,
-                need: codes.saturating_add(32),
+                need: codes.saturating_add(I2S_TRAILER),
                 got: tensor.len(),
             });
         }
@@ -334,6 +297,29 @@ pub struct Kernels {
     q8: Q8Fn,
     /// Rows per GEMM tile; row chunks handed to threads are multiples of this.
     tile_rows: usize,
+    /// Code generation of the per-token passes that run beside the matrix products.
+    simd: Simd,
+}
+
+/// The code generation of the work outside the matrix products that still runs in SIMD entry
+/// points: the fused norm + activation quantization ([`QuantActs::quantize_rows`]) and attention
+/// (`model::attention`). It is part of the [`Kernels`] variant, so one decision (the variant,
+/// which `BITNET_KERNEL` can force) fixes every instruction set the forward pass uses.
+///
+/// Every feature a width needs is implied by the features its variant checks (v4 has AVX-512F/BW
+/// and FMA, v3 and v3vnni AVX2 and FMA), so a `Simd` read from a selected [`Kernels`] is safe
+/// to run. All widths compute the same bits in quantization; attention agrees to float rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Simd {
+    /// The architecture's baseline code generation: SSE2 on x86-64, NEON on aarch64, portable
+    /// code elsewhere. Used by `scalar`, `v2` and every aarch64 variant.
+    Baseline,
+    /// AVX2 + FMA (`v3`, `v3vnni`).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F/BW + FMA (`v4`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl fmt::Debug for Kernels {
@@ -357,6 +343,7 @@ static SCALAR: Kernels = Kernels {
     f16: scalar::f16,
     q8: scalar::q8,
     tile_rows: 16,
+    simd: Simd::Baseline,
 };
 
 /// Every variant compiled into this binary, best first (the last is always `scalar`).
@@ -401,6 +388,7 @@ impl Kernels {
         };
         tracing::info!(
             kernel = k.name,
+            simd = ?k.simd,
             chosen_by = how,
             "matrix kernels: {}",
             k.description
@@ -463,6 +451,13 @@ impl Kernels {
     /// The scalar reference.
     pub fn scalar() -> &'static Kernels {
         &SCALAR
+    }
+
+    /// The code generation of activation quantization and attention with this variant (see
+    /// [`Simd`]): `scalar`, `v2` and the aarch64 variants use the baseline, `v3`/`v3vnni` AVX2,
+    /// `v4` AVX-512.
+    pub fn simd(&self) -> Simd {
+        self.simd
     }
 
     /// `y[t·y_stride + r] = (W · q_t)[r]` for every token `t` of `a` and every row `r` of `w`,

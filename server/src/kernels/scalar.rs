@@ -1,14 +1,14 @@
 //! The scalar reference kernels: the definition every SIMD variant must reproduce.
 //!
-//! Written for obviousness, not speed: decode a row into codes with [`super::formats`], take
+//! Written for obviousness, not speed: decode a row into codes with [`crate::quant::ternary`], take
 //! integer dot products, apply the epilogue of the module docs. Also the production path on CPUs
 //! with no SIMD variant.
 
 use half::f16;
 
-use super::formats::{self, TQ_BLOCK};
 use super::q8::Q8_BLOCK;
 use super::{Out, Q8Acts, Q8Matrix, QuantActs, TernaryFormat, TernaryView};
+use crate::quant::ternary::{self as codec, TQ_BLOCK};
 
 /// I2_S epilogue: `((acc as f32) − (Σq as f32)) / s · scale`.
 #[inline(always)]
@@ -26,7 +26,7 @@ fn ternary(w: &TernaryView<'_>, a: &QuantActs, r0: usize, r1: usize, out: Out) {
     let mut codes = vec![0u8; w.cols];
     for r in r0..r1 {
         let row = w.row(r);
-        formats::decode_row(w.format, row, &mut codes);
+        codec::decode_row(w.format, row, &mut codes);
         for t in 0..a.n() {
             let q = a.q(t);
             let y = match w.format {
@@ -47,7 +47,7 @@ fn ternary(w: &TernaryView<'_>, a: &QuantActs, r0: usize, r1: usize, out: Out) {
                             .zip(qb)
                             .map(|(&c, &v)| i32::from(c) * i32::from(v))
                             .sum();
-                        let d = formats::block_scale(w.format, row, b).map_or(0.0, f16::to_f32);
+                        let d = codec::block_scale(w.format, row, b).map_or(0.0, f16::to_f32);
                         f = tq_block_step(f, d, acc, a.block_sums(t)[b]);
                     }
                     f / a.scale(t)

@@ -22,7 +22,7 @@ use super::{Kernels, TernaryFn};
 // mulhi_epu16(t·256, 3) = (3t) >> 8; for the odd (high) byte, ((v & 0xFF00) · m) mod 2¹⁶ = t·256
 // and mulhi_epu16(t·256, 768) = 3t, whose high byte is (3t) >> 8.
 
-/// Per-byte multipliers of the eight 32-column units of a TQ1_0 block (see `formats::tq1_code`):
+/// Per-byte multipliers of the eight 32-column units of a TQ1_0 block (see `quant::ternary::tq1_code`):
 /// units 0–4 are trits 0–4 of qs[0..32]; unit 5 is trits 0|1 of qs[32..48]; unit 6 trits 2|3;
 /// unit 7 is trit 4 of qs[32..48] then trit ⌊k/4⌋ of qh[k mod 4].
 const UNIT5: [u8; 32] = concat16([1; 16], [3; 16]);
@@ -930,6 +930,7 @@ pub(crate) static V4: Kernels = Kernels {
     f16: v4::f16,
     q8: v4::q8,
     tile_rows: 32,
+    simd: super::Simd::Avx512,
 };
 
 pub(crate) static V3VNNI: Kernels = Kernels {
@@ -941,6 +942,7 @@ pub(crate) static V3VNNI: Kernels = Kernels {
     f16: v3vnni::f16,
     q8: v3vnni::q8,
     tile_rows: 16,
+    simd: super::Simd::Avx2,
 };
 
 pub(crate) static V3: Kernels = Kernels {
@@ -952,6 +954,7 @@ pub(crate) static V3: Kernels = Kernels {
     f16: v3::f16,
     q8: v3::q8,
     tile_rows: 16,
+    simd: super::Simd::Avx2,
 };
 
 pub(crate) static V2: Kernels = Kernels {
@@ -963,4 +966,5 @@ pub(crate) static V2: Kernels = Kernels {
     f16: v2::f16,
     q8: v2::q8,
     tile_rows: 8,
+    simd: super::Simd::Baseline,
 };

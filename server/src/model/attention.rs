@@ -10,7 +10,9 @@
 //!
 //! The block widths are chosen per instruction set (`x86_64`: AVX-512, AVX2+FMA or the SSE2
 //! baseline; `aarch64`: NEON); the loops are written once and vectorised by the compiler inside
-//! `#[target_feature]` entry points. Scratch buffers are per thread and reused across calls.
+//! `#[target_feature]` entry points. Which one runs is not detected here: it is the
+//! [`Kernels::simd`] of the variant the model was loaded with. Scratch buffers are per thread
+//! and reused across calls.
 //!
 //! It does not apply RoPE, project or store K/V (the forward pass in `super` does), and it keeps
 //! no state between calls but the scratch.
@@ -18,7 +20,7 @@
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::ops;
-use crate::kernels::ThreadPool;
+use crate::kernels::{Kernels, Simd, ThreadPool};
 use std::cell::RefCell;
 
 /// Most tokens of one sequence that share an attention unit: large enough that a prompt's
@@ -43,12 +45,11 @@ pub(super) struct Attention<'a> {
 }
 
 impl Attention<'_> {
-    /// Writes `att` (n × n_embd) with the best code this CPU runs.
-    pub fn run(&self, pool: &ThreadPool, att: &mut [f32]) {
-        self.run_with(Variant::best(), pool, att);
-    }
-
-    fn run_with(&self, variant: Variant, pool: &ThreadPool, att: &mut [f32]) {
+    /// Writes `att` (n × n_embd) with the code generation of `kernels` ([`Kernels::simd`]).
+    pub fn run(&self, kernels: &Kernels, pool: &ThreadPool, att: &mut [f32]) {
+        // The variant, not a `Simd`, is the argument: a selected `Kernels` vouches that the CPU
+        // has what its `Simd` needs.
+        let simd = kernels.simd();
         let Attention {
             c,
             layer,
@@ -76,7 +77,7 @@ impl Attention<'_> {
                 // (a closure does not inherit `#[target_feature]`, so the work must not run in
                 // one).
                 let mut scratch = s.take();
-                unit.run(variant, &mut scratch);
+                unit.run(simd, &mut scratch);
                 s.replace(scratch);
             });
         });
@@ -115,20 +116,21 @@ struct Unit<'a> {
 }
 
 impl Unit<'_> {
-    fn run(&self, variant: Variant, s: &mut Scratch) {
-        match variant {
+    fn run(&self, simd: Simd, s: &mut Scratch) {
+        match simd {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Variant::available` vouches that the CPU has AVX-512F and FMA.
-            Variant::Avx512 => unsafe { self.run_avx512(s) },
+            // SAFETY: `simd` is the selected `Kernels`' (see `Attention::run`): `v4`, the only
+            // variant with `Simd::Avx512`, checked AVX-512F and FMA.
+            Simd::Avx512 => unsafe { self.run_avx512(s) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above, for AVX2 and FMA.
-            Variant::Avx2 => unsafe { self.run_avx2(s) },
+            // SAFETY: as above: `v3` and `v3vnni` checked AVX2 and FMA.
+            Simd::Avx2 => unsafe { self.run_avx2(s) },
             // NEON is baseline on aarch64 and has `fmla`: 32 registers of 4 lanes.
             #[cfg(target_arch = "aarch64")]
-            Variant::Baseline => self.body::<8, 16, true>(s),
+            Simd::Baseline => self.body::<8, 16, true>(s),
             // SSE2 on x86-64: 16 registers of 4 lanes, no fused multiply-add.
             #[cfg(not(target_arch = "aarch64"))]
-            Variant::Baseline => self.body::<8, 8, false>(s),
+            Simd::Baseline => self.body::<8, 8, false>(s),
         }
     }
 
@@ -211,45 +213,6 @@ impl Unit<'_> {
             }
             r0 += take;
         }
-    }
-}
-
-/// The code generation a unit runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// The architecture's baseline (SSE2 on x86-64, NEON on aarch64).
-    Baseline,
-}
-
-impl Variant {
-    /// Every variant this CPU runs, best first.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::vec_init_then_push))]
-    fn available() -> Vec<Variant> {
-        #[allow(unused_mut)]
-        let mut v = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            // std caches the CPUID result; each check is a load and a bit test.
-            if is_x86_feature_detected!("fma") {
-                if is_x86_feature_detected!("avx512f") {
-                    v.push(Variant::Avx512);
-                }
-                if is_x86_feature_detected!("avx2") {
-                    v.push(Variant::Avx2);
-                }
-            }
-        }
-        v.push(Variant::Baseline);
-        v
-    }
-
-    fn best() -> Variant {
-        static BEST: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| Variant::available()[0])
     }
 }
 
@@ -516,7 +479,14 @@ mod tests {
             let q = rand(seq.len() * c.n_embd);
             let refs: Vec<&KvCache> = caches.iter().collect();
             let want = naive(&c, 1, &refs, &seq, &pos, &q);
-            for variant in Variant::available() {
+            // One variant per code generation (AVX-512, AVX2, baseline) this CPU runs.
+            let mut seen = Vec::new();
+            for k in Kernels::available() {
+                if seen.contains(&k.simd()) {
+                    continue;
+                }
+                seen.push(k.simd());
+                let variant = k.simd();
                 let mut att = vec![f32::NAN; seq.len() * c.n_embd];
                 let batch = Attention {
                     c: &c,
@@ -526,7 +496,7 @@ mod tests {
                     pos: &pos,
                     q: &q,
                 };
-                batch.run_with(variant, &pool, &mut att);
+                batch.run(k, &pool, &mut att);
                 for (i, (&got, &want)) in att.iter().zip(&want).enumerate() {
                     assert!(
                         (f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()),

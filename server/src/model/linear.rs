@@ -5,7 +5,7 @@
 //! (docs/model.md#activation-quantization) and apply bitnet.cpp's epilogue
 //! (docs/model.md#the-ternary-matrix-product). This module only locates and validates the bytes.
 
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{KernelError, TernaryFormat, TernaryView};
 
 /// A ternary weight matrix `[rows × cols]` located in a GGUF file.
@@ -31,10 +31,10 @@ impl TernaryTensor {
         );
         let start = (file.data_offset() + t.offset) as usize;
         let data = file.tensor_data(t);
-        let view = match t.ty {
-            GgmlType::I2S => TernaryView::from_i2s_tensor(rows, cols, data)?,
-            GgmlType::Tq2_0 => TernaryView::new(TernaryFormat::Tq2_0, rows, cols, data, 1.0)?,
-            _ => TernaryView::new(TernaryFormat::Tq1_0, rows, cols, data, 1.0)?,
+        let view = match t.ty.ternary_format() {
+            Some(TernaryFormat::I2S) => TernaryView::from_i2s_tensor(rows, cols, data)?,
+            Some(f) => TernaryView::new(f, rows, cols, data, 1.0)?,
+            None => unreachable!("TernaryTensor::new on a {} tensor", t.ty),
         };
         Ok(TernaryTensor {
             name: t.name.clone(),

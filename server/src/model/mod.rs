@@ -69,7 +69,9 @@ pub struct LoadOptions {
     pub n_ctx: Option<usize>,
     /// Worker threads; 0 = one per physical core.
     pub threads: usize,
-    /// Kernel variant; `None` = the best for this CPU, or `BITNET_KERNEL`.
+    /// Kernel variant; `None` = the best for this CPU, or `BITNET_KERNEL`. The one instruction
+    /// set decision of the forward pass: the matrix products, the activation quantization and
+    /// attention all run with this variant's code ([`Kernels::simd`]).
     pub kernels: Option<&'static Kernels>,
     /// How the output head multiplies (the embedding is always used as stored for lookups).
     pub head: HeadKind,
@@ -280,7 +282,8 @@ impl Model {
         self.ternary_type
     }
 
-    /// The kernel variant in use.
+    /// The kernel variant in use (for the matrix products, activation quantization and
+    /// attention alike).
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels
     }
@@ -382,6 +385,7 @@ impl Model {
             // Inlined into `quantize_rows`' SIMD entry points, so the norm gets their code
             // generation (a closure is otherwise compiled for the crate's baseline).
             acts.quantize_rows(
+                kern,
                 Some(pool),
                 n,
                 width,
@@ -433,7 +437,7 @@ impl Model {
                     pos: &pos,
                     q: &q,
                 };
-                batch.run(pool, &mut att);
+                batch.run(kern, pool, &mut att);
             }
             normed(&att, &layer.attn_sub_norm, d, &mut acts);
             kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
@@ -459,6 +463,7 @@ impl Model {
                 ],
             );
             acts.quantize_rows(
+                kern,
                 Some(pool),
                 n,
                 ff,

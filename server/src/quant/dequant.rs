@@ -1,6 +1,5 @@
 //! Any supported tensor type to f32, row by row.
 
-use super::ternary;
 use crate::gguf::GgmlType;
 use half::{bf16, f16};
 
@@ -45,20 +44,16 @@ pub fn dequantize_row_into(ty: GgmlType, data: &[u8], out: &mut [f32]) {
                 dequant_q6k_block(blk, o);
             }
         }
-        GgmlType::I2S => {
-            let (v, s) = ternary::decode_i2s(data, n);
-            for (o, v) in out.iter_mut().zip(v) {
-                *o = v as f32 * s;
-            }
-        }
-        GgmlType::Tq2_0 | GgmlType::Tq1_0 => {
-            let (v, s) = if ty == GgmlType::Tq2_0 {
-                ternary::decode_tq2_0(data, n)
+        GgmlType::I2S | GgmlType::Tq2_0 | GgmlType::Tq1_0 => {
+            let f = ty.ternary_format().expect("a ternary type");
+            let (v, s) = f.unpack(data, n);
+            let per_scale = if s.len() == 1 {
+                n.max(1)
             } else {
-                ternary::decode_tq1_0(data, n)
+                f.block_elems()
             };
             for (i, (o, v)) in out.iter_mut().zip(v).enumerate() {
-                *o = v as f32 * s[i / 256];
+                *o = f32::from(v) * s[i / per_scale];
             }
         }
     }

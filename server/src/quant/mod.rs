@@ -1,9 +1,10 @@
 //! Encoding and decoding of the tensor formats, element by element: the readable reference.
 //!
-//! `ternary` packs and unpacks I2_S, TQ2_0 and TQ1_0 exactly as the reference spec lays the
-//! bits out; `dequant` turns any supported tensor type into f32. The fast paths that multiply
-//! packed weights without unpacking them are in `crate::kernels`; this module is what tests
-//! and `gen-model` hold them against. It does not do matrix products.
+//! `ternary` is the one codec of I2_S, TQ2_0 and TQ1_0 ([`ternary::TernaryFormat`]: block
+//! geometry, pack, unpack, exactly as the reference spec lays the bits out); `dequant` turns any
+//! supported tensor type into f32. The fast paths that multiply packed weights without
+//! unpacking them are in `crate::kernels`; they read rows with this codec's layout and are
+//! tested against it, and `gen-model` writes with it. It does not do matrix products.
 
 pub mod dequant;
 pub mod ternary;
