@@ -28,7 +28,7 @@ mod layer;
 mod oci;
 mod plan;
 pub mod profile;
-mod project;
+pub mod project;
 mod registry;
 mod sbom;
 pub mod spec;
