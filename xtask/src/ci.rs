@@ -35,12 +35,20 @@ pub fn run(args: &CiArgs) -> Result<()> {
             "warnings",
         ])
     })?;
+    step("compose files up to date", || {
+        crate::compose::run(&crate::compose::Args {
+            check: true,
+            out: "compose".into(),
+        })
+    })?;
     let vocab = gen_model::llama3_vocab_dump()?;
     // SAFETY of set_var: single-threaded at this point; children inherit it.
     unsafe {
         std::env::set_var("BITNET_LLAMA3_VOCAB", &vocab);
         // The openai-client tests must run in CI, not skip.
         std::env::set_var("BITNET_REQUIRE_OPENAI_TEST", "1");
+        // So are the compose tests (Docker and docker-compose are CI prerequisites).
+        std::env::set_var("BITNET_REQUIRE_COMPOSE_TEST", "1");
     }
     step("tests", || {
         cargo(&["test", "--workspace", "--no-fail-fast"])

@@ -2,6 +2,7 @@
 
 mod bench;
 mod ci;
+mod compose;
 mod fresh;
 mod gen_model;
 mod images;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Build every CPU tier and assemble the images (OCI layout, docker-load tarball).
     BuildImages(images::Args),
+    /// Write compose/compose.yaml and compose/.env.example (`--check`: fail if they are stale).
+    Compose(compose::Args),
     /// Write a synthetic BitNet GGUF model (random ternary weights, real LLaMA-3 vocabulary).
     GenModel(gen_model::GenModelArgs),
     /// Run everything CI checks (installs test prerequisites first).
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             preflight("build-images", &jobs, &args.tiers, !args.no_install)?;
             images::run(args)
         }
+        Command::Compose(args) => compose::run(&args),
         Command::GenModel(args) => {
             preflight("gen-model", &[Job::GenModel], &[], true)?;
             gen_model::run(&args)

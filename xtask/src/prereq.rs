@@ -334,7 +334,7 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                     "docker-compose",
                     "version",
                     "docker-compose",
-                    "runs the compose files (not needed by these commands)",
+                    "xtask/tests/compose.rs (CI sets BITNET_REQUIRE_COMPOSE_TEST, so a missing one fails there)",
                 )
                 .optional(),
             );

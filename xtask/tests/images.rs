@@ -13,59 +13,17 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::{http, root, run, text, tiny_model, xtask, xtask_lock};
 
 fn out_dir() -> PathBuf {
     root().join("target/images-test")
-}
-
-/// One xtask run at a time (they share output dirs; timing must not include waiting).
-fn xtask_lock() -> MutexGuard<'static, ()> {
-    static L: Mutex<()> = Mutex::new(());
-    L.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn xtask(args: &[&str], envs: &[(&str, &str)]) -> (Output, Duration) {
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .current_dir(root())
-        .output()
-        .expect("run xtask");
-    (out, start.elapsed())
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        text(&out)
-    );
-    out
 }
 
 /// A tool the image tests use. What they need is known in one place, the xtask's `image-tests`
@@ -1000,63 +958,6 @@ fn two_clean_builds_in_separate_target_dirs_give_identical_digests() {
 // With the server (issue 3) and the model generator (issue 2): the full end-to-end check.
 // Enable by removing the `ignore` once `bitnet-server serve`/`healthcheck`/`generate` and
 // `cargo xtask gen-model` exist.
-
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || after.len() < n {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = after[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    Ok((status, body))
-}
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("model.gguf");
-    let (o, _) = xtask(
-        &[
-            "gen-model",
-            "--preset",
-            "tiny",
-            "--format",
-            "i2_s",
-            "--out",
-            model.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "gen-model failed:\n{}", text(&o));
-    model
-}
 
 #[test]
 fn each_x86_tier_serves_health_and_a_completion_from_a_mounted_model() {

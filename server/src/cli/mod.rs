@@ -55,6 +55,7 @@ pub enum Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
+    unset_empty_env();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(cmd) => {
@@ -73,6 +74,20 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// An empty `BITNET_*` or `HF_*` variable counts as unset (clap would take `""` as a value), so a
+/// compose file can write `BITNET_SHA256=${BITNET_SHA256:-}` and `docker run -e BITNET_X=` works.
+fn unset_empty_env() {
+    for (name, value) in std::env::vars_os() {
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("BITNET_") || n.starts_with("HF_"));
+        if ours && value.is_empty() {
+            // SAFETY: called first thing in `main`, before any other thread exists.
+            unsafe { std::env::remove_var(&name) };
         }
     }
 }

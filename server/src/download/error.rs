@@ -110,6 +110,11 @@ fn describe_io(action: &str, path: &std::path::Path, err: &io::Error) -> String 
              --model-dir (BITNET_MODEL_DIR) at a larger one; the partial download is kept and \
              resumes on the next start"
         ),
+        io::ErrorKind::PermissionDenied if action == "reading" => format!(
+            "permission denied while reading {path}: make the file readable, and every directory \
+             above it searchable, by the user the server runs as (uid 65532 in the container \
+             image), e.g. `chmod -R a+rX` on the host directory mounted at /models"
+        ),
         io::ErrorKind::PermissionDenied => format!(
             "permission denied while {action} {path}: make the directory writable by the user \
              the server runs as (uid 65532 in the container image), or choose another \
@@ -156,6 +161,12 @@ mod tests {
         let msg = DownloadError::io("creating", "/models/blobs", e).to_string();
         assert!(
             msg.contains("permission denied") && msg.contains("/models/blobs"),
+            "{msg}"
+        );
+        let e = io::Error::from(io::ErrorKind::PermissionDenied);
+        let msg = DownloadError::io("reading", "/models/model.gguf", e).to_string();
+        assert!(
+            msg.contains("readable") && msg.contains("65532") && !msg.contains("writable"),
             "{msg}"
         );
         let e = io::Error::from(io::ErrorKind::ReadOnlyFilesystem);

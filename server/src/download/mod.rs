@@ -123,6 +123,11 @@ async fn acquire_local(
             path: path.to_path_buf(),
         });
     }
+    // Readable by this user? (A mounted directory owned by another uid is the usual cause; say so
+    // here rather than as a loader error.)
+    if let Err(e) = tokio::fs::File::open(path).await {
+        return Err(DownloadError::io("reading", path, e));
+    }
     let Some(expected) = sha256 else {
         return Ok(Acquired {
             path: path.to_path_buf(),

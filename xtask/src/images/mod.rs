@@ -15,7 +15,8 @@
 //! Steps: `profile`/`spec`/`project` read the inputs, `plan` decides each cargo build,
 //! `cargo_build` runs them, `assemble` (with `layer`, `sbom`, `cargo_meta`, `oci`) makes the
 //! images, `archive`/`dockerfile` write the other outputs, `docker`/`registry` publish.
-//! This module only orchestrates them. It does NOT write compose files or run the server.
+//! This module only orchestrates them. It does NOT write compose files (`xtask compose`; it only
+//! prints the command to run next) or run the server.
 
 mod archive;
 mod assemble;
@@ -28,7 +29,7 @@ mod layer;
 mod oci;
 mod plan;
 pub mod profile;
-mod project;
+pub mod project;
 mod registry;
 mod sbom;
 pub mod spec;
@@ -182,6 +183,7 @@ pub fn run(args: Args) -> Result<()> {
     write_stamp(&run.out.join("summary.json"), &summary)?;
     summary.print();
     publish(&run, &layout, &images, &tarball, &index_desc, &index_json)?;
+    println!("{}", crate::compose::next_step_hint(run.args.load));
     eprintln!(
         "build-images: done in {:.1} s",
         started.elapsed().as_secs_f64()

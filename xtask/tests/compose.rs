@@ -1,0 +1,811 @@
+//! The generated compose files (`cargo xtask compose`) against the real tools: `docker-compose`
+//! (v1, as CI has it) brings each profile up with the image `build-images --load` made, the
+//! service turns healthy and answers through the published port, a download from a hub-style
+//! server on the Docker host resumes after a kill and refuses a wrong sha256, bad input gives a
+//! clear message, and `--check` catches a hand edit.
+//!
+//! The image comes from one `build-images --load --tiers <this host's best x86 tier>` into
+//! `target/images-test` (the directory `images.rs` shares, so CI builds once). Without Docker or
+//! docker-compose the Docker tests skip with a message; `BITNET_REQUIRE_COMPOSE_TEST=1` (set by
+//! `cargo xtask ci`) turns a skip into a failure.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+mod common;
+use common::{http, root, run, text, tiny_model, xtask, xtask_lock};
+
+// ---------------------------------------------------------------------------------------------
+// Tools, the image, and one compose project per test.
+
+/// Why the Docker tests cannot run here, if they cannot.
+fn missing_tools() -> Option<String> {
+    let ok = |cmd: &[&str]| {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok(&["docker", "info"]) {
+        return Some("no Docker daemon (`docker info` failed)".into());
+    }
+    if !ok(&["docker-compose", "version"]) {
+        return Some("docker-compose is not installed".into());
+    }
+    None
+}
+
+/// Skip (or fail, when CI requires these tests) without Docker and docker-compose.
+macro_rules! require_docker {
+    () => {
+        if let Some(why) = missing_tools() {
+            if std::env::var_os("BITNET_REQUIRE_COMPOSE_TEST").is_some() {
+                panic!("compose tests required but {why}");
+            }
+            eprintln!("SKIPPED: {why}; the compose tests need Docker and docker-compose");
+            return;
+        }
+    };
+}
+
+/// This CPU's best x86-64 tier (the image `bitnet-server:<version>` then points at).
+fn best_tier() -> &'static str {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &[&str]| f.iter().all(|x| flags.contains(x));
+    if has(&["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]) {
+        "x86-64-v4"
+    } else if has(&["avx2", "bmi1", "bmi2", "fma", "f16c", "movbe"]) {
+        "x86-64-v3"
+    } else {
+        "x86-64-v2"
+    }
+}
+
+/// `bitnet-server:<version>`, loaded once per test process.
+fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let _g = xtask_lock();
+        let out = root().join("target/images-test");
+        let started = Instant::now();
+        let (o, _) = xtask(
+            &[
+                "build-images",
+                "--out",
+                out.to_str().unwrap(),
+                "--load",
+                "--tiers",
+                best_tier(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "build-images failed:\n{}", text(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("docker-compose --profile volume-mount up -d"),
+            "build-images --load names the compose command to run next:\n{stdout}"
+        );
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        eprintln!(
+            "build-images --load --tiers {}: {:.0?}",
+            best_tier(),
+            started.elapsed()
+        );
+        format!(
+            "{}:{}",
+            summary["name"].as_str().unwrap(),
+            summary["version"].as_str().unwrap()
+        )
+    })
+}
+
+fn compose_file() -> PathBuf {
+    root().join("compose/compose.yaml")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One docker-compose project (unique name) over the checked-in compose file, torn down with
+/// `down -v` when dropped.
+struct Project {
+    name: String,
+    env: Vec<(String, String)>,
+    port: u16,
+    down_checked: bool,
+}
+
+impl Project {
+    fn new(tag: &str, env: &[(&str, &str)]) -> Project {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "bitnettest{}{}{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let port = free_port();
+        let mut all: Vec<(String, String)> = vec![
+            ("BITNET_PUBLISH_ADDR".into(), "127.0.0.1".into()),
+            ("BITNET_PUBLISH_PORT".into(), port.to_string()),
+            ("BITNET_HEALTH_INTERVAL".into(), "2s".into()),
+            ("BITNET_MEM_LIMIT".into(), "1g".into()),
+            ("BITNET_CPUS".into(), "1".into()),
+            ("BITNET_CTX_SIZE".into(), "256".into()),
+        ];
+        for (k, v) in env {
+            all.retain(|(a, _)| a != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        Project {
+            name,
+            env: all,
+            port,
+            down_checked: false,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.args(["-f", compose_file().to_str().unwrap(), "-p", &self.name]);
+        c.args(args);
+        // Only what the test sets: nothing from the caller's shell leaks into the project.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BITNET_") || k.starts_with("HF_") || k.starts_with("NEO4J_") {
+                c.env_remove(k);
+            }
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run docker-compose")
+    }
+
+    fn container(&self, service: &str) -> String {
+        let o = run(&mut self.cmd(&["ps", "-q", service]));
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(!id.is_empty(), "no container for {service}");
+        id
+    }
+
+    fn inspect(&self, service: &str, format: &str) -> String {
+        let id = self.container(service);
+        String::from_utf8_lossy(
+            &run(Command::new("docker").args(["inspect", "-f", format, &id])).stdout,
+        )
+        .trim()
+        .to_string()
+    }
+
+    fn logs(&self, service: &str) -> String {
+        text(&run(
+            Command::new("docker").args(["logs", &self.container(service)])
+        ))
+    }
+
+    /// Wait for Docker's health status `want`; panic with the logs otherwise.
+    fn wait_health(&self, service: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = self.inspect(service, "{{.State.Health.Status}}");
+            if h == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: health {h}, wanted {want}\n{}",
+                self.logs(service)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn health(&self) -> (u16, String) {
+        http(self.port, "GET", "/health", None).unwrap_or((0, String::new()))
+    }
+
+    /// Poll /health until `pred` holds.
+    fn wait_health_body(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.health();
+            if pred(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "/health: {body}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A chat completion for the model the server lists.
+    fn chat(&self) -> String {
+        let (_, models) = http(self.port, "GET", "/v1/models", None).expect("GET /v1/models");
+        let models: Value = serde_json::from_str(&models).unwrap();
+        let id = models["data"][0]["id"].as_str().unwrap().to_string();
+        let request = serde_json::json!({
+            "model": id,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 4,
+            "temperature": 0,
+        });
+        let (status, body) = http(
+            self.port,
+            "POST",
+            "/v1/chat/completions",
+            Some(&request.to_string()),
+        )
+        .expect("chat completion request");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["choices"][0]["message"]["content"].is_string(), "{body}");
+        body
+    }
+
+    /// `down -v`, then prove nothing of the project is left.
+    fn down(&mut self) {
+        run(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "20"]));
+        self.down_checked = true;
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for kind in [
+            &["ps", "-aq", "--filter"][..],
+            &["network", "ls", "-q", "--filter"],
+            &["volume", "ls", "-q", "--filter"],
+        ] {
+            let mut args = kind.to_vec();
+            args.push(&label);
+            let o = run(Command::new("docker").args(&args));
+            assert!(
+                String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+                "left behind after down -v: docker {args:?}: {}",
+                text(&o)
+            );
+        }
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if !self.down_checked {
+            let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+        }
+    }
+}
+
+/// A temp directory with the tiny model, readable by uid 65532.
+fn models_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path());
+    chmod(dir.path(), 0o755);
+    chmod(&dir.path().join("model.gguf"), 0o644);
+    dir
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The container settings every service must have, as Docker applied them.
+fn assert_hardened(p: &Project, service: &str) {
+    let get = |f: &str| p.inspect(service, f);
+    assert_eq!(get("{{.Config.User}}"), "65532:65532");
+    assert_eq!(get("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(get("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert_eq!(
+        get("{{json .HostConfig.SecurityOpt}}"),
+        r#"["no-new-privileges:true"]"#
+    );
+    assert_eq!(get("{{.HostConfig.Init}}"), "true");
+    assert!(get("{{json .HostConfig.Tmpfs}}").contains("/tmp"));
+    assert_eq!(get("{{.HostConfig.Memory}}"), (1u64 << 30).to_string());
+    assert_eq!(get("{{.HostConfig.NanoCpus}}"), "1000000000");
+    assert_eq!(get("{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    assert_eq!(
+        get("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","/usr/local/bin/bitnet-server","healthcheck"]"#
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generator.
+
+#[test]
+fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit() {
+    let (o, _) = xtask(&["compose", "--check"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["compose.yaml", ".env.example"] {
+        std::fs::copy(root().join("compose").join(f), tmp.path().join(f)).unwrap();
+    }
+    let out = tmp.path().to_str().unwrap();
+    let (o, _) = xtask(&["compose", "--check", "--out", out], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = tmp.path().join("compose.yaml");
+    let edited = std::fs::read_to_string(&yaml)
+        .unwrap()
+        .replace("restart: unless-stopped", "restart: always");
+    std::fs::write(&yaml, edited).unwrap();
+    let (o, _) = xtask(&["compose", "--check", "--out", out], &[]);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains("compose.yaml") && msg.contains("`cargo xtask compose`"),
+        "{msg}"
+    );
+    eprintln!("--check on a hand-edited copy:\n{msg}");
+}
+
+/// Every environment variable the compose file sets on a bitnet-server service is one
+/// `bitnet-server serve` (the image's binary) accepts.
+#[test]
+fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
+    require_docker!();
+    // The shipped binary's own flags: `serve --help` lists `[env: NAME=]` for each.
+    let help = text(&run(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image(),
+        "serve",
+        "--help",
+    ])));
+    let accepted: Vec<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split(['=', ']']).next().map(str::to_string))
+        .collect();
+    assert!(accepted.contains(&"BITNET_MODEL".to_string()), "{help}");
+
+    let yaml = std::fs::read_to_string(compose_file()).unwrap();
+    let mut checked = 0;
+    let mut in_server = false;
+    let mut in_env = false;
+    for line in yaml.lines() {
+        if line.starts_with("  ") && !line.starts_with("   ") {
+            in_server = line.trim_start().starts_with("server");
+        }
+        if line.starts_with("    ") && !line.starts_with("     ") {
+            in_env = line.trim() == "environment:";
+            continue;
+        }
+        if in_server && in_env {
+            let item = line.trim().trim_start_matches("- ").trim_matches('"');
+            let name = item.split('=').next().unwrap();
+            if ["NEO4J_URI", "NEO4J_USERNAME"].contains(&name) {
+                continue; // for the stack's applications; the server has no Neo4j client
+            }
+            assert!(
+                accepted.iter().any(|a| a == name),
+                "compose sets {name}, which `bitnet-server serve` does not accept:\n{help}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "parsed only {checked} environment entries");
+    // SIGTERM drains: the grace period exceeds the shutdown timeout the compose file sets.
+    assert!(
+        yaml.contains("BITNET_SHUTDOWN_TIMEOUT=10") && yaml.contains("stop_grace_period: \"15s\"")
+    );
+    // The image's CMD passes --model; the services replace it so the environment decides.
+    assert!(yaml.contains("command: [serve]"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// volume-mount
+
+#[test]
+fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
+    require_docker!();
+    let image = image();
+    let models = models_dir();
+    let mut p = Project::new(
+        "vm",
+        &[("BITNET_MODELS_DIR", models.path().to_str().unwrap())],
+    );
+    let o = p.compose(&["--profile", "volume-mount", "up", "-d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(p.inspect("server", "{{.Config.Image}}"), image);
+    p.wait_health("server", "healthy", Duration::from_secs(120));
+    let body = p.chat();
+    eprintln!("volume-mount chat completion: {body}");
+    assert_hardened(&p, "server");
+    // Logs are plain text for `docker logs` (no TTY): no ANSI colour escapes.
+    let logs = p.logs("server");
+    assert!(logs.contains("model loaded"), "{logs}");
+    assert!(
+        !logs.contains("\x1b["),
+        "ANSI escapes in container logs:\n{logs}"
+    );
+    p.down();
+}
+
+// ---------------------------------------------------------------------------------------------
+// runtime-download: a hub-style file server on the Docker host.
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// Serves one file as `/{repo}/resolve/{rev}/{file}` like the hub (X-Linked-Etag = sha256,
+/// X-Linked-Size, X-Repo-Commit; Range/If-Range), throttled, counting the body bytes it sends.
+struct Hub {
+    port: u16,
+    sent: Arc<AtomicU64>,
+    ranges: Arc<Mutex<Vec<String>>>,
+}
+
+/// The address containers reach the host on (`host-gateway`): the default bridge's gateway,
+/// from Docker's IPAM data or, when Docker leaves it implicit, the docker0 interface.
+fn bridge_gateway() -> String {
+    let o = run(Command::new("docker").args([
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]));
+    let gw = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if !gw.is_empty() {
+        return gw;
+    }
+    let o = run(Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]));
+    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    line.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on docker0: {line}"))
+        .to_string()
+}
+
+impl Hub {
+    fn start(content: Vec<u8>, bytes_per_sec: u64) -> Hub {
+        // Bound to the bridge gateway only: reachable from containers, not from the network.
+        let listener = TcpListener::bind((bridge_gateway().as_str(), 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let content = Arc::new(content);
+        let sha = hex::encode(Sha256::digest(content.as_slice()));
+        let (s, r) = (sent.clone(), ranges.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (content, sha, s, r) = (content.clone(), sha.clone(), s.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_hub(conn, &content, &sha, bytes_per_sec, &s, &r);
+                });
+            }
+        });
+        Hub { port, sent, ranges }
+    }
+}
+
+fn serve_hub(
+    conn: TcpStream,
+    content: &[u8],
+    sha: &str,
+    bytes_per_sec: u64,
+    sent: &AtomicU64,
+    ranges: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request)? == 0 {
+            return Ok(());
+        }
+        let mut range = None;
+        let mut if_range = None;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "range" => range = Some(v.trim().to_string()),
+                "if-range" => if_range = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        let mut parts = request.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("");
+        let etag = format!("\"{sha}\"");
+        if !path.contains("/resolve/") {
+            write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            continue;
+        }
+        let len = content.len() as u64;
+        let mut start = 0;
+        if let Some(r) = &range {
+            ranges.lock().unwrap().push(r.clone());
+            let ok_validator = if_range.as_deref().is_none_or(|v| v == etag);
+            if let Some(n) = r.strip_prefix("bytes=").and_then(|x| x.strip_suffix('-'))
+                && ok_validator
+            {
+                start = n.parse().unwrap_or(0).min(len);
+            }
+        }
+        let common = format!(
+            "X-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: {etag}\r\nX-Linked-Size: {len}\r\n\
+             ETag: {etag}\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\n",
+            len - start
+        );
+        if start > 0 {
+            write!(
+                w,
+                "HTTP/1.1 206 Partial Content\r\n{common}Content-Range: bytes {start}-{}/{len}\r\n\r\n",
+                len - 1
+            )?;
+        } else {
+            write!(w, "HTTP/1.1 200 OK\r\n{common}\r\n")?;
+        }
+        if method == "HEAD" {
+            continue;
+        }
+        let chunk = 32 * 1024;
+        let pause = Duration::from_secs_f64(chunk as f64 / bytes_per_sec as f64);
+        for piece in content[start as usize..].chunks(chunk) {
+            w.write_all(piece)?;
+            sent.fetch_add(piece.len() as u64, Ordering::SeqCst);
+            std::thread::sleep(pause);
+        }
+        w.flush()?;
+    }
+}
+
+fn download_env(hub: &Hub) -> Vec<(String, String)> {
+    vec![
+        (
+            "HF_ENDPOINT".into(),
+            format!("http://host.docker.internal:{}", hub.port),
+        ),
+        ("BITNET_HF_REPO".into(), "test/tiny-bitnet".into()),
+        ("BITNET_HF_FILE".into(), "model.gguf".into()),
+        ("BITNET_DOWNLOAD_START_PERIOD".into(), "300s".into()),
+    ]
+}
+
+fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+/// The entries of the model-cache volume, as seen through the container (no shell in it).
+fn cache_listing(p: &Project) -> Vec<String> {
+    let o = run(Command::new("docker").args([
+        "cp",
+        &format!("{}:/models", p.container("server-download")),
+        "-",
+    ]));
+    let mut ar = tar::Archive::new(o.stdout.as_slice());
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn runtime_download_resumes_after_a_kill_and_serves() {
+    require_docker!();
+    image();
+    let models = models_dir();
+    let content = std::fs::read(models.path().join("model.gguf")).unwrap();
+    let size = content.len() as u64;
+    // About 12 s for the whole file.
+    let hub = Hub::start(content, (size / 12).max(64 * 1024));
+    let env = download_env(&hub);
+    let mut p = Project::new("dl", &refs(&env));
+    let o = p.compose(&["--profile", "runtime-download", "up", "-d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hub.sent.load(Ordering::SeqCst) < size / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "download did not start\n{}",
+            p.logs("server-download")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, mid) = p.health();
+    assert!(mid.contains("downloading"), "/health mid-download: {mid}");
+    let o = p.compose(&["kill", "server-download"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = hub.sent.swap(0, Ordering::SeqCst);
+    assert!(first < size, "killed mid-download: {first} of {size}");
+    let o = p.compose(&["--profile", "runtime-download", "up", "-d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    p.wait_health("server-download", "healthy", Duration::from_secs(120));
+    let second = hub.sent.load(Ordering::SeqCst);
+    let ranges = hub.ranges.lock().unwrap().clone();
+    eprintln!(
+        "runtime-download: file {size} B; first run sent {first} B before the kill; after the \
+         restart {second} B (Range requests {ranges:?})"
+    );
+    assert!(second < size, "resumed, not restarted: {second} of {size}");
+    assert!(ranges.iter().any(|r| r != "bytes=0-"), "{ranges:?}");
+    p.chat();
+    assert_hardened(&p, "server-download");
+    p.down();
+}
+
+#[test]
+fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
+    require_docker!();
+    image();
+    let models = models_dir();
+    let content = std::fs::read(models.path().join("model.gguf")).unwrap();
+    let hub = Hub::start(content, 64 << 20);
+    let mut env = download_env(&hub);
+    env.push(("BITNET_SHA256".into(), "ab".repeat(32)));
+    env.push(("BITNET_DOWNLOAD_START_PERIOD".into(), "2s".into()));
+    let mut p = Project::new("sha", &refs(&env));
+    let o = p.compose(&["--profile", "runtime-download", "up", "-d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let body = p.wait_health_body(|b| b.contains("failed"), Duration::from_secs(60));
+    eprintln!("/health with a wrong sha256: {body}");
+    assert!(body.contains("sha256 mismatch"), "{body}");
+    p.wait_health("server-download", "unhealthy", Duration::from_secs(60));
+    let logs = p.logs("server-download");
+    assert!(logs.contains("sha256 mismatch"), "{logs}");
+    assert_eq!(
+        p.inspect("server-download", "{{.RestartCount}}"),
+        "0",
+        "no crash loop"
+    );
+    let files = cache_listing(&p);
+    eprintln!("model-cache after the mismatch: {files:?}");
+    let kept: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            let name = f.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            name == "model.gguf"
+                || (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "an unverified file was kept under a final name: {kept:?}"
+    );
+    p.down();
+}
+
+// ---------------------------------------------------------------------------------------------
+// full-stack
+
+#[test]
+fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
+    require_docker!();
+    image();
+    let models = models_dir();
+    let mut p = Project::new(
+        "fs",
+        &[
+            ("BITNET_MODELS_DIR", models.path().to_str().unwrap()),
+            ("NEO4J_PASSWORD", "not-a-real-secret"),
+        ],
+    );
+    let o = p.compose(&["--profile", "full-stack", "config"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = String::from_utf8_lossy(&o.stdout);
+    assert!(config.contains("condition: service_healthy"), "{config}");
+    let neo4j = Command::new("docker")
+        .args(["image", "inspect", "neo4j:5"])
+        .output()
+        .unwrap();
+    if !neo4j.status.success() {
+        eprintln!(
+            "NOTE: the neo4j:5 image is not present and cannot be pulled here; only the server \
+             of the full-stack profile is brought up (--no-deps)"
+        );
+    }
+    let o = p.compose(&[
+        "--profile",
+        "full-stack",
+        "up",
+        "-d",
+        "--no-deps",
+        "server-stack",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    p.wait_health("server-stack", "healthy", Duration::from_secs(120));
+    p.chat();
+    assert_eq!(
+        p.inspect("server-stack", "{{range .Config.Env}}{{println .}}{{end}}")
+            .lines()
+            .find(|l| l.starts_with("NEO4J_URI="))
+            .unwrap_or_default(),
+        "NEO4J_URI=bolt://neo4j:7687"
+    );
+    p.down();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input.
+
+/// docker-compose 1.29 does not reject an unknown profile: `up` selects no service, creates
+/// only the network and volumes, and exits 0. Show what it prints and that nothing runs.
+#[test]
+fn unknown_profile_starts_nothing() {
+    require_docker!();
+    let mut p = Project::new("np", &[]);
+    let o = p.compose(&["--profile", "no-such-profile", "up", "-d"]);
+    eprintln!(
+        "docker-compose --profile no-such-profile up -d → {}\n{}",
+        o.status,
+        text(&o)
+    );
+    let o = p.compose(&["--profile", "no-such-profile", "ps", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "nothing was started"
+    );
+    p.down();
+}
+
+/// Bring up volume-mount with `env`; /health must fail naming every one of `want`, the logs the
+/// first, and the container must keep running (no restart loop).
+fn failed_model_is_named(tag: &str, models: &Path, env: &[(&str, &str)], want: &[&str]) {
+    let mut all = vec![("BITNET_MODELS_DIR", models.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let p = Project::new(tag, &all);
+    let o = p.compose(&["--profile", "volume-mount", "up", "-d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let body = p.wait_health_body(|b| b.contains("failed"), Duration::from_secs(60));
+    eprintln!("/health ({tag}): {body}");
+    assert!(want.iter().all(|w| body.contains(w)), "{want:?} in {body}");
+    let logs = p.logs("server");
+    assert!(logs.contains(want[0]), "{logs}");
+    assert_eq!(
+        p.inspect("server", "{{.RestartCount}}"),
+        "0",
+        "no crash loop"
+    );
+    assert_eq!(p.inspect("server", "{{.State.Status}}"), "running");
+}
+
+#[test]
+fn missing_model_file_and_unreadable_model_dir_are_named_by_health_and_logs() {
+    require_docker!();
+    image();
+    // A file name that is not in the directory.
+    let models = models_dir();
+    failed_model_is_named(
+        "mm",
+        models.path(),
+        &[("BITNET_MODEL_FILE", "missing.gguf")],
+        &["/models/missing.gguf does not exist", "BITNET_MODEL"],
+    );
+    // A directory only its owner (not uid 65532) may enter.
+    chmod(models.path(), 0o700);
+    failed_model_is_named(
+        "ur",
+        models.path(),
+        &[],
+        &["permission denied", "65532", "readable"],
+    );
+}
