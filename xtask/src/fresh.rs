@@ -66,7 +66,6 @@ pub fn run(args: &FreshArgs) -> Result<()> {
     if !git(&root, &["status", "--porcelain"])?.trim().is_empty() {
         say("note: the work tree has uncommitted changes; the check clones the committed HEAD");
     }
-    let head = git(&root, &["rev-parse", "--short", "HEAD"])?;
     let mut times: Vec<(String, Duration, String)> = Vec::new();
 
     let t = Instant::now();
@@ -91,8 +90,12 @@ pub fn run(args: &FreshArgs) -> Result<()> {
             .arg(&root)
             .arg(&src),
     )?;
+    // What was cloned (HEAD may move while the check runs).
+    let head = git(&src, &["rev-parse", "--short", "HEAD"])?
+        .trim()
+        .to_string();
     times.push((
-        format!("toolchain copy ({toolchain}) + clone of {}", head.trim()),
+        format!("toolchain copy ({toolchain}) + clone of {head}"),
         t.elapsed(),
         String::new(),
     ));

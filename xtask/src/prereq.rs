@@ -104,8 +104,6 @@ pub struct Need {
     check: Check,
     fix: Fix,
     why: String,
-    /// Reported by `doctor` but never blocks a job (e.g. docker-compose for the compose files).
-    optional: bool,
 }
 
 impl Need {
@@ -114,7 +112,6 @@ impl Need {
             check: Check::Deb(pkg.into()),
             fix: Fix::Apt(vec![pkg.into()]),
             why: why.into(),
-            optional: false,
         }
     }
     fn program(prog: &'static str, version_arg: &'static str, pkg: &str, why: &str) -> Need {
@@ -122,7 +119,6 @@ impl Need {
             check: Check::Program(prog, version_arg),
             fix: Fix::Apt(vec![pkg.into()]),
             why: why.into(),
-            optional: false,
         }
     }
     fn target(triple: &str, why: &str) -> Need {
@@ -130,7 +126,6 @@ impl Need {
             check: Check::Target(triple.into()),
             fix: Fix::Target(triple.into()),
             why: why.into(),
-            optional: false,
         }
     }
     fn component(name: &'static str, why: &str) -> Need {
@@ -138,7 +133,6 @@ impl Need {
             check: Check::Component(name),
             fix: Fix::Component(name),
             why: why.into(),
-            optional: false,
         }
     }
     fn python(why: &str) -> Need {
@@ -146,7 +140,6 @@ impl Need {
             check: Check::Python,
             fix: Fix::Apt(vec!["python3".into(), "python3-venv".into()]),
             why: why.into(),
-            optional: false,
         }
     }
     fn pip(req: &str, why: &str) -> Need {
@@ -154,7 +147,6 @@ impl Need {
             check: Check::Pip(req.into()),
             fix: Fix::Pip(req.into()),
             why: why.into(),
-            optional: false,
         }
     }
     fn docker(why: &str) -> Need {
@@ -166,12 +158,7 @@ impl Need {
                     .into(),
             ),
             why: why.into(),
-            optional: false,
         }
-    }
-    fn optional(mut self) -> Need {
-        self.optional = true;
-        self
     }
 
     /// What the need is, for messages: `Debian package musl`, `rustup target …`.
@@ -329,15 +316,12 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "the tokenizer reference tests",
             ));
             out.push(Need::pip(OPENAI, "the openai-client tests"));
-            out.push(
-                Need::program(
-                    "docker-compose",
-                    "version",
-                    "docker-compose",
-                    "xtask/tests/compose.rs (CI sets BITNET_REQUIRE_COMPOSE_TEST, so a missing one fails there)",
-                )
-                .optional(),
-            );
+            out.push(Need::program(
+                "docker-compose",
+                "version",
+                "docker-compose",
+                "brings the compose profiles up (xtask/tests/compose.rs)",
+            ));
         }
         Job::FreshCheck => {
             out.push(Need::program(
@@ -592,13 +576,13 @@ pub fn ensure(who: &str, needs: &[Need], install: bool) -> Result<()> {
     let checked = check_all(needs);
     let missing: Vec<&Need> = checked
         .iter()
-        .filter(|(n, v)| v.is_none() && !n.optional)
+        .filter(|(_, v)| v.is_none())
         .map(|(n, _)| n)
         .collect();
     if missing.is_empty() {
         eprintln!(
             "{who}: preflight: all {} prerequisites present",
-            checked.iter().filter(|(n, _)| !n.optional).count()
+            checked.len()
         );
         return Ok(());
     }
@@ -655,7 +639,7 @@ pub fn ensure(who: &str, needs: &[Need], install: bool) -> Result<()> {
     // Prove it: everything must be present now.
     let still: Vec<String> = check_all(needs)
         .into_iter()
-        .filter(|(n, v)| v.is_none() && !n.optional)
+        .filter(|(_, v)| v.is_none())
         .map(|(n, _)| n.label())
         .collect();
     if !still.is_empty() {
@@ -790,14 +774,13 @@ pub fn doctor(args: &DoctorArgs) -> Result<()> {
         for (n, v) in &checked {
             let (mark, detail) = match v {
                 Some(v) => ("ok     ", format!(" [{v}]")),
-                None if n.optional => ("absent ", " [optional]".into()),
                 None => ("MISSING", String::new()),
             };
             println!("  {mark} {}{detail}: {}", n.label(), n.why);
         }
         let missing: Vec<&Need> = checked
             .iter()
-            .filter(|(n, v)| v.is_none() && !n.optional)
+            .filter(|(_, v)| v.is_none())
             .map(|(n, _)| n)
             .collect();
         if !missing.is_empty() {
