@@ -223,54 +223,43 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
         Job::Bench => {
             out.extend(needs(Job::GenModel, tiers)?);
             out.push(Need::python("runs the llama.cpp peer"));
-            out.push(Need::program(
-                "g++",
-                "--version",
-                "g++",
-                "compiles llama.cpp for the peer",
-            ));
-            out.push(Need::program(
-                "cmake",
-                "--version",
-                "cmake",
-                "builds llama.cpp for the peer",
-            ));
+            out.extend(programs(&[
+                ("g++", "--version", "g++", "compiles llama.cpp for the peer"),
+                (
+                    "cmake",
+                    "--version",
+                    "cmake",
+                    "builds llama.cpp for the peer",
+                ),
+            ]));
             out.push(Need::pip(
                 crate::bench::LLAMA_CPP_PYTHON,
                 "the peer engine (skip with --no-peer)",
             ));
         }
         Job::ImageTests => {
-            out.push(Need::program(
-                "docker",
-                "--version",
-                "docker.io",
-                "the tests load and run the images",
-            ));
-            out.push(Need::program(
-                "skopeo",
-                "--version",
-                "skopeo",
-                "reads the OCI layout",
-            ));
-            out.push(Need::program(
-                "umoci",
-                "--version",
-                "umoci",
-                "unpacks the OCI layout",
-            ));
-            out.push(Need::program(
-                "docker-registry",
-                "--version",
-                "docker-registry",
-                "a local registry to push to",
-            ));
-            out.push(Need::program(
-                "qemu-x86_64-static",
-                "--version",
-                "qemu-user-static",
-                "older x86 CPUs (CPU guard) and aarch64 binaries",
-            ));
+            out.extend(programs(&[
+                (
+                    "docker",
+                    "--version",
+                    "docker.io",
+                    "the tests load and run the images",
+                ),
+                ("skopeo", "--version", "skopeo", "reads the OCI layout"),
+                ("umoci", "--version", "umoci", "unpacks the OCI layout"),
+                (
+                    "docker-registry",
+                    "--version",
+                    "docker-registry",
+                    "a local registry to push to",
+                ),
+                (
+                    "qemu-x86_64-static",
+                    "--version",
+                    "qemu-user-static",
+                    "older x86 CPUs (CPU guard) and aarch64 binaries",
+                ),
+            ]));
         }
         Job::KernelTests => {
             out.push(Need::program(
@@ -324,18 +313,20 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
             ));
         }
         Job::FreshCheck => {
-            out.push(Need::program(
-                "debootstrap",
-                "--version",
-                "debootstrap",
-                "makes the fresh Debian root filesystem",
-            ));
-            out.push(Need::program(
-                "docker",
-                "--version",
-                "docker.io",
-                "imports and runs the fresh machine",
-            ));
+            out.extend(programs(&[
+                (
+                    "debootstrap",
+                    "--version",
+                    "debootstrap",
+                    "makes the fresh Debian root filesystem",
+                ),
+                (
+                    "docker",
+                    "--version",
+                    "docker.io",
+                    "imports and runs the fresh machine",
+                ),
+            ]));
             out.push(Need::docker("runs the fresh machine"));
             out.push(Need::program(
                 "git",
@@ -346,6 +337,13 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
         }
     }
     Ok(out)
+}
+
+/// Programs from Debian packages: (program, its version argument, package, why).
+fn programs(list: &[(&'static str, &'static str, &str, &str)]) -> Vec<Need> {
+    list.iter()
+        .map(|&(prog, arg, pkg, why)| Need::program(prog, arg, pkg, why))
+        .collect()
 }
 
 /// The openai Python client, pinned, for the client tests.
