@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::ci::run_cmd;
 use crate::workspace_root;
 
 /// `cargo xtask fresh-check`.
@@ -84,7 +85,7 @@ pub fn run(args: &FreshArgs) -> Result<()> {
     let t = Instant::now();
     let toolchain = copy_toolchain(&run_dir)?;
     let src = run_dir.join("src");
-    status(
+    run_cmd(
         Command::new("git")
             .args(["clone", "--quiet", "--no-local"])
             .arg(&root)
@@ -182,7 +183,7 @@ fn rootfs_image(base: &Path, args: &FreshArgs) -> Result<()> {
             "debootstrap --variant=minbase --include={INCLUDE} bookworm ({})",
             args.mirror
         ));
-        status(
+        run_cmd(
             Command::new("debootstrap")
                 .args(["--variant=minbase", &format!("--include={INCLUDE}")])
                 .arg("bookworm")
@@ -200,7 +201,7 @@ fn rootfs_image(base: &Path, args: &FreshArgs) -> Result<()> {
             ),
         )?;
         let tmp = tarball.with_extension("tmp");
-        status(
+        run_cmd(
             Command::new("tar")
                 .arg("-C")
                 .arg(&dir)
@@ -217,7 +218,7 @@ fn rootfs_image(base: &Path, args: &FreshArgs) -> Result<()> {
         ));
     }
     say(&format!("docker import {} {IMAGE}", tarball.display()));
-    status(
+    run_cmd(
         Command::new("docker")
             .arg("import")
             .arg(&tarball)
@@ -245,7 +246,7 @@ fn copy_toolchain(run_dir: &Path) -> Result<String> {
     say(&format!(
         "copying toolchain {name} (host target {host} only)"
     ));
-    status(Command::new("cp").arg("-a").arg(&sysroot).arg(&dest))?;
+    run_cmd(Command::new("cp").arg("-a").arg(&sysroot).arg(&dest))?;
     // Other targets' standard libraries: what `rustup target add` put there on this host.
     let rustlib = dest.join("lib/rustlib");
     let mut components = std::fs::read_to_string(rustlib.join("components")).unwrap_or_default();
@@ -354,7 +355,7 @@ impl Container {
             }
         }
         cmd.args([IMAGE, "sleep", "infinity"]).stdout(Stdio::null());
-        status(&mut cmd)?;
+        run_cmd(&mut cmd)?;
         say(&format!(
             "started container {name} ({IMAGE}; docker socket, run dir, {})",
             if args.no_host_ca {
@@ -371,7 +372,7 @@ impl Container {
 
     /// Run `argv` in the clone, output streamed to this terminal.
     fn exec(&self, argv: &[&str]) -> Result<()> {
-        status(
+        run_cmd(
             Command::new("docker")
                 .args(["exec", "-w"])
                 .arg(&self.src)
@@ -438,7 +439,7 @@ fn serve_health(tag: &str, summary: &serde_json::Value, models: &Path) -> Result
                 .status();
         }
     }
-    status(
+    run_cmd(
         Command::new("docker")
             .args([
                 "run",
@@ -512,12 +513,4 @@ fn capture(cmd: &mut Command) -> Result<String> {
         bail!("{cmd:?} failed ({})", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn status(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }

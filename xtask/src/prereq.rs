@@ -735,11 +735,7 @@ fn run_loud(who: &str, cmd: &mut Command) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
+    crate::ci::run_cmd(cmd)
 }
 
 /// `cargo xtask doctor`.
