@@ -81,6 +81,10 @@ pub struct Args {
     /// Talk plain HTTP to the registry (default only for loopback registries).
     #[arg(long)]
     pub plain_http: bool,
+    /// Trust this CA (PEM file, one or more certificates) for `--push`, besides the system
+    /// roots; implies TLS, loopback registries included.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Tier builds at a time (default: half the cores, at least 1).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -480,14 +484,15 @@ fn publish(
         }
     }
     if let Some(dest) = &run.args.push {
-        let target = registry::Target::parse(dest, run.args.plain_http)?;
+        let ca_cert = run.args.ca_cert.as_deref();
+        let target = registry::Target::parse(dest, run.args.plain_http, ca_cert.is_some())?;
         let report = rt.block_on(registry::push(
             target,
+            ca_cert,
             layout,
             &run.meta,
             images,
-            &index_desc.digest,
-            index_json,
+            (&index_desc.digest, index_json),
         ))?;
         for t in &report.tags {
             println!("pushed  {t}");

@@ -3,10 +3,15 @@
 //! the index by `<version>` and `latest` — manifests before the index, as registry 2.8 requires.
 //! Auth: anonymous, Basic, or Bearer tokens from the registry's challenge, with credentials from
 //! `BITNET_REGISTRY_USER`/`BITNET_REGISTRY_PASSWORD` or the Docker config (auths, credsStore,
-//! credHelpers). Credentials are never printed. It does NOT build images or talk to Docker.
+//! credHelpers). Credentials are never printed, and go only where they belong (see
+//! [`realm_gets_credentials`] and [`Client::send`]): the registry's own origin, or a token realm
+//! over HTTPS (plain HTTP only on the registry's own loopback host); an upload `Location` on
+//! another origin gets no `Authorization`. `--ca-cert` adds a PEM CA to the trusted roots.
+//! It does NOT build images or talk to Docker.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
@@ -33,8 +38,11 @@ pub struct Target {
 
 impl Target {
     /// Parse `registry/repo` (Docker conventions: no registry part means Docker Hub; loopback
-    /// registries use plain HTTP, as Docker does).
-    pub fn parse(s: &str, plain_http: bool) -> Result<Self> {
+    /// registries use plain HTTP, as Docker does, unless `tls`: the caller gave a CA for it).
+    pub fn parse(s: &str, plain_http: bool, tls: bool) -> Result<Self> {
+        if plain_http && tls {
+            bail!("--plain-http and --ca-cert contradict each other: a CA certificate means TLS");
+        }
         let last = s.rsplit('/').next().unwrap_or(s);
         if s.contains('@') || last.contains(':') && s.contains('/') {
             bail!(
@@ -74,12 +82,18 @@ impl Target {
             registry,
             api_host,
             repo,
-            scheme: if plain_http || loopback {
+            scheme: if plain_http || (loopback && !tls) {
                 "http"
             } else {
                 "https"
             },
         })
+    }
+
+    /// `<scheme>://<api host>/`: the origin the registry credentials belong to.
+    fn origin(&self) -> Result<Url> {
+        Url::parse(&format!("{}://{}/", self.scheme, self.api_host))
+            .context("building the registry URL")
     }
 
     fn url(&self, path: &str) -> Result<Url> {
@@ -105,11 +119,58 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    fn basic(&self) -> String {
-        format!(
+    /// The `Authorization` value, marked sensitive (hyper and reqwest never show it in Debug).
+    fn basic(&self) -> HeaderValue {
+        sensitive(&format!(
             "Basic {}",
             B64.encode(format!("{}:{}", self.user, self.secret))
-        )
+        ))
+    }
+}
+
+/// A header value that Debug output never shows. Non-visible-ASCII bytes (impossible in base64
+/// and in registry tokens) make it empty: the registry then refuses, nothing leaks.
+fn sensitive(v: &str) -> HeaderValue {
+    let mut h = HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""));
+    h.set_sensitive(true);
+    h
+}
+
+/// `scheme://host[:port]` of a URL, for messages: no path, no query (an upload Location or a
+/// token realm may carry a signed query string).
+fn shown(u: &Url) -> String {
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or("?"))
+}
+
+/// Same scheme, host and port.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.origin() == b.origin()
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(u: &Url) -> bool {
+    let host = u.host_str().unwrap_or("");
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// May the registry's credentials be sent (as Basic auth) to this token realm? The decision:
+/// - `https://` realms, on any host: the challenge comes from the registry we authenticated over
+///   TLS, and token services usually live on another host (Docker Hub: `auth.docker.io` for
+///   `registry-1.docker.io`), as Docker itself does;
+/// - `http://` realms only on the registry's own host when that host is loopback (a local test
+///   registry): nothing crosses a network in clear text;
+/// - nothing else (any other `http://` realm, any other scheme).
+pub fn realm_gets_credentials(registry: &Url, realm: &Url) -> bool {
+    match realm.scheme() {
+        "https" => true,
+        "http" => is_loopback(realm) && realm.host_str() == registry.host_str(),
+        _ => false,
     }
 }
 
@@ -265,8 +326,10 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
 pub struct Client {
     http: reqwest::Client,
     target: Target,
+    /// Where the registry credentials and tokens may go (`Target::origin`).
+    origin: Url,
     creds: Option<Credentials>,
-    auth: Mutex<Option<String>>,
+    auth: Mutex<Option<HeaderValue>>,
 }
 
 /// Summary of a push.
@@ -290,40 +353,67 @@ fn short(body: &str) -> String {
 }
 
 impl Client {
-    /// A client for `target` with optional credentials.
-    pub fn new(target: Target, creds: Option<Credentials>) -> Result<Self> {
+    /// A client for `target` with optional credentials; `ca_cert` (PEM, one or more
+    /// certificates) is trusted in addition to the system roots.
+    pub fn new(target: Target, creds: Option<Credentials>, ca_cert: Option<&Path>) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("bitnet-serve-xtask/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
             .timeout(std::time::Duration::from_secs(1800))
-            .build()
-            .context("cannot create the HTTP client")?;
+            // reqwest drops Authorization on cross-origin redirects; refuse TLS downgrades too.
+            .redirect(reqwest::redirect::Policy::custom(|a| {
+                let downgrade = a.previous().last().is_some_and(|p| p.scheme() == "https")
+                    && a.url().scheme() != "https";
+                if downgrade {
+                    a.error("redirect from https to plain http refused")
+                } else if a.previous().len() >= 10 {
+                    a.error("too many redirects")
+                } else {
+                    a.follow()
+                }
+            }));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-cert: cannot read {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert: {} is not PEM", path.display()))?;
+            if certs.is_empty() {
+                bail!("--ca-cert: no certificate in {}", path.display());
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().context("cannot create the HTTP client")?;
         Ok(Client {
             http,
+            origin: target.origin()?,
             target,
             creds,
             auth: Mutex::new(None),
         })
     }
 
-    /// Send a request built by `make` (called again after an auth challenge).
-    async fn send<F>(&self, what: &str, make: F) -> Result<reqwest::Response>
+    /// Send a request to `url` built by `make` (called again after an auth challenge). The
+    /// registry's `Authorization` goes only to the registry's own origin: a request elsewhere
+    /// (an upload `Location` on another host) is sent without it, and a 401 from there is not
+    /// answered with credentials.
+    async fn send<F>(&self, what: &str, url: &Url, make: F) -> Result<reqwest::Response>
     where
-        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        F: Fn(&reqwest::Client, Url) -> reqwest::RequestBuilder,
     {
+        let ours = same_origin(&self.origin, url);
         for attempt in 0..2 {
-            let mut req = make(&self.http);
-            if let Some(a) = self.auth.lock().ok().and_then(|g| g.clone()) {
+            let mut req = make(&self.http, url.clone());
+            if ours && let Some(a) = self.auth.lock().ok().and_then(|g| g.clone()) {
                 req = req.header(AUTHORIZATION, a);
             }
-            let resp = req.send().await.with_context(|| {
-                format!(
-                    "{what}: cannot reach {}://{}",
-                    self.target.scheme, self.target.api_host
-                )
-            })?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            // Errors without the URL: an upload Location may carry a signed query string.
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| e.without_url())
+                .with_context(|| format!("{what}: cannot reach {}", shown(url)))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 || !ours {
                 return Ok(resp);
             }
             let challenge = resp
@@ -342,7 +432,7 @@ impl Client {
         unreachable!("the loop returns on the second attempt")
     }
 
-    async fn authenticate(&self, challenge: Challenge) -> Result<String> {
+    async fn authenticate(&self, challenge: Challenge) -> Result<HeaderValue> {
         let login_hint = format!(
             "set BITNET_REGISTRY_USER and BITNET_REGISTRY_PASSWORD, or `docker login {}`",
             self.target.registry
@@ -368,14 +458,26 @@ impl Client {
                     }
                     q.append_pair("scope", &scope);
                 }
-                let mut req = self.http.get(url);
+                let realm_shown = shown(&url);
+                let mut req = self.http.get(url.clone());
                 if let Some(c) = &self.creds {
+                    if !realm_gets_credentials(&self.origin, &url) {
+                        bail!(
+                            "the registry's token service {realm_shown} is not HTTPS (nor plain HTTP on \
+                             the registry's own loopback host): not sending the credentials for \
+                             {} there",
+                            self.target.registry
+                        );
+                    }
                     req = req.header(AUTHORIZATION, c.basic());
                 }
                 let resp = req
                     .send()
                     .await
-                    .context("cannot reach the registry's token service")?;
+                    .map_err(|e| e.without_url())
+                    .with_context(|| {
+                        format!("cannot reach the registry's token service {realm_shown}")
+                    })?;
                 let status = resp.status();
                 if !status.is_success() {
                     bail!("token service refused ({status}); {login_hint}");
@@ -387,7 +489,7 @@ impl Client {
                     .as_str()
                     .or_else(|| v["access_token"].as_str())
                     .context("token response has no token")?;
-                Ok(format!("Bearer {token}"))
+                Ok(sensitive(&format!("Bearer {token}")))
             }
         }
     }
@@ -407,7 +509,7 @@ impl Client {
     /// Upload a blob unless the registry has it. Returns true if uploaded.
     pub async fn push_blob(&self, digest: &str, bytes: bytes_of::Bytes) -> Result<bool> {
         let url = self.target.url(&format!("blobs/{digest}"))?;
-        let head = self.send("HEAD blob", |c| c.head(url.clone())).await?;
+        let head = self.send("HEAD blob", &url, |c, u| c.head(u)).await?;
         if head.status().is_success() {
             return Ok(false);
         }
@@ -416,9 +518,8 @@ impl Client {
         }
         let start = self.target.url("blobs/uploads/")?;
         let resp = self
-            .send("start upload", |c| {
-                c.post(start.clone())
-                    .header(reqwest::header::CONTENT_LENGTH, "0")
+            .send("start upload", &start, |c, u| {
+                c.post(u).header(reqwest::header::CONTENT_LENGTH, "0")
             })
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
@@ -430,10 +531,15 @@ impl Client {
             .and_then(|l| l.to_str().ok())
             .context("upload started without a Location header")?;
         let mut put_url = start.join(location).context("bad upload Location")?;
+        if start.scheme() == "https" && put_url.scheme() != "https" {
+            bail!(
+                "the registry sent an upload Location that is not HTTPS; refusing to upload there"
+            );
+        }
         put_url.query_pairs_mut().append_pair("digest", digest);
         let resp = self
-            .send("upload blob", |c| {
-                c.put(put_url.clone())
+            .send("upload blob", &put_url, |c, u| {
+                c.put(u)
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .body(bytes.clone())
             })
@@ -457,10 +563,8 @@ impl Client {
         let body = bytes_of::Bytes::copy_from_slice(bytes);
         let ct = HeaderValue::from_str(media_type)?;
         let resp = self
-            .send("put manifest", |c| {
-                c.put(url.clone())
-                    .header(CONTENT_TYPE, ct.clone())
-                    .body(body.clone())
+            .send("put manifest", &url, |c, u| {
+                c.put(u).header(CONTENT_TYPE, ct.clone()).body(body.clone())
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
@@ -484,9 +588,8 @@ impl Client {
         let url = self.target.url(&format!("manifests/{reference}"))?;
         let accept = format!("{MT_INDEX}, {MT_MANIFEST}");
         let resp = self
-            .send("head manifest", |c| {
-                c.request(Method::HEAD, url.clone())
-                    .header(ACCEPT, accept.clone())
+            .send("head manifest", &url, |c, u| {
+                c.request(Method::HEAD, u).header(ACCEPT, accept.clone())
             })
             .await?;
         if !resp.status().is_success() {
@@ -505,60 +608,81 @@ mod bytes_of {
     pub use tokio_util::bytes::Bytes;
 }
 
-/// Push every tier and the index. `index_bytes` is the multi-platform index blob.
+/// Push every tier and the index, with the credentials [`find_credentials`] finds.
+/// `index` is the multi-platform index (digest, bytes); `ca_cert` is `--ca-cert`.
 pub async fn push(
     target: Target,
+    ca_cert: Option<&Path>,
     layout: &Layout,
     meta: &Meta,
     images: &[TierImage],
-    index_digest: &str,
-    index_bytes: &[u8],
+    index: (&str, &[u8]),
 ) -> Result<PushReport> {
     let creds = find_credentials(&target.registry)?;
-    let repo = format!("{}/{}", target.registry, target.repo);
-    let client = Client::new(target, creds)?;
-    let mut report = PushReport::default();
-    let mut done = BTreeSet::new();
-    for img in images {
-        for blob in [&img.config].into_iter().chain(&img.layers) {
-            if !done.insert(blob.digest.clone()) {
-                continue;
-            }
-            let bytes = bytes_of::Bytes::from(layout.read(&blob.digest)?);
-            if client.push_blob(&blob.digest, bytes).await? {
-                report.uploaded += 1;
-                eprintln!(
-                    "build-images: pushed blob {} ({:.2} MB)",
-                    &blob.digest[..19],
-                    blob.size as f64 / 1e6
-                );
-            } else {
-                report.existing += 1;
-            }
-        }
-        let manifest = layout.read(&img.manifest.digest)?;
-        let tag = format!("{}-{}", meta.version, img.suffix);
-        for reference in [img.manifest.digest.as_str(), tag.as_str()] {
-            client
-                .put_manifest(reference, MT_MANIFEST, &manifest, &img.manifest.digest)
-                .await?;
-        }
-        report
-            .tags
-            .push(format!("{repo}:{tag}@{}", img.manifest.digest));
-    }
-    for tag in [meta.version.as_str(), "latest"] {
-        client
-            .put_manifest(tag, MT_INDEX, index_bytes, index_digest)
-            .await?;
-        let got = client.manifest_digest(tag).await?;
-        if got != index_digest {
-            bail!("{repo}:{tag} resolves to {got} after the push, expected {index_digest}");
-        }
-        report.tags.push(format!("{repo}:{tag}@{index_digest}"));
-    }
-    Ok(report)
+    Client::new(target, creds, ca_cert)?
+        .push_all(layout, meta, images, index)
+        .await
 }
+
+impl Client {
+    /// The push itself: blobs, tier manifests, then the index under `<version>` and `latest`.
+    pub async fn push_all(
+        &self,
+        layout: &Layout,
+        meta: &Meta,
+        images: &[TierImage],
+        index: (&str, &[u8]),
+    ) -> Result<PushReport> {
+        let (index_digest, index_bytes) = index;
+        let repo = format!("{}/{}", self.target.registry, self.target.repo);
+        let client = self;
+        let mut report = PushReport::default();
+        let mut done = BTreeSet::new();
+        for img in images {
+            for blob in [&img.config].into_iter().chain(&img.layers) {
+                if !done.insert(blob.digest.clone()) {
+                    continue;
+                }
+                let bytes = bytes_of::Bytes::from(layout.read(&blob.digest)?);
+                if client.push_blob(&blob.digest, bytes).await? {
+                    report.uploaded += 1;
+                    eprintln!(
+                        "build-images: pushed blob {} ({:.2} MB)",
+                        &blob.digest[..19],
+                        blob.size as f64 / 1e6
+                    );
+                } else {
+                    report.existing += 1;
+                }
+            }
+            let manifest = layout.read(&img.manifest.digest)?;
+            let tag = format!("{}-{}", meta.version, img.suffix);
+            for reference in [img.manifest.digest.as_str(), tag.as_str()] {
+                client
+                    .put_manifest(reference, MT_MANIFEST, &manifest, &img.manifest.digest)
+                    .await?;
+            }
+            report
+                .tags
+                .push(format!("{repo}:{tag}@{}", img.manifest.digest));
+        }
+        for tag in [meta.version.as_str(), "latest"] {
+            client
+                .put_manifest(tag, MT_INDEX, index_bytes, index_digest)
+                .await?;
+            let got = client.manifest_digest(tag).await?;
+            if got != index_digest {
+                bail!("{repo}:{tag} resolves to {got} after the push, expected {index_digest}");
+            }
+            report.tags.push(format!("{repo}:{tag}@{index_digest}"));
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod push_tests;
 
 #[cfg(test)]
 mod tests {
@@ -566,39 +690,105 @@ mod tests {
 
     #[test]
     fn targets_follow_docker_naming() {
-        let t = Target::parse("ghcr.io/owner/bitnet-server", false).unwrap();
+        let t = Target::parse("ghcr.io/owner/bitnet-server", false, false).unwrap();
         assert_eq!(
             (t.api_host.as_str(), t.repo.as_str(), t.scheme),
             ("ghcr.io", "owner/bitnet-server", "https")
         );
-        let t = Target::parse("127.0.0.1:5000/x/y", false).unwrap();
+        let t = Target::parse("127.0.0.1:5000/x/y", false, false).unwrap();
         assert_eq!((t.registry.as_str(), t.scheme), ("127.0.0.1:5000", "http"));
-        let t = Target::parse("bitnet", false).unwrap();
+        let t = Target::parse("bitnet", false, false).unwrap();
         assert_eq!(
             (t.api_host.as_str(), t.repo.as_str()),
             ("registry-1.docker.io", "library/bitnet")
         );
-        let t = Target::parse("me/bitnet", false).unwrap();
+        let t = Target::parse("me/bitnet", false, false).unwrap();
         assert_eq!(
             (t.registry.as_str(), t.repo.as_str()),
             ("docker.io", "me/bitnet")
         );
         assert!(
-            Target::parse("ghcr.io/o/x:1.0", false)
+            Target::parse("ghcr.io/o/x:1.0", false, false)
                 .unwrap_err()
                 .to_string()
                 .contains("without tag")
         );
         assert!(
-            Target::parse("ghcr.io/O/X", false)
+            Target::parse("ghcr.io/O/X", false, false)
                 .unwrap_err()
                 .to_string()
                 .contains("lowercase")
         );
         assert_eq!(
-            Target::parse("reg.example:5000/a", true).unwrap().scheme,
+            Target::parse("reg.example:5000/a", true, false)
+                .unwrap()
+                .scheme,
             "http"
         );
+        // A CA certificate for a loopback registry means TLS.
+        assert_eq!(
+            Target::parse("127.0.0.1:5000/a", false, true)
+                .unwrap()
+                .scheme,
+            "https"
+        );
+        assert!(Target::parse("127.0.0.1:5000/a", true, true).is_err());
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_origin_and_to_safe_realms() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let reg = u("https://registry.example/");
+        assert!(same_origin(
+            &reg,
+            &u("https://registry.example/v2/a/blobs/uploads/1?x=y")
+        ));
+        for other in [
+            "https://registry.example:444/v2/",
+            "http://registry.example/v2/",
+            "https://uploads.example/v2/",
+        ] {
+            assert!(!same_origin(&reg, &u(other)), "{other}");
+        }
+        // Token realms: https anywhere; http only on the registry's own loopback host.
+        assert!(realm_gets_credentials(
+            &reg,
+            &u("https://auth.example/token")
+        ));
+        assert!(!realm_gets_credentials(
+            &reg,
+            &u("http://auth.example/token")
+        ));
+        assert!(!realm_gets_credentials(
+            &reg,
+            &u("http://registry.example/token")
+        ));
+        assert!(!realm_gets_credentials(
+            &reg,
+            &u("ftp://registry.example/token")
+        ));
+        let local = u("http://127.0.0.1:5000/");
+        assert!(realm_gets_credentials(
+            &local,
+            &u("http://127.0.0.1:5001/token")
+        ));
+        assert!(!realm_gets_credentials(
+            &local,
+            &u("http://127.0.0.2:5001/token")
+        ));
+        assert!(!realm_gets_credentials(
+            &local,
+            &u("http://auth.example/token")
+        ));
+        let v6 = u("http://[::1]:5000/");
+        assert!(realm_gets_credentials(&v6, &u("http://[::1]:5001/token")));
+        // The Authorization value never shows in Debug output.
+        let c = Credentials {
+            user: "u".into(),
+            secret: "s3cret".into(),
+        };
+        let shown = format!("{:?}", c.basic());
+        assert!(!shown.contains(&B64.encode("u:s3cret")), "{shown}");
     }
 
     #[test]
