@@ -19,12 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."   # server/, so proptest finds its sources for failure persistence
 
 test_binary() { # $@: extra cargo args; prints the path of the built kernels test binary
-    cargo test -p bitnet-server --test kernels --no-run "$@" 2>&1 \
+    cargo test --locked -p bitnet-server --test kernels --no-run "$@" 2>&1 \
         | sed -n 's/.*Executable tests\/kernels.rs (\(.*\))/\1/p' | tail -n 1
 }
 
 lib_test_binary() { # $@: extra cargo args; prints the path of the built unit-test binary
-    cargo test -p bitnet-server --lib --no-run "$@" 2>&1 \
+    cargo test --locked -p bitnet-server --lib --no-run "$@" 2>&1 \
         | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p' | tail -n 1
 }
 

@@ -225,6 +225,7 @@ fn build_server(root: &Path) -> Result<PathBuf> {
         .args([
             "build",
             "--release",
+            "--locked",
             "-p",
             "bitnet-server",
             "--bin",

@@ -27,6 +27,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
     step("clippy", || {
         cargo(&[
             "clippy",
+            "--locked",
             "--workspace",
             "--all-targets",
             "--quiet",
@@ -51,7 +52,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
         std::env::set_var("BITNET_REQUIRE_COMPOSE_TEST", "1");
     }
     step("tests", || {
-        cargo(&["test", "--workspace", "--no-fail-fast"])
+        cargo(&["test", "--locked", "--workspace", "--no-fail-fast"])
     })?;
     step("kernel variants of other CPUs under qemu and Bochs", || {
         let script = crate::workspace_root().join("server/tests/kernels_cross.sh");

@@ -105,6 +105,7 @@ pub fn load(root: &Path, target: &str, package: &str) -> Result<Graph> {
         .current_dir(root)
         .args([
             "metadata",
+            "--locked",
             "--format-version",
             "1",
             "--filter-platform",

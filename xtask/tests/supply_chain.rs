@@ -1,0 +1,157 @@
+//! Supply-chain rules over the tree (issue 16): every cargo call in CI and the xtask uses
+//! `--locked`, and the release workflow (`ci/release.yml`) pins its actions by commit digest and
+//! never pastes a `${{ … }}` expression into a shell script. Plain text checks, no network.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `cargo <sub>` in a shell line or a workflow `run:` (not `cargo xtask`: the alias is locked).
+fn unlocked_shell_calls(rel: &str) -> Vec<String> {
+    read(rel)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with('#'))
+        .filter(|(_, l)| {
+            [
+                "build", "test", "run", "clippy", "install", "metadata", "check",
+            ]
+            .iter()
+            .any(|sub| l.contains(&format!("cargo {sub}")))
+        })
+        .filter(|(_, l)| !l.contains("--locked"))
+        .map(|(i, l)| format!("{rel}:{}: {}", i + 1, l.trim()))
+        .collect()
+}
+
+#[test]
+fn every_cargo_call_in_ci_and_the_xtask_is_locked() {
+    let mut bad = Vec::new();
+    // `cargo xtask …` (.ci/run, the release workflow, fresh-check) goes through the alias.
+    let alias = read(".cargo/config.toml");
+    if !alias
+        .lines()
+        .any(|l| l.starts_with("xtask =") && l.contains("run --locked"))
+    {
+        bad.push(".cargo/config.toml: the xtask alias lacks --locked".to_string());
+    }
+    bad.extend(unlocked_shell_calls("ci/release.yml"));
+    bad.extend(unlocked_shell_calls(".ci/run"));
+    for e in std::fs::read_dir(root().join("server/tests"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sh") {
+            bad.extend(unlocked_shell_calls(&format!("server/tests/{name}")));
+        }
+    }
+    // The xtask's own cargo calls: a file that runs cargo says `--locked` (ci.rs: clippy and
+    // test; cargo fmt resolves nothing and has no such flag). The tier builds (cargo_build.rs)
+    // take their arguments from plan.rs, checked below.
+    let mut files = Vec::new();
+    rust_files(&root().join("xtask/src"), &mut files);
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let rel = f.strip_prefix(root()).unwrap().display().to_string();
+        if text.contains("Command::new(cargo")
+            && !text.contains("\"--locked\"")
+            && !rel.ends_with("images/cargo_build.rs")
+        {
+            bad.push(format!("{rel}: runs cargo without --locked"));
+        }
+    }
+    let plan = read("xtask/src/images/plan.rs");
+    if !plan.contains("\"--locked\"") {
+        bad.push("xtask/src/images/plan.rs: the tier builds lack --locked".into());
+    }
+    assert!(
+        bad.is_empty(),
+        "cargo calls without --locked:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn release_workflow_pins_actions_by_digest_and_keeps_expressions_out_of_scripts() {
+    let wf = read("ci/release.yml");
+    let mut bad = Vec::new();
+    let lines: Vec<&str> = wf.lines().collect();
+    let mut uses = 0;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let t = line.trim_start().trim_start_matches("- ");
+        if let Some(action) = t.strip_prefix("uses:") {
+            uses += 1;
+            let action = action.split('#').next().unwrap().trim();
+            let pinned = action.split_once('@').is_some_and(|(_, r)| {
+                r.len() == 40
+                    && r.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            });
+            if !pinned || !t.contains("# v") {
+                bad.push(format!(
+                    "line {}: `{action}` is not pinned by a full commit digest with its tag in a comment",
+                    i + 1
+                ));
+            }
+        }
+        if let Some(rest) = t.strip_prefix("run:") {
+            // The script: the inline value, or the block below it (deeper indentation).
+            let indent = line.len() - line.trim_start().len();
+            let mut script = vec![(i, rest)];
+            let mut j = i + 1;
+            while j < lines.len()
+                && (lines[j].trim().is_empty()
+                    || lines[j].len() - lines[j].trim_start().len() > indent)
+            {
+                script.push((j, lines[j]));
+                j += 1;
+            }
+            for (n, l) in script {
+                if l.contains("${{") {
+                    bad.push(format!(
+                        "line {}: a `${{{{ … }}}}` expression inside a run script (pass it through env:)",
+                        n + 1
+                    ));
+                }
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    assert!(
+        uses >= 2,
+        "no `uses:` lines found: the check is reading the wrong file"
+    );
+    // The version input is validated before use.
+    if !wf.contains("INPUT_VERSION: ${{ github.event.inputs.version }}")
+        || !wf.contains("grep -Eqx")
+    {
+        bad.push("the version input is not passed through env: and validated".into());
+    }
+    assert!(bad.is_empty(), "ci/release.yml:\n{}", bad.join("\n"));
+}
