@@ -2,8 +2,8 @@
 //!
 //! Its first step is the preflight of `crate::prereq` for the `ci` job: it installs what the tests
 //! need (Debian packages when running as root, rustup targets and components, PyPI tools into the
-//! project venv) or names all that is missing at once; then it runs formatting, lints and the test
-//! suites. Each step says what it is doing. It does not build or push release images (`build-images`).
+//! project venv, cargo-deny) or names all that is missing at once; then it runs formatting, lints,
+//! the dependency policy (`cargo deny`, deny.toml) and the test suites. Each step says what it is doing. It does not build or push release images (`build-images`).
 
 use crate::gen_model;
 use crate::prereq::{self, Job};
@@ -36,6 +36,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
             "warnings",
         ])
     })?;
+    step("cargo deny (deny.toml)", cargo_deny)?;
     step("compose files up to date", || {
         crate::compose::run(&crate::compose::Args {
             check: true,
@@ -60,6 +61,29 @@ pub fn run(args: &CiArgs) -> Result<()> {
     })?;
     eprintln!("ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Licences, sources and bans always; advisories only when the RustSec database (a GitHub
+/// repository) can be fetched, and then strictly. When it cannot, the step says so loudly: the
+/// advisories were not checked, not found clean.
+fn cargo_deny() -> Result<()> {
+    let check = ["deny", "--locked", "check", "--hide-inclusion-graph"];
+    cargo(&[&check[..], &["bans", "licenses", "sources"]].concat())?;
+    if cargo(&["deny", "--locked", "fetch", "db"]).is_err() {
+        eprintln!(
+            "ci: cargo deny: advisories NOT CHECKED: the RustSec advisory database cannot be \
+             fetched from this machine (see the error above)"
+        );
+        return Ok(());
+    }
+    let offline = [
+        "deny",
+        "--offline",
+        "check",
+        "--hide-inclusion-graph",
+        "advisories",
+    ];
+    cargo(&offline)
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {

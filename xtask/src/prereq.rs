@@ -1,10 +1,12 @@
 //! What each `cargo xtask` job needs from the machine, in one place: Debian packages, programs,
 //! rustup targets and components, a Python that can make venvs, PyPI packages (in the project
-//! venv, `pyenv.rs`) and the Docker Engine.
+//! venv, `pyenv.rs`), cargo tools from crates.io (pinned, `cargo install --locked`) and the Docker
+//! Engine.
 //!
 //! Every command calls [`preflight`] with its jobs before its first long step. The preflight checks
 //! every need at once and then either installs all that is missing — one `apt-get install` (as
-//! root), one `rustup target add`, one `rustup component add`, one `pip install` into the venv —
+//! root), one `rustup target add`, one `rustup component add`, one `pip install` into the venv,
+//! one `cargo install --locked` —
 //! or, when it may not (`--no-install`, or not root for Debian packages), stops with the one
 //! command line that fixes everything. `cargo xtask doctor` prints the same checks with versions.
 //!
@@ -83,6 +85,8 @@ enum Check {
     Python,
     /// The requirement is installed in the project venv.
     Pip(String),
+    /// A cargo tool on PATH whose `<program> --version` names the pinned version.
+    CargoTool(&'static str, &'static str),
     /// The Docker Engine answers on its socket (`DOCKER_HOST` or the default).
     DockerEngine,
 }
@@ -94,6 +98,8 @@ enum Fix {
     Target(String),
     Component(&'static str),
     Pip(String),
+    /// `cargo install --locked <crate>@<version>`.
+    Cargo(String),
     /// Nothing this tool may do; the text says what the user should do.
     Manual(String),
 }
@@ -149,6 +155,14 @@ impl Need {
             why: why.into(),
         }
     }
+    /// A tool from crates.io, pinned: `program` is checked on PATH at `version`.
+    fn cargo_tool(program: &'static str, version: &'static str, why: &str) -> Need {
+        Need {
+            check: Check::CargoTool(program, version),
+            fix: Fix::Cargo(format!("{program}@{version}")),
+            why: why.into(),
+        }
+    }
     fn docker(why: &str) -> Need {
         Need {
             check: Check::DockerEngine,
@@ -170,6 +184,7 @@ impl Need {
             Check::Component(c) => format!("rustup component {c}"),
             Check::Python => "python3 with venv".into(),
             Check::Pip(r) => format!("PyPI {r} (project venv)"),
+            Check::CargoTool(p, v) => format!("crates.io {p} {v} (cargo install)"),
             Check::DockerEngine => "Docker Engine".into(),
         }
     }
@@ -311,6 +326,11 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "docker-compose",
                 "brings the compose profiles up (xtask/tests/compose.rs)",
             ));
+            out.push(Need::cargo_tool(
+                "cargo-deny",
+                CARGO_DENY,
+                "the dependency policy step (deny.toml)",
+            ));
         }
         Job::FreshCheck => {
             out.extend(programs(&[
@@ -348,6 +368,9 @@ fn programs(list: &[(&'static str, &'static str, &str, &str)]) -> Vec<Need> {
 
 /// The openai Python client, pinned, for the client tests.
 pub const OPENAI: &str = "openai==3.57.0";
+
+/// cargo-deny, pinned, for the CI step that checks deny.toml.
+pub const CARGO_DENY: &str = "0.20.2";
 
 /// Needs of several jobs, each once (first reason kept), in a stable order.
 fn needs_of(jobs: &[Job], tiers: &[String]) -> Result<Vec<Need>> {
@@ -408,6 +431,13 @@ fn probe(check: &Check) -> Option<String> {
             o.status.success().then(|| first_line(&o.stdout))
         }
         Check::Pip(req) => pyenv::installed_version(req),
+        Check::CargoTool(prog, version) => {
+            let found = probe(&Check::Program(prog, "--version"))?;
+            found
+                .split_whitespace()
+                .any(|w| w == *version)
+                .then_some(found)
+        }
         Check::DockerEngine => docker_engine_version().ok(),
     }
 }
@@ -497,6 +527,7 @@ struct Fixes {
     targets: BTreeSet<String>,
     components: BTreeSet<&'static str>,
     pip: BTreeSet<String>,
+    cargo: BTreeSet<String>,
     manual: BTreeSet<String>,
 }
 
@@ -514,6 +545,9 @@ impl Fixes {
                 }
                 Fix::Pip(r) => {
                     f.pip.insert(r.clone());
+                }
+                Fix::Cargo(c) => {
+                    f.cargo.insert(c.clone());
                 }
                 Fix::Manual(m) => {
                     f.manual.insert(m.clone());
@@ -549,6 +583,9 @@ impl Fixes {
                 "cargo xtask doctor --install  # PyPI {} into target/pyenv",
                 join(&self.pip)
             ));
+        }
+        if !self.cargo.is_empty() {
+            parts.push(format!("cargo install --locked {}", join(&self.cargo)));
         }
         parts.join(" && ")
     }
@@ -633,6 +670,15 @@ pub fn ensure(who: &str, needs: &[Need], install: bool) -> Result<()> {
     if !fixes.pip.is_empty() {
         let reqs: Vec<&str> = fixes.pip.iter().map(String::as_str).collect();
         pyenv::python_with(&reqs)?;
+    }
+    if !fixes.cargo.is_empty() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run_loud(
+            who,
+            Command::new(cargo)
+                .args(["install", "--locked"])
+                .args(&fixes.cargo),
+        )?;
     }
     // Prove it: everything must be present now.
     let still: Vec<String> = check_all(needs)
@@ -878,13 +924,14 @@ mod tests {
             Need::target("aarch64-unknown-linux-musl", "z"),
             Need::target("x86_64-unknown-linux-musl", "z"),
             Need::component("clippy", "c"),
+            Need::cargo_tool("cargo-deny", "0.20.2", "d"),
         ];
         let line = Fixes::of(missing.iter()).command_line();
         assert!(
             line.contains(
                 "apt-get install -y --no-install-recommends musl python3 python3-venv && \
                  rustup target add aarch64-unknown-linux-musl x86_64-unknown-linux-musl && \
-                 rustup component add clippy"
+                 rustup component add clippy && cargo install --locked cargo-deny@0.20.2"
             ),
             "{line}"
         );
