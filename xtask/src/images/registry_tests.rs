@@ -189,11 +189,7 @@ enum Auth {
 
 /// The registry API (`/v2/…`) and, when `token_path` is set, a token service on the same server.
 /// `upload_location(n)` is the `Location` of the n-th upload.
-fn registry_handler(
-    state: Shared,
-    auth: Auth,
-    upload_location: Arc<dyn Fn(usize) -> String + Send + Sync>,
-) -> Handler {
+fn registry_handler(state: Shared, auth: Auth, upload_location: Location) -> Handler {
     Arc::new(move |req: &Request| {
         record(&state, "registry", req);
         let got = req
@@ -431,53 +427,62 @@ fn push_over_tls_with_a_private_ca_and_a_bearer_realm() {
     );
 }
 
-#[test]
-fn an_upload_location_on_another_host_gets_no_authorization() {
-    let f = fixture();
-    let state = Shared::default();
-    // Another host (127.0.0.2: another loopback address, another origin) takes the uploads.
+type Location = Arc<dyn Fn(usize) -> String + Send + Sync>;
+
+/// Another host on 127.0.0.2 (another loopback address, so another origin) that records what it
+/// gets as `label` and answers with `answer`, and the registry on 127.0.0.1, whose auth and
+/// upload `Location` `registry(other port)` decides. Returns the registry's target.
+fn registry_and_other_host(
+    state: &Shared,
+    label: &'static str,
+    answer: fn(&Shared, &Request) -> Response,
+    registry: impl FnOnce(u16) -> (Auth, Location),
+) -> Target {
     let (listener, other) = listen("127.0.0.2");
     let st = state.clone();
     serve(
         listener,
         None,
         Arc::new(move |req: &Request| {
-            record(&st, "other-host", req);
-            store_blob(&st, req)
+            record(&st, label, req);
+            answer(&st, req)
         }),
     );
+    let (auth, location) = registry(other);
     let (listener, port) = listen("127.0.0.1");
     serve(
         listener,
         None,
-        registry_handler(
-            state.clone(),
-            Auth::Basic,
-            Arc::new(move |n| format!("http://127.0.0.2:{other}/upload/{n}?signature=s3")),
-        ),
+        registry_handler(state.clone(), auth, location),
     );
-    let target = Target::parse(&format!("127.0.0.1:{port}/{REPO}"), false, false).unwrap();
-    let report = push_to(target, None, &f);
+    Target::parse(&format!("127.0.0.1:{port}/{REPO}"), false, false).unwrap()
+}
+
+/// Requests `label` saw, and how many of them carried `Authorization`.
+fn requests_at(state: &Shared, label: &str) -> (usize, usize) {
     let st = state.lock().unwrap();
-    let at_other: Vec<&Seen> = st
-        .seen
-        .iter()
-        .filter(|s| s.server == "other-host")
-        .collect();
-    let leaked = at_other
-        .iter()
-        .filter(|s| s.authorization.is_some())
-        .count();
+    let at: Vec<&Seen> = st.seen.iter().filter(|s| s.server == label).collect();
+    let with_auth = at.iter().filter(|s| s.authorization.is_some()).count();
+    (at.len(), with_auth)
+}
+
+#[test]
+fn an_upload_location_on_another_host_gets_no_authorization() {
+    let f = fixture();
+    let state = Shared::default();
+    let target = registry_and_other_host(&state, "upload-host", store_blob, |other| {
+        let location: Location =
+            Arc::new(move |n| format!("http://127.0.0.2:{other}/upload/{n}?signature=s3"));
+        (Auth::Basic, location)
+    });
+    let report = push_to(target, None, &f);
+    let (seen, leaked) = requests_at(&state, "upload-host");
     eprintln!(
-        "upload host saw {} request(s), {leaked} with Authorization; push: {:?}",
-        at_other.len(),
+        "upload host saw {seen} request(s), {leaked} with Authorization; push: {:?}",
         report.as_ref().map(|r| r.uploaded)
     );
-    assert_eq!(
-        leaked, 0,
-        "the upload host got the registry's credentials: {at_other:#?}"
-    );
-    assert_eq!(at_other.len(), 2, "{:#?}", st.seen);
+    assert_eq!(leaked, 0, "the upload host got the registry's credentials");
+    assert_eq!(seen, 2, "{:#?}", state.lock().unwrap().seen);
     assert_eq!(report.unwrap().uploaded, 2);
 }
 
@@ -485,42 +490,22 @@ fn an_upload_location_on_another_host_gets_no_authorization() {
 fn a_plain_http_token_realm_on_another_host_gets_no_credentials() {
     let f = fixture();
     let state = Shared::default();
-    let (listener, realm_port) = listen("127.0.0.2");
-    let st = state.clone();
-    serve(
-        listener,
-        None,
-        Arc::new(move |req: &Request| {
-            record(&st, "realm", req);
-            reply(200, &[], format!("{{\"token\":\"{TOKEN}\"}}").as_bytes())
-        }),
+    let target = registry_and_other_host(
+        &state,
+        "realm",
+        |_, _| reply(200, &[], format!("{{\"token\":\"{TOKEN}\"}}").as_bytes()),
+        |other| {
+            let realm = format!("http://127.0.0.2:{other}/token");
+            (Auth::Bearer(realm), Arc::new(local_upload))
+        },
     );
-    let (listener, port) = listen("127.0.0.1");
-    serve(
-        listener,
-        None,
-        registry_handler(
-            state.clone(),
-            Auth::Bearer(format!("http://127.0.0.2:{realm_port}/token")),
-            Arc::new(local_upload),
-        ),
-    );
-    let target = Target::parse(&format!("127.0.0.1:{port}/{REPO}"), false, false).unwrap();
     let result = push_to(target, None, &f);
-    let st = state.lock().unwrap();
-    let to_realm: Vec<&Seen> = st.seen.iter().filter(|s| s.server == "realm").collect();
-    let leaked = to_realm
-        .iter()
-        .filter(|s| s.authorization.is_some())
-        .count();
+    let (seen, leaked) = requests_at(&state, "realm");
     let shown = match &result {
         Ok(r) => format!("pushed {} blob(s)", r.uploaded),
         Err(e) => format!("{e:#}"),
     };
-    eprintln!(
-        "realm saw {} request(s), {leaked} with credentials; push: {shown}",
-        to_realm.len()
-    );
+    eprintln!("realm saw {seen} request(s), {leaked} with credentials; push: {shown}");
     assert_eq!(
         leaked, 0,
         "credentials went to a plain-HTTP realm on another host"
