@@ -147,11 +147,46 @@ fn release_workflow_pins_actions_by_digest_and_keeps_expressions_out_of_scripts(
         uses >= 2,
         "no `uses:` lines found: the check is reading the wrong file"
     );
-    // The version input is validated before use.
-    if !wf.contains("INPUT_VERSION: ${{ github.event.inputs.version }}")
-        || !wf.contains("grep -Eqx")
-    {
-        bad.push("the version input is not passed through env: and validated".into());
+    if !wf.contains("INPUT_VERSION: ${{ github.event.inputs.version }}") {
+        bad.push("the version input is not passed through env:".into());
     }
     assert!(bad.is_empty(), "ci/release.yml:\n{}", bad.join("\n"));
+}
+
+/// The workflow's version check, run by bash on good and hostile values: a second line (which
+/// written to GITHUB_ENV would set any variable) or shell syntax must be refused.
+#[test]
+fn release_workflow_version_check_accepts_only_a_version() {
+    let wf = read("ci/release.yml");
+    let line = wf
+        .lines()
+        .find(|l| l.contains("[[ \"$v\" =~ "))
+        .expect("ci/release.yml: the version step has no `[[ \"$v\" =~ … ]]` check");
+    let re = line
+        .split("=~ ")
+        .nth(1)
+        .unwrap()
+        .split(" ]]")
+        .next()
+        .unwrap();
+    let accepts = |v: &str| {
+        std::process::Command::new("bash")
+            .args(["-c", "re=$1; [[ $2 =~ $re ]]", "_", re, v])
+            .status()
+            .unwrap()
+            .success()
+    };
+    for good in ["1.2.3", "0.1.0", "1.2.3-rc.1"] {
+        assert!(accepts(good), "{good:?} refused by {re}");
+    }
+    for bad in [
+        "1.2.3\nBASH_ENV=/tmp/x",
+        "1.2.3; curl x | sh",
+        "$(id)",
+        "v1.2.3",
+        "1.2",
+        "",
+    ] {
+        assert!(!accepts(bad), "{bad:?} accepted by {re}");
+    }
 }
