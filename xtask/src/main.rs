@@ -3,11 +3,13 @@
 mod bench;
 mod ci;
 mod compose;
+mod deploy;
 mod fresh;
 mod gen_model;
 mod images;
 mod prereq;
 mod pyenv;
+mod yaml;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
