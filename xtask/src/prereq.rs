@@ -305,6 +305,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "the tokenizer reference tests",
             ));
             out.push(Need::pip(OPENAI, "the openai-client tests"));
+            out.push(Need::pip(
+                KUBERNETES_VALIDATE,
+                "checks the generated Kubernetes manifests against the API schemas",
+            ));
             out.push(Need::program(
                 "docker-compose",
                 "version",
@@ -348,6 +352,10 @@ fn programs(list: &[(&'static str, &'static str, &str, &str)]) -> Vec<Need> {
 
 /// The openai Python client, pinned, for the client tests.
 pub const OPENAI: &str = "openai==3.57.0";
+
+/// The Kubernetes OpenAPI schemas (bundled per Kubernetes release) and their validator, pinned,
+/// for the generated manifests (`xtask/tests/k8s.rs`).
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// Needs of several jobs, each once (first reason kept), in a stable order.
 fn needs_of(jobs: &[Job], tiers: &[String]) -> Result<Vec<Need>> {
