@@ -474,12 +474,16 @@ fn container(inp: &Inputs, v: &Variant) -> Result<Y> {
                 map(vec![("name", st("tmp")), ("mountPath", st("/tmp"))]),
             ]),
         ),
-        // Until the model is ready (download, sha256, load) only this probe runs.
+        // Until the model is ready (download, sha256, load) only this probe runs; a failed
+        // download or load (`/health` state `failed`) restarts the container when it gives up.
         (
             "startupProbe",
             probe(period, secs(&hc.timeout)?, start_s.div_ceil(period)),
         ),
         ("readinessProbe", probe(5, secs(&hc.timeout)?, 2)),
+        // The image healthcheck's timing. Restarts a server that stops answering or stops
+        // saying ready; a scheduler panic after start still reads 200 today (hardening issue
+        // 16 makes fatal states unhealthy, and this probe then restarts them too).
         (
             "livenessProbe",
             probe(
