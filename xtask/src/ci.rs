@@ -46,6 +46,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
         crate::k8s::run(&crate::k8s::Args {
             check: true,
             out: "deploy/kubernetes".into(),
+            profiles: "profiles".into(),
         })
     })?;
     let vocab = gen_model::llama3_vocab_dump()?;

@@ -510,7 +510,7 @@ fn generate(root: &Path) -> Result<Vec<(String, String)>> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let out = deploy::out_dir(&args.out);
+    let out = deploy::workspace_path(&args.out);
     let files = generate(&crate::workspace_root())?;
     deploy::write_or_check(&out, &files, args.check, REFRESH, None)?;
     if !args.check {

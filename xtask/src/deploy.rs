@@ -118,8 +118,13 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn read(root: &Path) -> Result<Inputs> {
+        Inputs::read_with_profiles(root, &root.join("profiles"))
+    }
+
+    /// As [`Inputs::read`], with the tier profiles from `profiles` instead of `profiles/`.
+    pub fn read_with_profiles(root: &Path, profiles: &Path) -> Result<Inputs> {
         let spec = ImageSpec::load(&root.join("images"))?;
-        let profiles = profile::load_all(&root.join("profiles"))?;
+        let profiles = profile::load_all(profiles)?;
         let version = PackageInfo::read(root, &spec.app.package)?.version;
         let image = spec.image.title.clone().unwrap_or(spec.app.bin.clone());
         Ok(Inputs {
@@ -188,12 +193,12 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// `out` relative to the workspace root unless absolute.
-pub fn out_dir(out: &Path) -> PathBuf {
-    if out.is_absolute() {
-        out.to_path_buf()
+/// `path` relative to the workspace root unless absolute.
+pub fn workspace_path(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
     } else {
-        crate::workspace_root().join(out)
+        crate::workspace_root().join(path)
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Args {
     /// Output directory (relative paths are relative to the workspace root).
     #[arg(long, default_value = "deploy/kubernetes", value_name = "DIR")]
     pub out: PathBuf,
+    /// Tier profiles to generate for (relative paths are relative to the workspace root).
+    #[arg(long, default_value = "profiles", value_name = "DIR")]
+    pub profiles: PathBuf,
 }
 
 /// The command that refreshes the generated files.
@@ -1025,8 +1028,11 @@ fn generate(inp: &Inputs) -> Result<Vec<(String, String)>> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let out = deploy::out_dir(&args.out);
-    let inp = Inputs::read(&crate::workspace_root())?;
+    let out = deploy::workspace_path(&args.out);
+    let inp = Inputs::read_with_profiles(
+        &crate::workspace_root(),
+        &deploy::workspace_path(&args.profiles),
+    )?;
     let files = generate(&inp)?;
     deploy::write_or_check(&out, &files, args.check, REFRESH, Some("yaml"))?;
     if !args.check {

@@ -56,8 +56,15 @@ fn read_manifests(dir: &Path) -> Vec<(String, Vec<Value>)> {
 
 /// Render the manifests into a fresh directory.
 fn render() -> (tempfile::TempDir, Vec<(String, Vec<Value>)>) {
+    render_with(&["--profiles", root().join("profiles").to_str().unwrap()])
+}
+
+/// Render the manifests into a fresh directory with more arguments (e.g. `--profiles DIR`).
+fn render_with(args: &[&str]) -> (tempfile::TempDir, Vec<(String, Vec<Value>)>) {
     let tmp = tempfile::tempdir().unwrap();
-    let (o, _) = xtask(&["k8s", "--out", tmp.path().to_str().unwrap()], &[]);
+    let mut all = vec!["k8s", "--out", tmp.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (o, _) = xtask(&all, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let files = read_manifests(tmp.path());
     (tmp, files)
@@ -432,7 +439,59 @@ fn c_mount<'a>(c: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn each_tier_lands_only_on_nodes_with_its_features_and_prefers_none_a_better_tier_can_use() {
     let (_tmp, files) = render();
-    let deployments = objects(&files, "Deployment");
+    check_placement(&files);
+}
+
+/// A tier set without x86-64-v3: v2 then steers away from v4's nodes only, and the multi-arch
+/// default covers amd64 alone. A feature with no known node label stops generation.
+#[test]
+fn a_smaller_tier_set_places_the_same_way_and_an_unmapped_feature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for tier in ["x86-64-v2", "x86-64-v4"] {
+        let f = format!("{tier}.toml");
+        std::fs::copy(root().join("profiles").join(&f), dir.path().join(&f)).unwrap();
+    }
+    let profiles = dir.path().to_str().unwrap();
+    let (_tmp, files) = render_with(&["--profiles", profiles]);
+    let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+    assert!(
+        names.contains(&"tiers/download/x86-64-v4.yaml"),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("x86-64-v3") || n.contains("aarch64"))
+    );
+    check_placement(&files);
+
+    let v4 = dir.path().join("x86-64-v4.toml");
+    let edited = std::fs::read_to_string(&v4)
+        .unwrap()
+        .replace("\"avx512vl\",", "\"avx512vl\", \"avx512vnni\",");
+    std::fs::write(&v4, edited).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (o, _) = xtask(
+        &[
+            "k8s",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--profiles",
+            profiles,
+        ],
+        &[],
+    );
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains("avx512vnni") && msg.contains("node_sign"),
+        "{msg}"
+    );
+}
+
+/// The placement invariants over every Deployment of a rendered set, against the model nodes.
+fn check_placement(files: &[(String, Vec<Value>)]) {
+    let deployments = objects(files, "Deployment");
     let nodes = model_nodes();
     let tier_of = |d: &Value| {
         s(&d["spec"]["template"]["metadata"]["labels"]["bitnet-serve/tier"]).to_string()
@@ -442,7 +501,14 @@ fn each_tier_lands_only_on_nodes_with_its_features_and_prefers_none_a_better_tie
         let tier = tier_of(d);
         let image = s(&pod["containers"][0]["image"]);
         for (name, labels, runs) in &nodes {
-            let want = tier == "multi-arch" || runs.contains(&tier.as_str());
+            // The default runs wherever some tier of the set runs.
+            let want = if tier == "multi-arch" {
+                deployments
+                    .iter()
+                    .any(|(_, o)| tier_of(o) != "multi-arch" && runs.contains(&tier_of(o).as_str()))
+            } else {
+                runs.contains(&tier.as_str())
+            };
             assert_eq!(admits(pod, labels), want, "{file} ({tier}) on {name}");
         }
         assert!(!admits(pod, &node("s390x", &[])), "{file} on s390x");
