@@ -3,7 +3,9 @@
 //! Its first step is the preflight of `crate::prereq` for the `ci` job: it installs what the tests
 //! need (Debian packages when running as root, rustup targets and components, PyPI tools into the
 //! project venv, cargo-deny) or names all that is missing at once; then it runs formatting, lints,
-//! the dependency policy (`cargo deny`, deny.toml) and the test suites. Each step says what it is doing. It does not build or push release images (`build-images`).
+//! the dependency policy (`cargo deny`, deny.toml), the checks that the generated compose files and
+//! Kubernetes manifests are up to date, and the test suites. Each step says what it is doing. It
+//! does not build or push release images (`build-images`).
 
 use crate::gen_model;
 use crate::prereq::{self, Job};
@@ -43,6 +45,13 @@ pub fn run(args: &CiArgs) -> Result<()> {
             out: "compose".into(),
         })
     })?;
+    step("kubernetes manifests up to date", || {
+        crate::k8s::run(&crate::k8s::Args {
+            check: true,
+            out: "deploy/kubernetes".into(),
+            profiles: "profiles".into(),
+        })
+    })?;
     let vocab = gen_model::llama3_vocab_dump()?;
     // SAFETY of set_var: single-threaded at this point; children inherit it.
     unsafe {
@@ -51,6 +60,8 @@ pub fn run(args: &CiArgs) -> Result<()> {
         std::env::set_var("BITNET_REQUIRE_OPENAI_TEST", "1");
         // So are the compose tests (Docker and docker-compose are CI prerequisites).
         std::env::set_var("BITNET_REQUIRE_COMPOSE_TEST", "1");
+        // And the schema validation of the Kubernetes manifests (the preflight installs it).
+        std::env::set_var("BITNET_REQUIRE_K8S_VALIDATE", "1");
     }
     step("tests", || {
         cargo(&["test", "--locked", "--workspace", "--no-fail-fast"])

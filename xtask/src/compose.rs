@@ -1,14 +1,16 @@
 //! `cargo xtask compose`: writes `compose/compose.yaml` and `compose/.env.example` from data — the
 //! image spec (`images/image.toml`: user, port, model volume, healthcheck), the tier profiles
 //! (`profiles/*.toml`: the tag suffix that pins a tier), the server crate's version (the default
-//! image tag) and a small table of the server's environment variables ([`SERVER_ENV`], checked
-//! against `bitnet-server serve --help` by `xtask/tests/compose.rs`). `--check` compares instead
-//! of writing and fails, naming the refresh command, when the checked-in files are stale.
+//! image tag) and a small table of the server's environment variables
+//! ([`deploy::SERVER_ENV`](crate::deploy::SERVER_ENV), checked against `bitnet-server serve
+//! --help` by `xtask/tests/compose.rs`); those inputs, the memory rule and the write/`--check`
+//! logic are shared with `cargo xtask k8s` in `deploy.rs`. `--check` compares instead of writing
+//! and fails, naming the refresh command, when the checked-in files are stale.
 //!
 //! Three profiles: `volume-mount` (a host directory read-only at /models), `runtime-download` (the
 //! model downloaded at start into a named volume; a restart resumes a partial download) and
-//! `full-stack` (the mounted model plus Neo4j 5). The YAML is emitted here, not by a serializer:
-//! every scalar that is not a plain safe identifier is double-quoted ([`scalar`]) so YAML 1.1
+//! `full-stack` (the mounted model plus Neo4j 5). The YAML is written by `yaml.rs`, not by a
+//! serializer: every scalar that is not a plain safe identifier is double-quoted so YAML 1.1
 //! readers (docker-compose v1) and YAML 1.2 readers (Compose v2) read the same values.
 //!
 //! This module does NOT run Docker, build images or read the server crate's code.
@@ -16,11 +18,15 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use crate::images::profile::{self, Profile};
-use crate::images::project::PackageInfo;
-use crate::images::spec::{ImageSpec, parse_duration};
+use crate::deploy::{
+    self, CTX, HF_ENDPOINT, HF_FILE, HF_REPO, Inputs, MODEL_2B4T, MODEL_FILE, PARALLEL, REVISION,
+    SHUTDOWN_TIMEOUT_S, STOP_GRACE_S, download_start_period_s, memory_limit_mib,
+};
+use crate::images::profile::Profile;
+use crate::images::spec::parse_duration;
+use crate::yaml::{Y, flow, map, st, write_node};
 
 /// Arguments of `cargo xtask compose`.
 #[derive(clap::Args, Debug)]
@@ -36,72 +42,9 @@ pub struct Args {
 /// The command that refreshes the generated files.
 pub const REFRESH: &str = "cargo xtask compose";
 
-/// Environment variables of `bitnet-server serve` that the compose file sets (the server reads
-/// each one; `xtask/tests/compose.rs` checks this list against `serve --help`).
-pub const SERVER_ENV: &[&str] = &[
-    "BITNET_HOST",
-    "BITNET_PORT",
-    "BITNET_API_KEY",
-    "BITNET_SHUTDOWN_TIMEOUT",
-    "BITNET_MODEL",
-    "BITNET_HF_REPO",
-    "BITNET_HF_FILE",
-    "BITNET_REVISION",
-    "BITNET_MODEL_URL",
-    "BITNET_SHA256",
-    "BITNET_MODEL_DIR",
-    "BITNET_MODEL_ID",
-    "HF_ENDPOINT",
-    "HF_TOKEN",
-    "BITNET_CTX_SIZE",
-    "BITNET_PARALLEL",
-    "BITNET_LOG_FORMAT",
-];
-
 /// Variables set on the full-stack server for applications sharing its environment; the server
 /// itself has no Neo4j client and does not read them.
 pub const STACK_ENV: &[&str] = &["NEO4J_URI", "NEO4J_USERNAME"];
-
-/// Seconds the server drains in-flight requests after SIGTERM (`BITNET_SHUTDOWN_TIMEOUT`, set
-/// explicitly so the grace period below always exceeds it).
-const SHUTDOWN_TIMEOUT_S: u64 = 10;
-/// After the timeout the server gives connections 2 s more; then a margin before SIGKILL.
-const STOP_GRACE_S: u64 = SHUTDOWN_TIMEOUT_S + 2 + 3;
-
-/// The model the memory rule is sized for: the published BitNet b1.58 2B-4T I2_S file.
-struct ModelSize {
-    file_bytes: u64,
-    n_layer: u64,
-    n_kv_head: u64,
-    head_dim: u64,
-}
-
-const MODEL_2B4T: ModelSize = ModelSize {
-    file_bytes: 1_187_801_280,
-    n_layer: 30,
-    n_kv_head: 5,
-    head_dim: 128,
-};
-/// Compose defaults for the context and batch (they size the KV cache).
-const CTX: u64 = 4096;
-const PARALLEL: u64 = 4;
-const HEADROOM: u64 = 512 << 20;
-const MIB: u64 = 1 << 20;
-
-/// Memory limit rule: mapped model file + worst-case f16 KV cache (K and V, every layer, `ctx`
-/// tokens for each of `parallel` sequences) + headroom (activations, buffers, HTTP), rounded up
-/// to 256 MiB. Returns MiB.
-fn memory_limit_mib(m: &ModelSize, ctx: u64, parallel: u64) -> u64 {
-    let kv = 2 * m.n_layer * m.n_kv_head * m.head_dim * 2 * ctx * parallel;
-    let total = m.file_bytes + kv + HEADROOM;
-    total.div_ceil(256 * MIB) * 256
-}
-
-/// Start period of the download profile: the 2B-4T file at a slow 1 MB/s, plus loading.
-fn download_start_period_s(m: &ModelSize) -> u64 {
-    let secs = m.file_bytes.div_ceil(1_000_000) + 120;
-    secs.div_ceil(300) * 300
-}
 
 // ---------------------------------------------------------------------------------------------
 // Variables the user sets (compose interpolation), documented in .env.example.
@@ -132,34 +75,13 @@ fn interp(vars: &[Var], name: &str) -> String {
     }
 }
 
-/// Everything the generator reads.
-struct Inputs {
-    spec: ImageSpec,
-    profiles: Vec<Profile>,
-    image: String,
-    version: String,
-}
-
-fn read_inputs(root: &Path) -> Result<Inputs> {
-    let spec = ImageSpec::load(&root.join("images"))?;
-    let profiles = profile::load_all(&root.join("profiles"))?;
-    let version = PackageInfo::read(root, &spec.app.package)?.version;
-    let image = spec.image.title.clone().unwrap_or(spec.app.bin.clone());
-    Ok(Inputs {
-        spec,
-        profiles,
-        image,
-        version,
-    })
-}
-
 fn variables(inp: &Inputs) -> Vec<Var> {
     let mem = memory_limit_mib(&MODEL_2B4T, CTX, PARALLEL);
     let s = |x: &str| Some(x.to_string());
     vec![
         Var {
             name: "BITNET_IMAGE",
-            default: Some(format!("{}:{}", inp.image, inp.version)),
+            default: Some(inp.multi_arch_tag()),
             help: "Image; the default is the multi-arch tag (the best tier for this host after \
                    `cargo xtask build-images --load`). Pin a tier with one of the tags below.",
             profiles: "all",
@@ -243,25 +165,25 @@ fn variables(inp: &Inputs) -> Vec<Var> {
         },
         Var {
             name: "BITNET_MODEL_FILE",
-            default: s("model.gguf"),
+            default: s(MODEL_FILE),
             help: "File name of the model inside BITNET_MODELS_DIR.",
             profiles: "volume-mount, full-stack",
         },
         Var {
             name: "BITNET_HF_REPO",
-            default: s("microsoft/bitnet-b1.58-2B-4T-gguf"),
+            default: s(HF_REPO),
             help: "Hugging Face repo to download from (set it empty to use BITNET_MODEL_URL).",
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_HF_FILE",
-            default: s("ggml-model-i2_s.gguf"),
+            default: s(HF_FILE),
             help: "File inside the repo.",
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_REVISION",
-            default: s("main"),
+            default: s(REVISION),
             help: "Branch, tag or commit of the repo (a commit hash makes restarts offline-safe).",
             profiles: "runtime-download",
         },
@@ -280,7 +202,7 @@ fn variables(inp: &Inputs) -> Vec<Var> {
         },
         Var {
             name: "HF_ENDPOINT",
-            default: s("https://huggingface.co"),
+            default: s(HF_ENDPOINT),
             help: "Hub endpoint (a mirror).",
             profiles: "runtime-download",
         },
@@ -314,136 +236,6 @@ fn variables(inp: &Inputs) -> Vec<Var> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny YAML model and its writer.
-
-/// A YAML node as this generator writes it.
-#[derive(Debug, Clone)]
-enum Y {
-    /// A string, quoted by [`scalar`] unless it is a plain safe identifier.
-    Str(String),
-    Bool(bool),
-    Int(u64),
-    /// A list of strings in flow style: `["a", "b"]`.
-    Flow(Vec<String>),
-    /// A block list.
-    List(Vec<Y>),
-    /// A block mapping; keys in the given order; an optional comment line above an entry.
-    Map(Vec<(String, Y, Option<String>)>),
-}
-
-fn st(s: impl Into<String>) -> Y {
-    Y::Str(s.into())
-}
-
-fn flow<S: AsRef<str>>(items: &[S]) -> Y {
-    Y::Flow(items.iter().map(|s| s.as_ref().to_string()).collect())
-}
-
-fn map(entries: Vec<(&str, Y)>) -> Y {
-    Y::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v, None))
-            .collect(),
-    )
-}
-
-/// A YAML scalar for a string value: bare only when it is a plain safe identifier (a letter,
-/// then letters, digits, `-`, `_`, `.`, `/`) that no YAML 1.1 or 1.2 reader turns into a bool or
-/// null; otherwise double-quoted with escapes. Numbers, octal-looking strings (`0755`), floats
-/// (`1e3`), `yes`/`on`/`off`, ports (`8080:8080`), `${…}` and anything with spaces are quoted.
-pub fn scalar(s: &str) -> String {
-    const RESERVED: &[&str] = &[
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
-    ];
-    let mut chars = s.chars();
-    let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        && !RESERVED.contains(&s.to_ascii_lowercase().as_str());
-    if plain {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn write_node(out: &mut String, node: &Y, indent: usize) {
-    let pad = " ".repeat(indent);
-    match node {
-        Y::Map(entries) => {
-            for (k, v, comment) in entries {
-                if let Some(c) = comment {
-                    for line in c.lines() {
-                        let _ = writeln!(out, "{pad}# {line}");
-                    }
-                }
-                let key = scalar(k);
-                match v {
-                    Y::Map(e) if e.is_empty() => {
-                        let _ = writeln!(out, "{pad}{key}: {{}}");
-                    }
-                    Y::Map(_) | Y::List(_) => {
-                        let _ = writeln!(out, "{pad}{key}:");
-                        write_node(out, v, indent + 2);
-                    }
-                    _ => {
-                        let _ = writeln!(out, "{pad}{key}: {}", inline(v));
-                    }
-                }
-            }
-        }
-        Y::List(items) => {
-            for item in items {
-                match item {
-                    Y::Map(_) | Y::List(_) => {
-                        // Nested block under a dash: write it indented, then put the dash on
-                        // its first line.
-                        let mut inner = String::new();
-                        write_node(&mut inner, item, indent + 2);
-                        let rest = &inner[indent + 2..];
-                        let _ = write!(out, "{pad}- {rest}");
-                    }
-                    _ => {
-                        let _ = writeln!(out, "{pad}- {}", inline(item));
-                    }
-                }
-            }
-        }
-        other => {
-            let _ = writeln!(out, "{pad}{}", inline(other));
-        }
-    }
-}
-
-fn inline(node: &Y) -> String {
-    match node {
-        Y::Str(s) => scalar(s),
-        Y::Bool(b) => b.to_string(),
-        Y::Int(i) => i.to_string(),
-        Y::Flow(items) => {
-            let parts: Vec<String> = items.iter().map(|s| scalar(s)).collect();
-            format!("[{}]", parts.join(", "))
-        }
-        Y::List(_) | Y::Map(_) => unreachable!("block nodes are not inline"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The compose file.
 
 const PROFILES: [&str; 3] = ["volume-mount", "runtime-download", "full-stack"];
@@ -456,15 +248,8 @@ enum Source {
 
 fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> Result<Y> {
     let cfg = &inp.spec.config;
-    let port = cfg
-        .exposed_ports
-        .first()
-        .and_then(|p| p.split('/').next())
-        .context("images/image.toml: config.exposed_ports is empty")?;
-    let mount = cfg
-        .volumes
-        .first()
-        .context("images/image.toml: config.volumes is empty")?;
+    let port = inp.port()?;
+    let mount = inp.model_mount()?;
     let v = |name: &str| interp(vars, name);
 
     let mut env = vec![
@@ -510,13 +295,15 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
         env.push("NEO4J_USERNAME=neo4j".into());
     }
 
-    for e in &env {
-        let name = e.split('=').next().unwrap_or_default();
-        let stack = profile == "full-stack" && STACK_ENV.contains(&name);
-        if !(SERVER_ENV.contains(&name) || stack) {
-            bail!("{name} is not in compose::SERVER_ENV, the server variables compose may set");
-        }
-    }
+    let stack: &[&str] = if profile == "full-stack" {
+        STACK_ENV
+    } else {
+        &[]
+    };
+    deploy::check_server_env(
+        env.iter().map(|e| e.split('=').next().unwrap_or_default()),
+        stack,
+    )?;
 
     let hc = &cfg.healthcheck;
     let mut entries: Vec<(&str, Y)> = vec![
@@ -678,10 +465,7 @@ fn compose_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
 }
 
 fn header(c: &str) -> String {
-    format!(
-        "{c} Generated by `{REFRESH}` from images/image.toml, profiles/*.toml and the server's\n\
-         {c} flags (xtask/src/compose.rs). Do not edit: change the inputs and run `{REFRESH}`.\n"
-    )
+    deploy::header(c, REFRESH, "compose.rs")
 }
 
 fn env_example(inp: &Inputs, vars: &[Var]) -> String {
@@ -692,7 +476,7 @@ fn env_example(inp: &Inputs, vars: &[Var]) -> String {
     );
     for v in vars {
         out.push('\n');
-        for line in wrap(v.help, 96) {
+        for line in deploy::wrap(v.help, 96) {
             let _ = writeln!(out, "# {line}");
         }
         let _ = writeln!(out, "# ({})", v.profiles);
@@ -700,11 +484,7 @@ fn env_example(inp: &Inputs, vars: &[Var]) -> String {
             let mut tiers: Vec<&Profile> = inp.profiles.iter().collect();
             tiers.sort_by(|a, b| a.name.cmp(&b.name));
             for p in tiers {
-                let _ = writeln!(
-                    out,
-                    "#   {}:{}-{}   ({})",
-                    inp.image, inp.version, p.tag_suffix, p.name
-                );
+                let _ = writeln!(out, "#   {}   ({})", inp.tier_tag(p), p.name);
             }
         }
         match &v.default {
@@ -719,71 +499,27 @@ fn env_example(inp: &Inputs, vars: &[Var]) -> String {
     out
 }
 
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
-}
-
 /// The generated files: (name, contents).
-fn generate(root: &Path) -> Result<Vec<(&'static str, String)>> {
-    let inp = read_inputs(root)?;
+fn generate(root: &Path) -> Result<Vec<(String, String)>> {
+    let inp = Inputs::read(root)?;
     let vars = variables(&inp);
     Ok(vec![
-        ("compose.yaml", compose_yaml(&inp, &vars)?),
-        (".env.example", env_example(&inp, &vars)),
+        ("compose.yaml".into(), compose_yaml(&inp, &vars)?),
+        (".env.example".into(), env_example(&inp, &vars)),
     ])
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let root = crate::workspace_root();
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        root.join(&args.out)
-    };
-    let files = generate(&root)?;
-    if args.check {
-        let stale: Vec<String> = files
-            .iter()
-            .filter(|(name, text)| {
-                std::fs::read_to_string(out.join(name)).ok().as_deref() != Some(text.as_str())
-            })
-            .map(|(name, _)| out.join(name).display().to_string())
-            .collect();
-        if !stale.is_empty() {
-            bail!(
-                "stale generated compose files: {}\nrefresh them with `{REFRESH}` and commit the \
-                 result",
-                stale.join(", ")
-            );
-        }
-        println!("compose: {} is up to date", out.display());
-        return Ok(());
+    let out = deploy::workspace_path(&args.out);
+    let files = generate(&crate::workspace_root())?;
+    deploy::write_or_check(&out, &files, args.check, REFRESH, None)?;
+    if !args.check {
+        println!(
+            "next: cd {} && docker-compose --profile volume-mount up -d   (or runtime-download, \
+             full-stack; see README \"Deploy with Compose\")",
+            out.display()
+        );
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (name, text) in &files {
-        let path = out.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    println!(
-        "next: cd {} && docker-compose --profile volume-mount up -d   (or runtime-download, \
-         full-stack; see README \"Deploy with Compose\")",
-        out.display()
-    );
     Ok(())
 }
 
@@ -801,69 +537,6 @@ pub fn next_step_hint(loaded: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scalars_a_yaml_1_1_reader_would_retype_are_quoted() {
-        for (raw, want) in [
-            ("yes", r#""yes""#),
-            ("No", r#""No""#),
-            ("on", r#""on""#),
-            ("OFF", r#""OFF""#),
-            ("y", r#""y""#),
-            ("true", r#""true""#),
-            ("null", r#""null""#),
-            ("~", r#""~""#),
-            ("0755", r#""0755""#),
-            ("1e3", r#""1e3""#),
-            ("0x1F", r#""0x1F""#),
-            ("10", r#""10""#),
-            (".5", r#"".5""#),
-            ("8080:8080", r#""8080:8080""#),
-            ("1:30", r#""1:30""#),
-            ("65532:65532", r#""65532:65532""#),
-            ("", r#""""#),
-            ("a b", r#""a b""#),
-            ("${X:-1}", r#""${X:-1}""#),
-            ("say \"hi\"\\", r#""say \"hi\"\\""#),
-            ("line\nnext", r#""line\nnext""#),
-            ("-", r#""-""#),
-            ("#x", r##""#x""##),
-            ("key: v", r#""key: v""#),
-        ] {
-            assert_eq!(scalar(raw), want, "{raw:?}");
-        }
-        for plain in [
-            "serve",
-            "bitnet-server",
-            "unless-stopped",
-            "ALL",
-            "a.b_c-d/e",
-        ] {
-            assert_eq!(scalar(plain), plain);
-        }
-    }
-
-    #[test]
-    fn block_lists_and_maps_nest() {
-        let doc = map(vec![(
-            "a",
-            Y::List(vec![
-                map(vec![("b", Y::Int(1)), ("c", st("yes"))]),
-                st("on"),
-            ]),
-        )]);
-        let mut out = String::new();
-        write_node(&mut out, &doc, 0);
-        assert_eq!(out, "a:\n  - b: 1\n    c: \"yes\"\n  - \"on\"\n");
-    }
-
-    #[test]
-    fn memory_rule_for_the_published_model() {
-        // 1.19 GB file + 1.26 GB KV (4 × 4096 tokens) + 0.5 GiB → 2.78 GiB → 3 GiB.
-        assert_eq!(memory_limit_mib(&MODEL_2B4T, 4096, 4), 3072);
-        assert_eq!(memory_limit_mib(&MODEL_2B4T, 2048, 1), 2048);
-        assert_eq!(download_start_period_s(&MODEL_2B4T), 1500);
-    }
 
     #[test]
     fn generation_is_deterministic_and_secret_free() {

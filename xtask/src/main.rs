@@ -3,11 +3,14 @@
 mod bench;
 mod ci;
 mod compose;
+mod deploy;
 mod fresh;
 mod gen_model;
 mod images;
+mod k8s;
 mod prereq;
 mod pyenv;
+mod yaml;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +36,8 @@ enum Command {
     BuildImages(images::Args),
     /// Write compose/compose.yaml and compose/.env.example (`--check`: fail if they are stale).
     Compose(compose::Args),
+    /// Write the Kubernetes manifests under deploy/kubernetes/ (`--check`: fail if they are stale).
+    K8s(k8s::Args),
     /// Write a synthetic BitNet GGUF model (random ternary weights, real LLaMA-3 vocabulary).
     GenModel(gen_model::GenModelArgs),
     /// Run everything CI checks (installs test prerequisites first).
@@ -57,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             images::run(args)
         }
         Command::Compose(args) => compose::run(&args),
+        Command::K8s(args) => k8s::run(&args),
         Command::GenModel(args) => {
             preflight("gen-model", &[Job::GenModel], &[], true)?;
             gen_model::run(&args)

@@ -320,6 +320,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "the tokenizer reference tests",
             ));
             out.push(Need::pip(OPENAI, "the openai-client tests"));
+            out.push(Need::pip(
+                KUBERNETES_VALIDATE,
+                "checks the generated Kubernetes manifests against the API schemas",
+            ));
             out.push(Need::program(
                 "docker-compose",
                 "version",
@@ -371,6 +375,10 @@ pub const OPENAI: &str = "openai==3.57.0";
 
 /// cargo-deny, pinned, for the CI step that checks deny.toml.
 pub const CARGO_DENY: &str = "0.20.2";
+
+/// The Kubernetes OpenAPI schemas (bundled per Kubernetes release) and their validator, pinned,
+/// for the generated manifests (`xtask/tests/k8s.rs`).
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// Needs of several jobs, each once (first reason kept), in a stable order.
 fn needs_of(jobs: &[Job], tiers: &[String]) -> Result<Vec<Need>> {
