@@ -16,6 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::debtool::{self, DebTool};
 use crate::images::{profile, spec};
 use crate::{gen_model, pyenv, workspace_root};
 
@@ -85,6 +86,8 @@ enum Check {
     Pip(String),
     /// The Docker Engine answers on its socket (`DOCKER_HOST` or the default).
     DockerEngine,
+    /// A program from a newer Debian release, unpacked under `target/tools/` (`debtool.rs`).
+    Fetched(&'static DebTool),
 }
 
 /// What fixes a missing need.
@@ -94,6 +97,7 @@ enum Fix {
     Target(String),
     Component(&'static str),
     Pip(String),
+    Fetch(&'static DebTool),
     /// Nothing this tool may do; the text says what the user should do.
     Manual(String),
 }
@@ -149,6 +153,13 @@ impl Need {
             why: why.into(),
         }
     }
+    fn fetched(tool: &'static DebTool, why: &str) -> Need {
+        Need {
+            check: Check::Fetched(tool),
+            fix: Fix::Fetch(tool),
+            why: why.into(),
+        }
+    }
     fn docker(why: &str) -> Need {
         Need {
             check: Check::DockerEngine,
@@ -171,6 +182,7 @@ impl Need {
             Check::Python => "python3 with venv".into(),
             Check::Pip(r) => format!("PyPI {r} (project venv)"),
             Check::DockerEngine => "Docker Engine".into(),
+            Check::Fetched(t) => t.label(),
         }
     }
 }
@@ -311,6 +323,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "docker-compose",
                 "brings the compose profiles up (xtask/tests/compose.rs)",
             ));
+            out.push(Need::fetched(
+                &debtool::COMPOSE_V2,
+                "the compose tests run Compose v2 too (xtask/tests/compose.rs)",
+            ));
         }
         Job::FreshCheck => {
             out.extend(programs(&[
@@ -409,6 +425,7 @@ fn probe(check: &Check) -> Option<String> {
         }
         Check::Pip(req) => pyenv::installed_version(req),
         Check::DockerEngine => docker_engine_version().ok(),
+        Check::Fetched(t) => t.version(),
     }
 }
 
@@ -497,6 +514,7 @@ struct Fixes {
     targets: BTreeSet<String>,
     components: BTreeSet<&'static str>,
     pip: BTreeSet<String>,
+    fetch: BTreeSet<&'static DebTool>,
     manual: BTreeSet<String>,
 }
 
@@ -514,6 +532,9 @@ impl Fixes {
                 }
                 Fix::Pip(r) => {
                     f.pip.insert(r.clone());
+                }
+                Fix::Fetch(t) => {
+                    f.fetch.insert(t);
                 }
                 Fix::Manual(m) => {
                     f.manual.insert(m.clone());
@@ -548,6 +569,13 @@ impl Fixes {
             parts.push(format!(
                 "cargo xtask doctor --install  # PyPI {} into target/pyenv",
                 join(&self.pip)
+            ));
+        }
+        if !self.fetch.is_empty() {
+            let labels: Vec<String> = self.fetch.iter().map(|t| t.label()).collect();
+            parts.push(format!(
+                "cargo xtask doctor --install  # {} into target/tools",
+                labels.join(", ")
             ));
         }
         parts.join(" && ")
@@ -633,6 +661,9 @@ pub fn ensure(who: &str, needs: &[Need], install: bool) -> Result<()> {
     if !fixes.pip.is_empty() {
         let reqs: Vec<&str> = fixes.pip.iter().map(String::as_str).collect();
         pyenv::python_with(&reqs)?;
+    }
+    for tool in &fixes.fetch {
+        tool.fetch(who)?;
     }
     // Prove it: everything must be present now.
     let still: Vec<String> = check_all(needs)
