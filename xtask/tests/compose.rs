@@ -296,7 +296,13 @@ impl Project {
 
     /// `down -v`, then prove nothing of the project is left.
     fn down(&mut self) {
-        run(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "20"]));
+        run(&mut self.cmd(
+            &[
+                ALL_PROFILES,
+                &["down", "-v", "--remove-orphans", "-t", "20"],
+            ]
+            .concat(),
+        ));
         self.down_checked = true;
         let label = format!("label=com.docker.compose.project={}", self.name);
         for kind in [
@@ -316,10 +322,22 @@ impl Project {
     }
 }
 
+/// `down` must name the profiles: Compose v2 leaves the containers of inactive profiles running
+/// (v1 stops them all). The README's `down` commands name the profile for the same reason.
+const ALL_PROFILES: &[&str] = &[
+    "--profile",
+    "volume-mount",
+    "--profile",
+    "runtime-download",
+    "--profile",
+    "full-stack",
+];
+
 impl Drop for Project {
     fn drop(&mut self) {
         if !self.down_checked {
-            let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+            let _ = self
+                .compose(&[ALL_PROFILES, &["down", "-v", "--remove-orphans", "-t", "5"]].concat());
         }
     }
 }
