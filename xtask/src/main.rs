@@ -3,6 +3,7 @@
 mod bench;
 mod ci;
 mod compose;
+mod debtool;
 mod deploy;
 mod fresh;
 mod gen_model;

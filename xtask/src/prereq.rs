@@ -18,6 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::debtool::{self, DebTool};
 use crate::images::{profile, spec};
 use crate::{gen_model, pyenv, workspace_root};
 
@@ -89,6 +90,8 @@ enum Check {
     CargoTool(&'static str, &'static str),
     /// The Docker Engine answers on its socket (`DOCKER_HOST` or the default).
     DockerEngine,
+    /// A program from a newer Debian release, unpacked under `target/tools/` (`debtool.rs`).
+    Fetched(&'static DebTool),
 }
 
 /// What fixes a missing need.
@@ -100,6 +103,8 @@ enum Fix {
     Pip(String),
     /// `cargo install --locked <crate>@<version>`.
     Cargo(String),
+    /// Download and unpack it (`DebTool::fetch`).
+    Fetch(&'static DebTool),
     /// Nothing this tool may do; the text says what the user should do.
     Manual(String),
 }
@@ -163,6 +168,13 @@ impl Need {
             why: why.into(),
         }
     }
+    fn fetched(tool: &'static DebTool, why: &str) -> Need {
+        Need {
+            check: Check::Fetched(tool),
+            fix: Fix::Fetch(tool),
+            why: why.into(),
+        }
+    }
     fn docker(why: &str) -> Need {
         Need {
             check: Check::DockerEngine,
@@ -186,6 +198,7 @@ impl Need {
             Check::Pip(r) => format!("PyPI {r} (project venv)"),
             Check::CargoTool(p, v) => format!("crates.io {p} {v} (cargo install)"),
             Check::DockerEngine => "Docker Engine".into(),
+            Check::Fetched(t) => t.label(),
         }
     }
 }
@@ -335,6 +348,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 CARGO_DENY,
                 "the dependency policy step (deny.toml)",
             ));
+            out.push(Need::fetched(
+                &debtool::COMPOSE_V2,
+                "the compose tests run Compose v2 too (xtask/tests/compose.rs)",
+            ));
         }
         Job::FreshCheck => {
             out.extend(programs(&[
@@ -447,6 +464,7 @@ fn probe(check: &Check) -> Option<String> {
                 .then_some(found)
         }
         Check::DockerEngine => docker_engine_version().ok(),
+        Check::Fetched(t) => t.version(),
     }
 }
 
@@ -536,6 +554,7 @@ struct Fixes {
     components: BTreeSet<&'static str>,
     pip: BTreeSet<String>,
     cargo: BTreeSet<String>,
+    fetch: BTreeSet<&'static DebTool>,
     manual: BTreeSet<String>,
 }
 
@@ -556,6 +575,9 @@ impl Fixes {
                 }
                 Fix::Cargo(c) => {
                     f.cargo.insert(c.clone());
+                }
+                Fix::Fetch(t) => {
+                    f.fetch.insert(t);
                 }
                 Fix::Manual(m) => {
                     f.manual.insert(m.clone());
@@ -594,6 +616,13 @@ impl Fixes {
         }
         if !self.cargo.is_empty() {
             parts.push(format!("cargo install --locked {}", join(&self.cargo)));
+        }
+        if !self.fetch.is_empty() {
+            let labels: Vec<String> = self.fetch.iter().map(|t| t.label()).collect();
+            parts.push(format!(
+                "cargo xtask doctor --install  # {} into target/tools",
+                labels.join(", ")
+            ));
         }
         parts.join(" && ")
     }
@@ -687,6 +716,9 @@ pub fn ensure(who: &str, needs: &[Need], install: bool) -> Result<()> {
                 .args(["install", "--locked"])
                 .args(&fixes.cargo),
         )?;
+    }
+    for tool in &fixes.fetch {
+        tool.fetch(who)?;
     }
     // Prove it: everything must be present now.
     let still: Vec<String> = check_all(needs)

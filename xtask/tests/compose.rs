@@ -1,8 +1,10 @@
 //! The generated compose files (`cargo xtask compose`) against the real tools: `docker-compose`
-//! (v1, as CI has it) brings each profile up with the image `build-images --load` made, the
+//! v1.29 (Debian 12's) brings each profile up with the image `build-images --load` made, the
 //! service turns healthy and answers through the published port, a download from a hub-style
 //! server on the Docker host resumes after a kill and refuses a wrong sha256, bad input gives a
-//! clear message, and `--check` catches a hand edit.
+//! clear message, and `--check` catches a hand edit. Compose v2 (Debian 13's, unpacked under
+//! `target/tools/` by the ci preflight, `xtask/src/debtool.rs`) reads every profile the same way,
+//! serves the volume-mount profile and rejects an unknown profile.
 //!
 //! The image comes from one `build-images --load --tiers <this host's best x86 tier>` into
 //! `target/images-test` (the directory `images.rs` shares, so CI builds once). Without Docker or
@@ -40,7 +42,31 @@ fn missing_tools() -> Option<String> {
     if !ok(&["docker-compose", "version"]) {
         return Some("docker-compose is not installed".into());
     }
+    if !ok(&[Compose::V2.program().to_str().unwrap(), "version"]) {
+        return Some(format!(
+            "Compose v2 is not at {} (`cargo xtask doctor --install ci` fetches it)",
+            Compose::V2.program().display()
+        ));
+    }
     None
+}
+
+/// The two Compose implementations users run.
+#[derive(Clone, Copy, Debug)]
+enum Compose {
+    /// docker-compose 1.29 (Python), Debian 12's package, on PATH.
+    V1,
+    /// Compose v2 (Go), Debian 13's package, unpacked under target/tools.
+    V2,
+}
+
+impl Compose {
+    fn program(self) -> PathBuf {
+        match self {
+            Compose::V1 => "docker-compose".into(),
+            Compose::V2 => root().join("target/tools/compose-v2/docker-compose"),
+        }
+    }
 }
 
 /// Skip (or fail, when CI requires these tests) without Docker and docker-compose.
@@ -128,6 +154,7 @@ fn free_port() -> u16 {
 /// One docker-compose project (unique name) over the checked-in compose file, torn down with
 /// `down -v` when dropped.
 struct Project {
+    compose: Compose,
     name: String,
     env: Vec<(String, String)>,
     port: u16,
@@ -136,6 +163,10 @@ struct Project {
 
 impl Project {
     fn new(tag: &str, env: &[(&str, &str)]) -> Project {
+        Project::with(Compose::V1, tag, env)
+    }
+
+    fn with(compose: Compose, tag: &str, env: &[(&str, &str)]) -> Project {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "bitnettest{}{}{}",
@@ -157,6 +188,7 @@ impl Project {
             all.push((k.to_string(), v.to_string()));
         }
         Project {
+            compose,
             name,
             env: all,
             port,
@@ -165,7 +197,7 @@ impl Project {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker-compose");
+        let mut c = Command::new(self.compose.program());
         c.args(["-f", compose_file().to_str().unwrap(), "-p", &self.name]);
         c.args(args);
         // Only what the test sets: nothing from the caller's shell leaks into the project.
@@ -264,7 +296,13 @@ impl Project {
 
     /// `down -v`, then prove nothing of the project is left.
     fn down(&mut self) {
-        run(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "20"]));
+        run(&mut self.cmd(
+            &[
+                ALL_PROFILES,
+                &["down", "-v", "--remove-orphans", "-t", "20"],
+            ]
+            .concat(),
+        ));
         self.down_checked = true;
         let label = format!("label=com.docker.compose.project={}", self.name);
         for kind in [
@@ -284,10 +322,22 @@ impl Project {
     }
 }
 
+/// `down` must name the profiles: Compose v2 leaves the containers of inactive profiles running
+/// (v1 stops them all). The README's `down` commands name the profile for the same reason.
+const ALL_PROFILES: &[&str] = &[
+    "--profile",
+    "volume-mount",
+    "--profile",
+    "runtime-download",
+    "--profile",
+    "full-stack",
+];
+
 impl Drop for Project {
     fn drop(&mut self) {
         if !self.down_checked {
-            let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+            let _ = self
+                .compose(&[ALL_PROFILES, &["down", "-v", "--remove-orphans", "-t", "5"]].concat());
         }
     }
 }
@@ -416,12 +466,12 @@ fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
 // ---------------------------------------------------------------------------------------------
 // volume-mount
 
-#[test]
-fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
+fn volume_mount_serves_a_chat_completion_and_down_leaves_nothing(compose: Compose) {
     require_docker!();
     let image = image();
     let models = models_dir();
-    let mut p = Project::new(
+    let mut p = Project::with(
+        compose,
         "vm",
         &[("BITNET_MODELS_DIR", models.path().to_str().unwrap())],
     );
@@ -430,7 +480,7 @@ fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
     assert_eq!(p.inspect("server", "{{.Config.Image}}"), image);
     p.wait_health("server", "healthy", Duration::from_secs(120));
     let body = p.chat();
-    eprintln!("volume-mount chat completion: {body}");
+    eprintln!("volume-mount ({compose:?}) chat completion: {body}");
     assert_hardened(&p, "server");
     // Logs are plain text for `docker logs` (no TTY): no ANSI colour escapes.
     let logs = p.logs("server");
@@ -440,6 +490,98 @@ fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
         "ANSI escapes in container logs:\n{logs}"
     );
     p.down();
+}
+
+#[test]
+fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
+    volume_mount_serves_a_chat_completion_and_down_leaves_nothing(Compose::V1);
+}
+
+#[test]
+fn compose_v2_volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
+    volume_mount_serves_a_chat_completion_and_down_leaves_nothing(Compose::V2);
+}
+
+/// Both implementations resolve every profile to the same services, images, users, mounts and
+/// limits (the YAML 1.1 vs 1.2 pitfalls would show here as differing values).
+#[test]
+fn v1_and_v2_read_every_profile_the_same() {
+    require_docker!();
+    for profile in ["volume-mount", "runtime-download", "full-stack"] {
+        let mut seen = Vec::new();
+        for compose in [Compose::V1, Compose::V2] {
+            let p = Project::with(
+                compose,
+                "cfg",
+                &[
+                    ("BITNET_MODELS_DIR", "/srv/models"),
+                    ("NEO4J_PASSWORD", "not-a-real-secret"),
+                ],
+            );
+            let o = p.compose(&["--profile", profile, "config"]);
+            assert!(o.status.success(), "{compose:?} {profile}: {}", text(&o));
+            let config: serde_json::Value =
+                serde_yaml_ng::from_slice(&o.stdout).expect("config prints YAML");
+            seen.push(essentials(&config, profile));
+        }
+        assert_eq!(seen[0], seen[1], "{profile}: v1 vs v2");
+        eprintln!("{profile}: v1 and v2 agree on {} services", seen[0].len());
+    }
+}
+
+/// What must not differ between readers: per service of `profile` its image, user, read-only
+/// flag, capabilities, environment, mount targets and health-check command. (v1's `config`
+/// prints every service with its `profiles`, v2's only the selected ones; v1 writes mounts in
+/// the short `source:target:mode` form, v2 in the long one.)
+fn essentials(config: &serde_json::Value, profile: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, svc) in config["services"].as_object().expect("services") {
+        let in_profile = svc["profiles"]
+            .as_array()
+            .is_none_or(|ps| ps.iter().any(|p| p == profile));
+        if !in_profile {
+            continue;
+        }
+        let env: std::collections::BTreeMap<String, String> = match &svc["environment"] {
+            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|e| e.as_str()?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _ => Default::default(),
+        };
+        let mut mounts: Vec<String> = svc["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| match v {
+                Value::String(short) => short.split(':').nth(1).unwrap_or_default().to_string(),
+                long => scalar(&long["target"]),
+            })
+            .collect();
+        mounts.sort();
+        out.push(format!(
+            "{name}: image={} user={} read_only={} cap_drop={} env={env:?} mounts={mounts:?} \
+             healthcheck={}",
+            scalar(&svc["image"]),
+            scalar(&svc["user"]),
+            scalar(&svc["read_only"]),
+            svc["cap_drop"],
+            svc["healthcheck"]["test"],
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// A scalar as text whatever type the reader gave it (`true` vs `"true"`, `8` vs `"8"`).
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,24 +889,40 @@ fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
 // ---------------------------------------------------------------------------------------------
 // Bad input.
 
-/// docker-compose 1.29 does not reject an unknown profile: `up` selects no service, creates
-/// only the network and volumes, and exits 0. Show what it prints and that nothing runs.
+/// Compose v2 rejects an unknown profile ("no service selected", non-zero exit). docker-compose
+/// 1.29 does not: `up` selects no service, creates only the network, and exits 0 — nothing a
+/// compose file can change; the README lists the profiles and `config --profiles` prints them.
+/// Show what each prints and that nothing runs.
 #[test]
-fn unknown_profile_starts_nothing() {
+fn unknown_profile_starts_nothing_and_compose_v2_says_so() {
     require_docker!();
-    let mut p = Project::new("np", &[]);
-    let o = p.compose(&["--profile", "no-such-profile", "up", "-d"]);
-    eprintln!(
-        "docker-compose --profile no-such-profile up -d → {}\n{}",
-        o.status,
-        text(&o)
-    );
-    let o = p.compose(&["--profile", "no-such-profile", "ps", "-q"]);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
-        "nothing was started"
-    );
-    p.down();
+    for compose in [Compose::V1, Compose::V2] {
+        let mut p = Project::with(compose, "np", &[]);
+        let up = p.compose(&["--profile", "no-such-profile", "up", "-d"]);
+        eprintln!(
+            "{compose:?}: --profile no-such-profile up -d → {}\n{}",
+            up.status,
+            text(&up)
+        );
+        if let Compose::V2 = compose {
+            assert!(!up.status.success());
+            assert!(text(&up).contains("no service selected"), "{}", text(&up));
+        }
+        let o = p.compose(&["--profile", "no-such-profile", "ps", "-q"]);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+            "nothing was started"
+        );
+        let o = p.compose(&["config", "--profiles"]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["full-stack", "runtime-download", "volume-mount"],
+            "{compose:?} lists the profiles"
+        );
+        p.down();
+    }
 }
 
 /// Bring up volume-mount with `env`; /health must fail naming every one of `want`, the logs the
