@@ -360,6 +360,7 @@ fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit() {
 /// Every environment variable the compose file sets on a bitnet-server service is one
 /// `bitnet-server serve` (the image's binary) accepts.
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
     require_docker!();
     // The shipped binary's own flags: `serve --help` lists `[env: NAME=]` for each.
@@ -417,6 +418,7 @@ fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
 // volume-mount
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
     require_docker!();
     let image = image();
@@ -610,6 +612,7 @@ fn cache_listing(p: &Project) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn runtime_download_resumes_after_a_kill_and_serves() {
     require_docker!();
     image();
@@ -654,6 +657,7 @@ fn runtime_download_resumes_after_a_kill_and_serves() {
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
     require_docker!();
     image();
@@ -698,6 +702,7 @@ fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
 // full-stack
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
     require_docker!();
     image();
@@ -750,6 +755,7 @@ fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
 /// docker-compose 1.29 does not reject an unknown profile: `up` selects no service, creates
 /// only the network and volumes, and exits 0. Show what it prints and that nothing runs.
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn unknown_profile_starts_nothing() {
     require_docker!();
     let mut p = Project::new("np", &[]);
@@ -789,6 +795,7 @@ fn failed_model_is_named(tag: &str, models: &Path, env: &[(&str, &str)], want: &
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn missing_model_file_and_unreadable_model_dir_are_named_by_health_and_logs() {
     require_docker!();
     image();
