@@ -30,13 +30,12 @@
 // Data shared with build.rs and the guard object; not every field is read on the Rust side.
 #[allow(dead_code)]
 mod features;
+// The tier tables and the report are the guard object's (`src/baseline.rs`); the library
+// compiles them only to test them.
 #[cfg(test)]
 mod report;
+#[cfg(test)]
 mod tier;
-
-pub use tier::{BuildTier, Rung};
-
-include!(concat!(env!("OUT_DIR"), "/cpu_tier.rs"));
 
 /// Exit status when the CPU lacks a feature the build requires (sysexits `EX_CONFIG`).
 pub const EXIT_CPU_UNSUPPORTED: i32 = 78;
@@ -54,11 +53,6 @@ unsafe extern "C" {
 pub fn enforce() {
     // SAFETY: plain C-ABI function without arguments or preconditions.
     unsafe { bitnet_cpu_guard_enforce() }
-}
-
-/// The tier this binary was built for.
-pub fn build_tier() -> &'static BuildTier {
-    &BUILD_TIER
 }
 
 fn host_mask() -> u64 {
@@ -80,16 +74,6 @@ pub struct UnknownFeature {
 /// spelling), in table order. Tools validate tier profiles with it.
 pub fn known_features(target_arch: &str) -> &'static [&'static str] {
     features::names_for_arch(target_arch)
-}
-
-/// Names of the features in `mask`, in table order (for this binary's architecture).
-pub fn feature_names(mask: u64) -> Vec<&'static str> {
-    features::names()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| mask & (1 << i) != 0)
-        .map(|(_, n)| *n)
-        .collect()
 }
 
 /// Which of `names` (rustc target-feature names) the host CPU and OS lack. For tools: xtask picks
@@ -118,7 +102,25 @@ pub fn missing_on_host<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, UnknownFea
 #[cfg(test)]
 mod tests {
     use super::report::{Buf, fallback, render};
+    use super::tier::{BuildTier, Rung};
     use super::*;
+
+    include!(concat!(env!("OUT_DIR"), "/cpu_tier.rs"));
+
+    /// The tier this test binary was built for.
+    fn build_tier() -> &'static BuildTier {
+        &BUILD_TIER
+    }
+
+    /// Names of the features in `mask`, in table order (for this machine's architecture).
+    fn feature_names(mask: u64) -> Vec<&'static str> {
+        features::names()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
 
     #[cfg(target_arch = "x86_64")]
     fn mask_of(names: &[&str]) -> u64 {

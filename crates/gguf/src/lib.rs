@@ -15,7 +15,8 @@ mod value;
 #[cfg(feature = "writer")]
 pub mod writer;
 
-pub use types::{GgmlType, SizeError, known_unsupported_name};
+use types::known_unsupported_name;
+pub use types::{GgmlType, SizeError};
 pub use value::{Value, ValueType};
 #[cfg(feature = "writer")]
 pub use writer::GgufWriter;
@@ -25,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Default `general.alignment` when the key is absent.
-pub const DEFAULT_ALIGNMENT: u64 = 32;
+const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's maximum tensor rank.
-pub const MAX_DIMS: usize = 4;
+const MAX_DIMS: usize = 4;
 const MAGIC: &[u8; 4] = b"GGUF";
 
 /// Everything that can be wrong with a GGUF file. Messages name the problem and what to do.

@@ -50,7 +50,7 @@ impl GgmlType {
     }
 
     /// The supported type with this id, if any.
-    pub fn from_id(id: u32) -> Option<GgmlType> {
+    pub(crate) fn from_id(id: u32) -> Option<GgmlType> {
         GgmlType::ALL.into_iter().find(|t| t.id() == id)
     }
 

@@ -21,7 +21,7 @@ pub enum ValueType {
 }
 
 impl ValueType {
-    pub fn from_id(id: u32) -> Option<ValueType> {
+    pub(crate) fn from_id(id: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match id {
             0 => U8,
@@ -42,7 +42,7 @@ impl ValueType {
     }
 
     /// Smallest encoded size of one value of this type (strings: their u64 length).
-    pub fn min_size(self) -> u64 {
+    pub(crate) fn min_size(self) -> u64 {
         use ValueType::*;
         match self {
             U8 | I8 | Bool => 1,
@@ -93,7 +93,7 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn value_type(&self) -> ValueType {
+    pub(crate) fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
             Value::I8(_) => ValueType::I8,
@@ -112,7 +112,7 @@ impl Value {
     }
 
     /// Any integer type as i128 (lossless), for lenient typed getters.
-    pub fn as_int(&self) -> Option<i128> {
+    pub(crate) fn as_int(&self) -> Option<i128> {
         Some(match *self {
             Value::U8(v) => v.into(),
             Value::I8(v) => v.into(),

@@ -26,7 +26,7 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// Alignment of every buffer (one cache line, one AVX-512 register).
-    pub const ALIGN: usize = 64;
+    pub(crate) const ALIGN: usize = 64;
 
     /// A zeroed buffer of at least `len` bytes (rounded up to a multiple of 64).
     pub fn zeroed(len: usize) -> AlignedBuf {
@@ -53,16 +53,6 @@ impl AlignedBuf {
         }
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True if the buffer holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Raw pointer to the first byte.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
@@ -80,7 +70,7 @@ impl AlignedBuf {
     }
 
     /// The bytes, mutably.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and we hold &mut self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }

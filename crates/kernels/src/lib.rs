@@ -89,7 +89,7 @@ mod x86;
 use bitnet_gguf::quant::ternary::I2S_TRAILER;
 use std::fmt;
 
-pub use acts::{AlignedBuf, QuantActs, round_small};
+pub use acts::{QuantActs, round_small};
 pub use bitnet_gguf::quant::ternary::TernaryFormat;
 pub use pool::ThreadPool;
 pub use q8::{Q8Acts, Q8Matrix};

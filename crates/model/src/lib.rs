@@ -5,10 +5,10 @@
 //! requests; matrix products go through `linear` and the per-row pieces through `ops`.
 
 mod attention;
-pub mod cache;
-pub mod config;
-pub mod linear;
-pub mod ops;
+mod cache;
+mod config;
+mod linear;
+mod ops;
 
 pub use cache::KvCache;
 pub use config::{Activation, ConfigError, ModelConfig};

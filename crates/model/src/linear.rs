@@ -11,7 +11,6 @@ use bitnet_kernels::{KernelError, TernaryFormat, TernaryView};
 /// A ternary weight matrix `[rows × cols]` located in a GGUF file.
 #[derive(Debug, Clone)]
 pub struct TernaryTensor {
-    pub name: String,
     pub format: TernaryFormat,
     pub rows: usize,
     pub cols: usize,
@@ -37,7 +36,6 @@ impl TernaryTensor {
             None => unreachable!("TernaryTensor::new on a {} tensor", t.ty),
         };
         Ok(TernaryTensor {
-            name: t.name.clone(),
             format: view.format,
             rows,
             cols,

@@ -195,7 +195,7 @@ pub fn build_for_arch(
 
 /// The tensors of a BitNet b1.58 file in the published file's naming: `(name, dims (ne0
 /// first), type)`. Norms are F32, linear layers ternary, the tied embedding `embedding`.
-pub fn tensor_plan(
+fn tensor_plan(
     shape: &Shape,
     format: GgmlType,
     embedding: GgmlType,
@@ -231,7 +231,7 @@ pub fn tensor_plan(
 
 /// Random ternary weights (about a third zeros) with a per-tensor scale that fp16 represents
 /// exactly, so the I2_S f32 scale and the TQ fp16 block scales are the same number.
-pub fn ternary_tensor(
+fn ternary_tensor(
     rng: &mut SplitMix64,
     format: GgmlType,
     rows: usize,
@@ -253,7 +253,7 @@ pub fn ternary_tensor(
 /// A small made-up byte-level vocabulary (256 byte tokens, some merges, the LLaMA-3 special
 /// tokens at the end) for tests that need a model but not the real vocabulary.
 pub fn toy_vocab(n_merged: usize) -> GgufVocab {
-    use bitnet_tokenizer::bytes::bytes_to_token_text;
+    use bitnet_tokenizer::bytes_to_token_text;
     use bitnet_tokenizer::vocab::{TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL};
     let mut tokens: Vec<String> = (0..=255u8).map(|b| bytes_to_token_text(&[b])).collect();
     let mut merges = Vec::new();

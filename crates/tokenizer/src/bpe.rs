@@ -45,10 +45,6 @@ impl Merges {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// `(rank << 32) | merged` for the pair, or `u64::MAX` if it does not merge. Comparing the
     /// packed values compares ranks.
     #[inline]

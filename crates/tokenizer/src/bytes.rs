@@ -27,11 +27,6 @@ pub fn bytes_to_token_text(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| byte_to_char(b)).collect()
 }
 
-/// Decodes a GGUF token string to raw bytes; `None` if a char is outside the mapping.
-pub fn token_text_to_bytes(text: &str) -> Option<Vec<u8>> {
-    text.chars().map(char_to_byte).collect()
-}
-
 const fn is_direct(b: u8) -> bool {
     matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
 }

@@ -12,20 +12,21 @@
 //! `crates/tokenizer/tests/data/tokenizer/`. SentencePiece vocabularies (`tokenizer.ggml.model = "llama"`)
 //! and pre-tokenizers other than LLaMA-3's are not supported.
 
-pub mod bpe;
-pub mod bytes;
-pub mod chat;
-pub mod gguf;
-pub mod lookup;
-pub mod model;
-pub mod pretokenize;
-pub mod special;
+mod bpe;
+mod bytes;
+mod chat;
+mod gguf;
+mod lookup;
+mod model;
+mod pretokenize;
+mod special;
 mod stop;
-pub mod stream;
-pub mod unicode;
-pub mod unicode_tables;
+mod stream;
+mod unicode;
+mod unicode_tables;
 pub mod vocab;
 
+pub use bytes::bytes_to_token_text;
 pub use chat::{ChatError, ChatMessage, ChatTemplate};
 pub use model::{Tokenizer, TokenizerData, TokenizerError};
 pub use stream::{Pushed, TextStream, Utf8Stream};

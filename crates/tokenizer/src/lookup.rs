@@ -91,10 +91,6 @@ impl TokenStore {
         self.ends.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
     /// Bytes of `id`; empty for an id out of range.
     #[inline]
     pub fn get(&self, id: u32) -> &[u8] {

@@ -23,7 +23,7 @@ pub mod token_type {
     pub const UNKNOWN: i32 = 2;
     pub const CONTROL: i32 = 3;
     pub const USER_DEFINED: i32 = 4;
-    pub const UNUSED: i32 = 5;
+    // 5 is UNUSED: nothing here treats it specially.
     pub const BYTE: i32 = 6;
 }
 

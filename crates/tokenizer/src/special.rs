@@ -40,10 +40,6 @@ impl SpecialMatcher {
         Self { tokens, first }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
     /// The id of the special token whose text is exactly `text`.
     pub fn exact(&self, text: &[u8]) -> Option<u32> {
         let i = self
@@ -159,7 +155,7 @@ mod tests {
     #[test]
     fn empty_matcher_passes_text_through() {
         let m = SpecialMatcher::default();
-        assert!(m.is_empty());
+        assert!(m.tokens.is_empty());
         assert_eq!(segments(&m, "<|eot_id|>"), [Segment::Text("<|eot_id|>")]);
     }
 }

@@ -53,7 +53,7 @@ impl TernaryFormat {
     }
 
     /// Bytes per block, its scale included for the TQ formats.
-    pub const fn block_bytes(self) -> usize {
+    pub(crate) const fn block_bytes(self) -> usize {
         match self {
             TernaryFormat::I2S => 32,
             // qs[64], d
@@ -64,7 +64,7 @@ impl TernaryFormat {
     }
 
     /// Offset of the fp16 block scale inside a block (`None` for I2_S, scaled per tensor).
-    pub const fn scale_offset(self) -> Option<usize> {
+    pub(crate) const fn scale_offset(self) -> Option<usize> {
         match self {
             TernaryFormat::I2S => None,
             // The fp16 `d` closes the block.
@@ -220,7 +220,7 @@ pub fn i2s_code(row: &[u8], c: usize) -> u8 {
 /// Per 256-element block (66 bytes): element `128j + 32l + m` is bit pair `l` (least significant
 /// first) of `qs[32j + m]`; the fp16 scale follows the 64 code bytes.
 #[inline]
-pub fn tq2_code(row: &[u8], c: usize) -> u8 {
+pub(crate) fn tq2_code(row: &[u8], c: usize) -> u8 {
     let block = &row[(c / TQ_BLOCK) * TQ2_BLOCK_BYTES..][..TQ2_BLOCK_BYTES];
     let e = c % TQ_BLOCK;
     let j = e / 128;
