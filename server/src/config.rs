@@ -16,8 +16,8 @@ use crate::download::{self, DownloadOptions, ModelSource, Sha256Hex};
 use crate::engine::EngineConfig;
 use crate::http::ApiConfig;
 use crate::http::metrics::Limits;
-use crate::model::LoadOptions;
 use crate::secret::Secret;
+use bitnet_model::LoadOptions;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

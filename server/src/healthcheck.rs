@@ -171,6 +171,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
     fn refused_connection_is_an_error_not_a_hang() {
         // Bind then drop to find a port nobody listens on.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -189,6 +190,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
     fn silent_server_times_out() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -3,6 +3,8 @@
 
 fn main() -> std::process::ExitCode {
     // Must stay the first statement: refuses to run on a CPU below this build's tier (exit 78).
-    bitnet_server::cpu_guard::enforce();
+    // It also keeps `bitnet-cpu-guard` linked into the binary, and with it the guard object's
+    // `.init_array` entry that runs the same check before `main`.
+    bitnet_cpu_guard::enforce();
     bitnet_server::cli::main()
 }

@@ -3,7 +3,7 @@
 //!
 //! Stop strings and token limits are the generation loop's business, not the sampler's.
 
-use crate::rng::SplitMix64;
+use bitnet_rng::SplitMix64;
 use std::collections::HashMap;
 
 /// Sampling settings of one request: THE type, used by the CLI (`generate` flags), the HTTP

@@ -1,7 +1,7 @@
 //! The `bitnet-server` engine subcommands end to end, on a small synthetic model.
 
-use bitnet_server::gguf::GgmlType;
-use bitnet_server::synth::{self, Shape};
+use bitnet_gguf::GgmlType;
+use bitnet_synth::{self as synth, Shape};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -264,12 +264,12 @@ fn bad_model_files_are_clear_errors() {
 /// `--ignore-eos`, ...) print no text on either path.
 #[test]
 fn generate_hides_control_tokens_like_the_server() {
+    use bitnet_model::{LoadOptions, Model};
     use bitnet_server::engine::{Engine, EngineConfig, Event, GenerationRequest, bitnet};
-    use bitnet_server::model::{LoadOptions, Model};
     use bitnet_server::sampling::SamplingParams;
 
     let path = model();
-    let file = bitnet_server::gguf::GgufFile::open(path).unwrap();
+    let file = bitnet_gguf::GgufFile::open(path).unwrap();
     let opts = LoadOptions {
         threads: 2,
         ..LoadOptions::default()

@@ -322,6 +322,7 @@ async fn a_client_disconnect_mid_stream_stops_generation() {
 }
 
 #[tokio::test]
+#[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
 async fn shutdown_lets_in_flight_requests_finish() {
     let s = TestServer::ready(Setup {
         step_delay: Duration::from_millis(10),

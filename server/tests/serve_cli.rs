@@ -51,6 +51,7 @@ fn healthcheck(url: &str) -> (i32, String) {
 }
 
 #[test]
+#[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
 fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.gguf");
@@ -193,6 +194,7 @@ fn bad_configuration_exits_2_with_a_message() {
 /// still shut down on SIGTERM. (The subscriber's fallback `eprintln!` used to panic the task
 /// that waited for the signal, leaving a server that ignored SIGTERM.)
 #[test]
+#[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
 fn sigterm_works_when_stderr_is_a_closed_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.gguf");

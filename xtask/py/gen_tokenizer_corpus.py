@@ -1,4 +1,4 @@
-"""Generate the tokenizer test corpus: server/tests/data/tokenizer/corpus.jsonl.
+"""Generate the tokenizer test corpus: crates/tokenizer/tests/data/tokenizer/corpus.jsonl.
 
 Each line is a JSON object {"text": str, "special": bool}. `special` lines are meant to be
 encoded with special-token parsing (`<|eot_id|>` → 128009); the others as ordinary text.
@@ -7,7 +7,7 @@ systematic and random variations drawn from a fixed seed, so the output is ident
 run and every Python 3 version (only `random.Random(seed)` with `random`, `randrange`,
 `choice` and `shuffle` is used). Stdlib only.
 
-    python3 xtask/py/gen_tokenizer_corpus.py server/tests/data/tokenizer/corpus.jsonl
+    python3 xtask/py/gen_tokenizer_corpus.py crates/tokenizer/tests/data/tokenizer/corpus.jsonl
 
 Then regenerate the expected ids with xtask/py/tokenizer_reference.py.
 """

@@ -1,4 +1,4 @@
-"""Generate server/src/tokenizer/unicode_tables.rs: the code point ranges of \\p{L}, \\p{N} and \\s.
+"""Generate crates/tokenizer/src/unicode_tables.rs: the code point ranges of \\p{L}, \\p{N} and \\s.
 
 The LLaMA-3 pre-split regex classifies every character as a letter (\\p{L}), a number (\\p{N}),
 white space (\\s) or something else. Which characters are letters depends on the Unicode version,
@@ -7,7 +7,7 @@ so the tables are taken from the same source as our reference tokenizer: PyPI `q
 tables were checked to be identical to quicktok's). Regenerate when the reference moves:
 
     target/pyenv/bin/python -m pip install regex==2026.5.9
-    target/pyenv/bin/python xtask/py/gen_unicode_classes.py server/src/tokenizer/unicode_tables.rs
+    target/pyenv/bin/python xtask/py/gen_unicode_classes.py crates/tokenizer/src/unicode_tables.rs
 
 Runs in about a second; stdlib + `regex` only.
 """

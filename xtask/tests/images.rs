@@ -200,6 +200,7 @@ fn elf_facts(bin: &[u8]) -> (u16, bool, bool) {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn binaries_are_static_stripped_and_for_the_right_machine() {
     let b = build();
     let dir = tempfile::tempdir().unwrap();
@@ -224,6 +225,7 @@ fn binaries_are_static_stripped_and_for_the_right_machine() {
 // The OCI layout.
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn layout_is_accepted_by_skopeo_and_umoci() {
     require("skopeo");
     require("umoci");
@@ -316,6 +318,7 @@ fn layout_is_accepted_by_skopeo_and_umoci() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn index_lists_every_tier_and_a_plain_amd64_entry() {
     let b = build();
     let index = b.json(b.summary["index_digest"].as_str().unwrap());
@@ -376,6 +379,7 @@ fn index_lists_every_tier_and_a_plain_amd64_entry() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn every_tier_image_is_at_most_10_mb_compressed() {
     let b = build();
     for t in b.summary["tiers"].as_array().unwrap() {
@@ -395,6 +399,7 @@ fn every_tier_image_is_at_most_10_mb_compressed() {
 }
 
 #[test]
+#[ignore = "builds every tier image and asserts a wall-clock time: run by cargo xtask ci"]
 fn no_change_rerun_takes_under_5_seconds() {
     let b = build();
     let _g = xtask_lock();
@@ -422,6 +427,7 @@ fn docker(args: &[&str]) -> Output {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn tarball_loads_into_docker_and_each_x86_tier_runs_read_only_as_nonroot() {
     let b = build();
     let tarball = b.summary["tarball"].as_str().unwrap();
@@ -487,6 +493,7 @@ fn tarball_loads_into_docker_and_each_x86_tier_runs_read_only_as_nonroot() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn load_flag_tags_every_tier_and_version_with_the_best_tier_for_this_host() {
     let b = build();
     let _g = xtask_lock();
@@ -515,6 +522,7 @@ fn load_flag_tags_every_tier_and_version_with_the_best_tier_for_this_host() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn dockerfile_builds_an_equivalent_image() {
     let b = build();
     let tag = "bitnet-server-dockerfile-test:x86-64-v3";
@@ -578,6 +586,7 @@ fn qemu(arch_bin: &str, cpu: &str, bin: &Path, args: &[&str]) -> (i32, String) {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn cpu_guard_refuses_older_cpus_with_exit_78_and_names_the_tag_to_use() {
     require("qemu-x86_64-static");
     let b = build();
@@ -644,6 +653,7 @@ fn cpu_guard_refuses_older_cpus_with_exit_78_and_names_the_tag_to_use() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn aarch64_binary_from_its_image_runs_under_qemu() {
     require("qemu-aarch64-static");
     let b = build();
@@ -715,6 +725,7 @@ fn start_registry(user: &str, password: &str) -> Registry {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn push_to_a_local_registry_with_basic_auth_keeps_digests() {
     require("skopeo");
     let b = build();
@@ -864,6 +875,7 @@ fn push_to_a_local_registry_with_basic_auth_keeps_digests() {
 // Reproducibility.
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn two_clean_builds_in_separate_target_dirs_give_identical_digests() {
     let b = build();
     let tiers = std::env::var("BITNET_REPRO_TIERS").unwrap_or_else(|_| "x86-64-v3".into());
@@ -960,6 +972,7 @@ fn two_clean_builds_in_separate_target_dirs_give_identical_digests() {
 // `cargo xtask gen-model` exist.
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn each_x86_tier_serves_health_and_a_completion_from_a_mounted_model() {
     let b = build();
     let models = tempfile::tempdir().unwrap();
@@ -1080,6 +1093,7 @@ fn each_x86_tier_serves_health_and_a_completion_from_a_mounted_model() {
 }
 
 #[test]
+#[ignore = "builds every tier image and needs Docker, qemu, skopeo: run by cargo xtask ci"]
 fn aarch64_binary_generates_under_qemu() {
     let b = build();
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@
 //! followed by a digit in a Rust, Markdown, Python or shell file is also refused: it numbers a
 //! section of a document that is not in the tree. Cite `docs/` instead (`docs/design.md`,
 //! `docs/formats.md`, `docs/model.md`, `docs/images.md`). The repository's own fixture directory
-//! `server/tests/data/reference/` is fine: a path that merely ends in `reference/` is not a
+//! `crates/model/tests/data/reference/` is fine: a path that merely ends in `reference/` is not a
 //! citation.
 //!
 //! # (b) Named paths exist
@@ -27,7 +27,7 @@
 //!
 //! In that text a token is a repository path when, after stripping surrounding punctuation, a
 //! `./` prefix, a `:line` suffix and a `#anchor`:
-//! - it starts with a known top-level directory (`server/`, `xtask/`, `docs/`, `images/`,
+//! - it starts with a known top-level directory (`crates/`, `server/`, `xtask/`, `docs/`, `images/`,
 //!   `profiles/`, `ci/`, `.ci/`, `compose/`, `deploy/`): it must exist relative to the repository
 //!   root, as a file or a directory; or
 //! - it contains a `/` and its last component ends in a source extension (`.rs`, `.md`, `.py`,
@@ -54,6 +54,7 @@ use std::process::Command;
 
 /// Top-level directories a path token may start with.
 const PREFIXES: &[&str] = &[
+    "crates/",
     "server/",
     "xtask/",
     "docs/",

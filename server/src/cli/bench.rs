@@ -7,9 +7,9 @@
 //! Token ids are drawn from a fixed-seed generator, so no tokenizer is involved.
 
 use super::model_args::ModelArgs;
-use crate::model::{HeadKind, Logits, SeqInput};
-use crate::rng::SplitMix64;
 use anyhow::{Context, Result, bail};
+use bitnet_model::{HeadKind, Logits, SeqInput};
+use bitnet_rng::SplitMix64;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]

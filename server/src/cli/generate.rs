@@ -8,8 +8,8 @@
 use super::model_args::ModelArgs;
 use super::sampling_args::SamplingArgs;
 use crate::engine::{Engine, EngineConfig, Event, GenerationRequest, bitnet};
-use crate::tokenizer::ChatMessage;
 use anyhow::{Result, anyhow};
+use bitnet_tokenizer::ChatMessage;
 use std::io::Write;
 use std::time::Instant;
 

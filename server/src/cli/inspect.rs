@@ -1,8 +1,8 @@
 //! `bitnet-server inspect FILE`: what a GGUF file holds, and whether this engine can run it.
 
-use crate::gguf::{GgmlType, GgufFile};
-use crate::model::ModelConfig;
 use anyhow::Result;
+use bitnet_gguf::{GgmlType, GgufFile};
+use bitnet_model::ModelConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -2,8 +2,8 @@
 //! This is how we cross-check against other engines, so no tokenization is involved.
 
 use super::model_args::ModelArgs;
-use crate::model::{Logits, SeqInput};
 use anyhow::{Result, bail};
+use bitnet_model::{Logits, SeqInput};
 use std::io::Write;
 
 #[derive(clap::Args, Debug)]

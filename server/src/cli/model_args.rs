@@ -1,8 +1,8 @@
 //! Flags shared by every subcommand that loads a model.
 
-use crate::gguf::GgufFile;
-use crate::model::{HeadKind, LoadOptions, Model};
 use anyhow::{Context, Result};
+use bitnet_gguf::GgufFile;
+use bitnet_model::{HeadKind, LoadOptions, Model};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]

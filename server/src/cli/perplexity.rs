@@ -4,10 +4,10 @@
 //! only the second half of each chunk is scored (the first half is context).
 
 use super::model_args::ModelArgs;
-use crate::model::{Logits, Model, SeqInput};
 use crate::sampling::log_softmax;
-use crate::tokenizer::{Tokenizer, TokenizerData};
 use anyhow::{Context, Result, bail};
+use bitnet_model::{Logits, Model, SeqInput};
+use bitnet_tokenizer::{Tokenizer, TokenizerData};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -57,7 +57,7 @@ impl SamplingArgs {
             repeat_last_n: self.repeat_last_n,
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
-            seed: self.seed.unwrap_or_else(crate::rng::random_u64),
+            seed: self.seed.unwrap_or_else(bitnet_rng::random_u64),
         };
         p.validate()?;
         Ok(p)

@@ -9,10 +9,10 @@ use super::{
     Backend, BackendError, LoadError, LoadedModel, ModelLoader, SamplerFactory, SeqId, TokenCodec,
     TokenSampler, TokenizeError,
 };
-use crate::gguf::GgufFile;
-use crate::model::{KvCache, LoadOptions, Logits, Model, SeqInput};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::{self as tok, ChatMessage, ChatTemplate};
+use bitnet_gguf::GgufFile;
+use bitnet_model::{KvCache, LoadOptions, Logits, Model, SeqInput};
+use bitnet_tokenizer::{self as tok, ChatMessage, ChatTemplate};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

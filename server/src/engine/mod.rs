@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::model::LoadOptions;
 use crate::sampling::SamplingParams;
-use crate::tokenizer::ChatMessage;
+use bitnet_model::LoadOptions;
+use bitnet_tokenizer::ChatMessage;
 
 pub use scheduler::EngineStats;
 

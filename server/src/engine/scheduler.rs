@@ -27,7 +27,7 @@ use super::{
     Backend, BackendError, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
     SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob, TokenSampler, Usage,
 };
-use crate::tokenizer::TextStream;
+use bitnet_tokenizer::TextStream;
 
 /// A snapshot of the scheduler's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -555,7 +555,7 @@ mod tests {
         }
         fn apply_chat_template(
             &self,
-            _: &[crate::tokenizer::ChatMessage],
+            _: &[bitnet_tokenizer::ChatMessage],
             _: bool,
         ) -> Result<String, crate::engine::TokenizeError> {
             Ok(String::new())

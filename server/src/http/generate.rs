@@ -237,7 +237,7 @@ pub fn unix_now() -> u64 {
 pub fn response_id(prefix: &str) -> String {
     format!(
         "{prefix}-{:016x}{:08x}",
-        crate::rng::random_u64(),
-        crate::rng::random_u64() as u32
+        bitnet_rng::random_u64(),
+        bitnet_rng::random_u64() as u32
     )
 }

@@ -26,7 +26,7 @@ use super::generate::{
 use super::json::ApiJson;
 use super::params;
 use crate::engine::{Event, FinishReason, GenerationRequest, LogprobInfo, TokenLogprob, Usage};
-use crate::tokenizer::ChatMessage;
+use bitnet_tokenizer::ChatMessage;
 
 /// The most alternatives per token for `top_logprobs` / `logprobs`.
 pub const MAX_TOP_LOGPROBS: i64 = 20;

@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::rng::random_u64;
 use crate::sampling::{SamplingError, SamplingParams};
+use bitnet_rng::random_u64;
 
 /// Sampling fields as they arrive (before range checks).
 #[derive(Debug, Default, Clone)]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use bitnet_model::LoadOptions;
 use bitnet_server::config::ServeOptions;
 use bitnet_server::download::{DownloadOptions, ModelSource};
 use bitnet_server::engine::{
@@ -24,11 +25,10 @@ use bitnet_server::engine::{
 };
 use bitnet_server::http::metrics::Limits;
 use bitnet_server::http::{ApiConfig, AppState};
-use bitnet_server::model::LoadOptions;
 use bitnet_server::sampling::SamplingParams;
 use bitnet_server::secret::Secret;
 use bitnet_server::serve::{self, ServeError};
-use bitnet_server::tokenizer::ChatMessage;
+use bitnet_tokenizer::ChatMessage;
 
 pub const BOS: u32 = 256;
 pub const EOS: u32 = 257;

@@ -227,7 +227,7 @@ pub fn labels(
         l.insert(format!("{pre}.cpu.features"), p.required_features.join(","));
         l.insert(
             format!("{pre}.cpu.guard-exit-code"),
-            bitnet_server::cpu_guard::EXIT_CPU_UNSUPPORTED.to_string(),
+            bitnet_cpu_guard::EXIT_CPU_UNSUPPORTED.to_string(),
         );
     }
     for (k, v) in &spec.config.labels {

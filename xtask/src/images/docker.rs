@@ -29,7 +29,7 @@ pub fn best_for_host<'a>(tiers: &[(&'a TierImage, &[String])]) -> Option<&'a Tie
     tiers.iter().find_map(|(img, feats)| {
         let names: Vec<&str> = feats.iter().map(String::as_str).collect();
         let ok = img.platform.architecture == arch
-            && bitnet_server::cpu_guard::missing_on_host(&names).is_ok_and(|m| m.is_empty());
+            && bitnet_cpu_guard::missing_on_host(&names).is_ok_and(|m| m.is_empty());
         ok.then_some(*img)
     })
 }

@@ -151,7 +151,7 @@ fn validate(profiles: &[Profile]) -> Result<()> {
                 p.target
             );
         }
-        let known = bitnet_server::cpu_guard::known_features(p.target_arch());
+        let known = bitnet_cpu_guard::known_features(p.target_arch());
         for feat in &p.required_features {
             if !known.contains(&feat.as_str()) {
                 bail!(

@@ -1,0 +1,201 @@
+//! Forward-pass invariants on small synthetic models: batching, caching and weight formats
+//! must not change the numbers.
+
+use bitnet_gguf::{GgmlType, GgufFile};
+use bitnet_kernels::{Kernels, Simd};
+use bitnet_model::{LoadOptions, Logits, Model, SeqInput};
+use bitnet_synth::{self as synth, Shape};
+
+const SMALL: Shape = Shape {
+    name: "test",
+    n_embd: 256,
+    n_layer: 2,
+    n_head: 4,
+    n_head_kv: 2,
+    n_ff: 512,
+    n_ctx: 64,
+};
+
+fn model(format: GgmlType, embedding: GgmlType) -> Model {
+    model_with(format, embedding, &LoadOptions::default())
+}
+
+fn model_with(format: GgmlType, embedding: GgmlType, opts: &LoadOptions) -> Model {
+    let vocab = synth::toy_vocab(40);
+    let bytes = synth::build(&SMALL, format, embedding, &vocab, 7).to_bytes();
+    let file = GgufFile::from_bytes(bytes).unwrap();
+    Model::load(&file, opts).unwrap()
+}
+
+fn logits_all(m: &Model, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache();
+    let mut b = [SeqInput {
+        cache: &mut cache,
+        tokens,
+        logits: Logits::All,
+    }];
+    m.forward(&mut b).unwrap().remove(0)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+const PROMPT: [u32; 7] = [296, 10, 100, 33, 260, 5, 298];
+
+#[test]
+fn logits_are_finite_and_varied() {
+    let m = model(GgmlType::I2S, GgmlType::F16);
+    let l = logits_all(&m, &PROMPT);
+    let nv = m.config.n_vocab;
+    assert_eq!(l.len(), PROMPT.len() * nv);
+    assert!(l.iter().all(|v| v.is_finite()));
+    let row = &l[..nv];
+    let mean = row.iter().sum::<f32>() / nv as f32;
+    let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / nv as f32;
+    assert!(var > 0.1, "logits should spread out, variance {var}");
+}
+
+#[test]
+fn incremental_decoding_matches_one_batch() {
+    let m = model(GgmlType::I2S, GgmlType::F16);
+    let all = logits_all(&m, &PROMPT);
+    let nv = m.config.n_vocab;
+    let mut cache = m.new_cache();
+    for (i, t) in PROMPT.iter().enumerate() {
+        let mut b = [SeqInput {
+            cache: &mut cache,
+            tokens: std::slice::from_ref(t),
+            logits: Logits::Last,
+        }];
+        let row = m.forward(&mut b).unwrap().remove(0);
+        let d = max_abs_diff(&row, &all[i * nv..(i + 1) * nv]);
+        assert!(d < 1e-3, "position {i}: max diff {d}");
+    }
+    assert_eq!(cache.len(), PROMPT.len());
+}
+
+#[test]
+fn sequences_batched_together_do_not_interact() {
+    let m = model(GgmlType::I2S, GgmlType::F16);
+    let a = logits_all(&m, &PROMPT);
+    let other = [7u32, 8, 9];
+    let b = logits_all(&m, &other);
+    let (mut ca, mut cb) = (m.new_cache(), m.new_cache());
+    let mut batch = [
+        SeqInput {
+            cache: &mut ca,
+            tokens: &PROMPT,
+            logits: Logits::All,
+        },
+        SeqInput {
+            cache: &mut cb,
+            tokens: &other,
+            logits: Logits::Last,
+        },
+    ];
+    let out = m.forward(&mut batch).unwrap();
+    let nv = m.config.n_vocab;
+    assert!(max_abs_diff(&out[0], &a) < 1e-3);
+    assert!(max_abs_diff(&out[1], &b[2 * nv..]) < 1e-3);
+}
+
+#[test]
+fn same_weights_in_three_formats_give_the_same_logits() {
+    let i2s = logits_all(&model(GgmlType::I2S, GgmlType::F16), &PROMPT);
+    for f in [GgmlType::Tq2_0, GgmlType::Tq1_0] {
+        let other = logits_all(&model(f, GgmlType::F16), &PROMPT);
+        let d = max_abs_diff(&i2s, &other);
+        assert!(d < 1e-3, "{f}: max diff {d}");
+    }
+}
+
+/// The kernel variant a model is loaded with is its one instruction-set decision: forcing any
+/// variant this CPU runs (what `BITNET_KERNEL` does), `scalar` included, keeps that variant and
+/// its code generation for the whole forward pass and gives the best variant's logits, for a
+/// prefill long enough to take the GEMM path and for decode steps.
+#[test]
+fn every_kernel_variant_gives_the_same_logits() {
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 296).collect();
+    let run = |m: &Model| {
+        let mut cache = m.new_cache();
+        let mut b = [SeqInput {
+            cache: &mut cache,
+            tokens: &prompt,
+            logits: Logits::All,
+        }];
+        let mut out = m.forward(&mut b).unwrap().remove(0);
+        for &t in &PROMPT[..3] {
+            let mut b = [SeqInput {
+                cache: &mut cache,
+                tokens: std::slice::from_ref(&t),
+                logits: Logits::Last,
+            }];
+            out.extend(m.forward(&mut b).unwrap().remove(0));
+        }
+        out
+    };
+    let opts = |k: &'static Kernels| LoadOptions {
+        kernels: Some(k),
+        threads: 2,
+        ..LoadOptions::default()
+    };
+    for format in [GgmlType::I2S, GgmlType::Tq1_0] {
+        let want = run(&model_with(format, GgmlType::F16, &opts(Kernels::best())));
+        for k in Kernels::available() {
+            let m = model_with(format, GgmlType::F16, &opts(k));
+            assert_eq!(m.kernels().name, k.name);
+            assert_eq!(m.kernels().simd(), k.simd());
+            let d = max_abs_diff(&run(&m), &want);
+            assert!(
+                d < 1e-3,
+                "{format}, {} ({:?}): max diff {d}",
+                k.name,
+                k.simd()
+            );
+        }
+    }
+    let scalar = Kernels::by_name("scalar").unwrap();
+    assert_eq!(scalar.simd(), Simd::Baseline);
+}
+
+#[test]
+fn quantized_embeddings_stay_close() {
+    let f16 = logits_all(&model(GgmlType::I2S, GgmlType::F16), &PROMPT);
+    for e in [GgmlType::Q8_0, GgmlType::Q6K] {
+        let q = logits_all(&model(GgmlType::I2S, e), &PROMPT);
+        let dot: f32 = f16.iter().zip(&q).map(|(a, b)| a * b).sum();
+        let na: f32 = f16.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let nb: f32 = q.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!(dot / (na * nb) > 0.99, "{e}: cosine {}", dot / (na * nb));
+    }
+}
+
+#[test]
+fn context_and_vocab_limits_are_errors() {
+    let m = model(GgmlType::I2S, GgmlType::F16);
+    let mut cache = m.new_cache();
+    let long = vec![1u32; 65];
+    let mut b = [SeqInput {
+        cache: &mut cache,
+        tokens: &long,
+        logits: Logits::Last,
+    }];
+    let e = m.forward(&mut b).unwrap_err().to_string();
+    assert!(
+        e.contains("reach 65 tokens") && e.contains("limited to 64"),
+        "{e}"
+    );
+    let bad = [m.config.n_vocab as u32];
+    let mut b = [SeqInput {
+        cache: &mut cache,
+        tokens: &bad,
+        logits: Logits::Last,
+    }];
+    let e = m.forward(&mut b).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+}
