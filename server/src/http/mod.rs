@@ -63,6 +63,8 @@ pub struct Shared {
     /// Unix time the server started (`created` in `/v1/models`).
     pub created: u64,
     pub limits: Limits,
+    /// Slots for CPU-heavy request work off the async workers (`generate::cpu_work`).
+    pub cpu_work: Arc<tokio::sync::Semaphore>,
 }
 
 /// A cheap handle on [`Shared`].
@@ -95,6 +97,9 @@ impl AppState {
             cancel,
             created: generate::unix_now(),
             limits: config.limits,
+            cpu_work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }))
     }
 
