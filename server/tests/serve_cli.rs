@@ -232,3 +232,61 @@ fn sigterm_works_when_stderr_is_a_closed_pipe() {
     };
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Issue 16, defect 5: credentials in `--model-url` (user:password@ and a presigned query
+/// string) appear neither in the logs nor in the public `/health` reason.
+#[test]
+fn model_url_credentials_reach_neither_logs_nor_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Nothing listens there: the download fails after one attempt with a network error.
+    let dead = free_port();
+    let url = format!(
+        "http://alice:pw-s3cret@127.0.0.1:{dead}/m.gguf?X-Amz-Signature=sig-s3cret&token=tok-s3cret"
+    );
+    let child = clean(&mut Command::new(BIN))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--log-format", "json", "--download-retries", "0"])
+        .args(["--model-url", &url])
+        .arg("--model-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, text) = healthcheck(&health);
+        if text.contains("\"state\":\"failed\"") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never failed: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.0.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    eprintln!(
+        "secrets in /health: {}, in the logs: {} (of {} log lines)\n/health: {text}",
+        text.matches("s3cret").count(),
+        logs.matches("s3cret").count(),
+        logs.lines().count()
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!logs.contains("s3cret"), "{logs}");
+    assert!(
+        text.contains("127.0.0.1") && text.contains("m.gguf"),
+        "{text}"
+    );
+    assert!(
+        logs.contains("X-Amz-Signature=***"),
+        "the query names stay: {logs}"
+    );
+}

@@ -20,6 +20,7 @@ mod error;
 pub(crate) mod fetch;
 pub mod hub;
 pub mod progress;
+pub mod redact;
 pub mod source;
 pub mod tls;
 
@@ -31,6 +32,7 @@ use sha2::{Digest, Sha256};
 pub use cache::RepoCache;
 pub use error::DownloadError;
 pub use progress::{NoProgress, Phase, Progress, ProgressSink};
+pub use redact::redact_url;
 pub use source::{ModelSource, Sha256Hex};
 
 use crate::secret::Secret;
@@ -341,7 +343,7 @@ impl<'a> Remote<'a> {
         }
         if meta.sha256.is_none() && self.pinned.is_none() {
             tracing::warn!(
-                url = %self.url,
+                url = %redact_url(&self.url),
                 "the hub publishes no sha256 for this file and --sha256 is not set; the file \
                  will be used without verification (its digest is logged once downloaded)"
             );
@@ -381,7 +383,7 @@ impl<'a> Remote<'a> {
                         });
                     }
                     let delay = fetch::backoff(self.options, failures);
-                    tracing::warn!(url = %url, "metadata request failed ({reason}); retrying in {:.1}s", delay.as_secs_f64());
+                    tracing::warn!(url = %redact_url(&url), "metadata request failed ({reason}); retrying in {:.1}s", delay.as_secs_f64());
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -479,7 +481,7 @@ impl<'a> Remote<'a> {
             // HF_TOKEN belongs to the hub; never send it to an arbitrary URL.
             _ => None,
         };
-        tracing::info!(url = %self.url, part = %part.display(), "downloading the model file");
+        tracing::info!(url = %redact_url(&self.url), part = %part.display(), "downloading the model file");
         let fetched = fetch::Transfer {
             client: &client,
             url: &self.url,
@@ -508,7 +510,7 @@ impl<'a> Remote<'a> {
             let _ = tokio::fs::remove_file(&part).await;
             let _ = tokio::fs::remove_file(fetch::meta_path(&part)).await;
             return Err(DownloadError::ChecksumMismatch {
-                what: self.url.clone(),
+                what: redact_url(&self.url),
                 expected: expected.to_string(),
                 actual: fetched.sha256.to_string(),
                 deleted: true,
