@@ -30,7 +30,7 @@ pub enum ModelState {
     Loading,
     /// Serving.
     Ready,
-    /// Acquisition or loading failed; the server keeps answering with this reason.
+    /// Acquisition or loading failed, or the engine died; `/health` answers 503 with the reason.
     Failed { reason: String },
 }
 
@@ -81,7 +81,7 @@ impl ModelState {
             ModelState::Verifying { .. } => "verifying the model file's sha256".to_string(),
             ModelState::Loading => "loading the model".to_string(),
             ModelState::Ready => "ready".to_string(),
-            ModelState::Failed { reason } => format!("the model failed to load: {reason}"),
+            ModelState::Failed { reason } => format!("the model failed: {reason}"),
         }
     }
 }
@@ -180,6 +180,22 @@ impl Health {
             }
         }
         inner.state = state;
+    }
+
+    /// The engine can serve no more (see `EngineHandle::fatal`): `failed` with a reason that
+    /// says the process exits. Idempotent.
+    pub fn engine_failed(&self, message: &str) {
+        let reason = format!(
+            "the inference engine stopped: {message}; the server exits (status 1) so that it \
+             is restarted"
+        );
+        if self.state()
+            != (ModelState::Failed {
+                reason: reason.clone(),
+            })
+        {
+            self.set(ModelState::Failed { reason });
+        }
     }
 
     /// Record the kernel set chosen at load time.

@@ -35,6 +35,12 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error(
+        "the inference engine stopped and cannot serve any more requests: {0}. Exiting with \
+         status 1 so that the supervisor (Docker restart policy, Kubernetes, systemd) restarts \
+         the server; please report the message above"
+    )]
+    EngineFailed(String),
 }
 
 /// Bind `options.listen` and run until `shutdown` completes.
@@ -115,10 +121,19 @@ pub async fn run_with(
     });
 
     // The shutdown future is polled here, not in a task of its own: if it ever failed, the
-    // failure would surface instead of leaving a server that ignores SIGTERM.
+    // failure would surface instead of leaving a server that ignores SIGTERM. A dead engine
+    // (scheduler panic) ends the server the same way, then `run` returns an error: a process
+    // that answers every request with 503 must not stay up looking alive.
     tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => draining.cancel(),
+    let fatal = engine_failure(state.clone());
+    tokio::pin!(fatal);
+    let failure = tokio::select! {
+        _ = &mut shutdown => None,
+        message = &mut fatal => {
+            state.health.engine_failed(&message);
+            tracing::error!(%message, "the inference engine stopped; shutting down to be restarted");
+            Some(message)
+        }
         result = &mut server => {
             // The server stopped on its own: an accept-loop error.
             lifecycle.abort();
@@ -129,7 +144,8 @@ pub async fn run_with(
                 Err(e) => Err(ServeError::Server(std::io::Error::other(e))),
             };
         }
-    }
+    };
+    draining.cancel();
 
     tracing::info!(
         timeout_s = options.shutdown_timeout.as_secs_f64(),
@@ -172,11 +188,25 @@ pub async fn run_with(
         }
     };
     stop_engine(&state).await;
+    if let Some(message) = failure {
+        return Err(ServeError::EngineFailed(message));
+    }
     if let Some(Ok(Err(e))) = finished {
         return Err(ServeError::Server(e));
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Resolves with the engine's fatal message once it has one (see `EngineHandle::fatal`); never
+/// while no engine is loaded or it is healthy.
+async fn engine_failure(state: AppState) -> String {
+    loop {
+        if let Some(message) = state.engine.get().and_then(|e| e.handle.fatal()) {
+            return message;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn stop_engine(state: &AppState) {

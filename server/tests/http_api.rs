@@ -687,3 +687,47 @@ async fn generated_control_tokens_are_not_shown() {
     assert_eq!(text, "zab");
     s.shutdown().await.unwrap();
 }
+
+/// Issue 16, defect 3: after a scheduler panic every request failed with 503 while `/health`
+/// stayed 200 "ready", so no orchestrator restarted the zombie. Now `/health` answers 503
+/// `failed` with the reason from the moment the engine dies, and `serve::run` returns
+/// `ServeError::EngineFailed` (the binary exits with status 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_panic_turns_health_unhealthy_and_ends_the_server() {
+    let mut s = TestServer::ready(Setup {
+        panic_on: Some(u32::from(b'!')),
+        ..Setup::default()
+    })
+    .await;
+    let (status, body) = post(&s.url("/completion"), json!({"prompt": "boom!"})).await;
+    eprintln!("the request that hit the panic: {status} {body}");
+    assert_eq!(status, 500, "{body}");
+    // Until the server has closed its listener, /health must say unhealthy.
+    let health = match client().get(s.url("/health")).send().await {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, format!("connection failed: {e}")),
+    };
+    eprintln!("/health after the panic: {} {}", health.0, health.1);
+    assert_ne!(health.0, 200, "{}", health.1);
+    if health.0 != 0 {
+        assert_eq!(health.0, 503, "{}", health.1);
+        assert!(health.1.contains("\"state\":\"failed\""), "{}", health.1);
+        assert!(health.1.contains("test backend: token 33"), "{}", health.1);
+    }
+    let task = s.task.take().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the server ended on its own after the engine died")
+        .unwrap();
+    eprintln!("serve::run returned: {result:?}");
+    let report = s.state.health.report();
+    assert_eq!(report.state, "failed", "{report:?}");
+    let message = result.expect_err("run must fail").to_string();
+    assert!(
+        message.contains("inference engine") && message.contains("test backend"),
+        "{message}"
+    );
+}

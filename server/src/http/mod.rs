@@ -140,6 +140,10 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /health`: 200 when ready, 503 otherwise; the body says where the model is.
 async fn health(State(state): State<AppState>) -> Response {
+    // A dead engine is unhealthy from the moment it died, not from when `serve` notices.
+    if let Some(message) = state.engine.get().and_then(|e| e.handle.fatal()) {
+        state.health.engine_failed(&message);
+    }
     let report = state.health.report();
     let status = if report.state == "ready" {
         StatusCode::OK
