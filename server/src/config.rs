@@ -201,6 +201,35 @@ pub struct ServeOptions {
     pub engine: EngineConfig,
     pub load: LoadOptions,
     pub shutdown_timeout: Duration,
+    /// Delays between attempts when acquiring or loading the model fails.
+    pub retry: RetryPolicy,
+}
+
+/// When acquiring or loading the model fails, `/health` answers 503 `failed` with the reason
+/// and the server tries again after `first`, doubling per failure up to `max`: a network
+/// outage, a full disk or a volume mounted late heals without a restart, and an orchestrator
+/// that restarts unhealthy containers still sees the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failure number `n` (1-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+        self.first.saturating_mul(factor).min(self.max)
+    }
 }
 
 impl ServeArgs {
@@ -334,6 +363,7 @@ impl ServeArgs {
                 ..LoadOptions::default()
             },
             shutdown_timeout,
+            retry: RetryPolicy::default(),
         })
     }
 }
@@ -445,6 +475,14 @@ mod tests {
         assert!(parse_size("").is_err());
         let o = parse(&["--model", "a", "--host", "::1", "--port", "9"]).unwrap();
         assert_eq!(o.listen.to_string(), "[::1]:9");
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        let r = RetryPolicy::default();
+        let d: Vec<u64> = (1..=8).map(|n| r.delay(n).as_secs()).collect();
+        assert_eq!(d, vec![5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(r.delay(u32::MAX).as_secs(), 300);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `serve` lifecycle: listen at once, acquire and load the model in the background while
-//! `/health` reports progress, then serve; on the shutdown signal stop accepting connections, let
+//! `/health` reports progress (a failed attempt shows as `failed`, 503 with the reason, and is
+//! retried with backoff, see [`crate::config::RetryPolicy`]), then serve; on the shutdown signal stop accepting connections, let
 //! in-flight requests finish for up to the shutdown timeout, cancel what is left, and return.
 //!
 //! This module does NOT parse flags (see `config`), install signal handlers or logging (the
@@ -93,17 +94,35 @@ pub async fn run_with(
         let (options, state) = (options.clone(), state.clone());
         tokio::spawn(async move {
             let health = state.health.clone();
-            let run = AssertUnwindSafe(acquire_and_load(options, loader, state)).catch_unwind();
-            if let Err(panic) = run.await {
-                // Never leave /health saying "downloading" forever.
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+            for failures in 1u32.. {
+                let run = AssertUnwindSafe(acquire_and_load(
+                    options.clone(),
+                    loader.clone(),
+                    state.clone(),
+                ))
+                .catch_unwind();
+                let reason = match run.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(reason)) => reason,
+                    // Never leave /health saying "downloading" forever.
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        format!("internal error while preparing the model: {what}")
+                    }
+                };
+                // `failed` (503 with the reason) until the next attempt starts.
+                let delay = options.retry.delay(failures);
                 health.set(ModelState::Failed {
-                    reason: format!("internal error while preparing the model: {what}"),
+                    reason: format!(
+                        "{reason} (attempt {failures}; retrying in {:.1} s)",
+                        delay.as_secs_f64()
+                    ),
                 });
+                tokio::time::sleep(delay).await;
             }
         })
     };
@@ -234,19 +253,18 @@ impl ProgressSink for HealthSink {
     }
 }
 
-/// The background task: model file → loaded engine → ready, or failed with the reason.
-async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, state: AppState) {
+/// One attempt of the background task: model file → loaded engine → ready, or the reason it
+/// failed (the caller reports it and retries).
+async fn acquire_and_load(
+    options: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    state: AppState,
+) -> Result<(), String> {
     let health = state.health.clone();
     let sink = HealthSink(health.clone());
-    let acquired = match download::acquire(&options.source, &options.download, &sink).await {
-        Ok(a) => a,
-        Err(e) => {
-            health.set(ModelState::Failed {
-                reason: e.to_string(),
-            });
-            return;
-        }
-    };
+    let acquired = download::acquire(&options.source, &options.download, &sink)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         path = %acquired.path.display(),
         sha256 = acquired.sha256.as_ref().map(|s| s.to_string()).unwrap_or_default(),
@@ -261,18 +279,8 @@ async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, s
     let loaded = tokio::task::spawn_blocking(move || loader.load(&path, &load, parallel)).await;
     let model = match loaded {
         Ok(Ok(model)) => model,
-        Ok(Err(e)) => {
-            health.set(ModelState::Failed {
-                reason: format!("could not load {}: {e}", acquired.path.display()),
-            });
-            return;
-        }
-        Err(e) => {
-            health.set(ModelState::Failed {
-                reason: format!("the model loader crashed: {e}"),
-            });
-            return;
-        }
+        Ok(Err(e)) => return Err(format!("could not load {}: {e}", acquired.path.display())),
+        Err(e) => return Err(format!("the model loader crashed: {e}")),
     };
     let kernel = model.kernel.clone();
     match Engine::start(model, options.engine.clone()) {
@@ -282,9 +290,8 @@ async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, s
             if state.set_engine(Arc::new(engine)).is_ok() {
                 health.set(ModelState::Ready);
             }
+            Ok(())
         }
-        Err(e) => health.set(ModelState::Failed {
-            reason: format!("could not start the engine thread: {e}"),
-        }),
+        Err(e) => Err(format!("could not start the engine thread: {e}")),
     }
 }

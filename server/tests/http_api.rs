@@ -731,3 +731,45 @@ async fn a_scheduler_panic_turns_health_unhealthy_and_ends_the_server() {
         "{message}"
     );
 }
+
+/// Issue 16, defect 4: a failed acquisition or load is not permanent. `/health` answers 503
+/// `failed` with the reason (and when the next attempt is), and the server retries with
+/// backoff: here the model file appears after the first failure and the server becomes ready
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_model_is_503_with_the_reason_and_retried_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("late.gguf");
+    let s = TestServer::start(Setup {
+        source: Some(bitnet_server::download::ModelSource::Local {
+            path: model.clone(),
+            sha256: None,
+        }),
+        retry_first: Duration::from_millis(300),
+        ..Setup::default()
+    })
+    .await;
+    s.wait_for_state("failed", Duration::from_secs(10)).await;
+    let r = client().get(s.url("/health")).send().await.unwrap();
+    let failed_status = r.status().as_u16();
+    let failed: Value = r.json().await.unwrap();
+    eprintln!("/health while the file is missing: {failed_status} {failed}");
+    assert_eq!(failed_status, 503);
+    assert_eq!(failed["status"], "error");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("late.gguf"), "{failed}");
+
+    std::fs::write(&model, b"the test loader ignores the contents").unwrap();
+    s.wait_for_state("ready", Duration::from_secs(20)).await;
+    let ready_status = client()
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    eprintln!("/health once the file exists: {ready_status}");
+    assert_eq!(ready_status, 200);
+    assert!(reason.contains("retrying in"), "{failed}");
+    s.shutdown().await.unwrap();
+}

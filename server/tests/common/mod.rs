@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use bitnet_server::config::ServeOptions;
+use bitnet_server::config::{RetryPolicy, ServeOptions};
 use bitnet_server::download::{DownloadOptions, ModelSource};
 use bitnet_server::engine::{
     Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, SamplerFactory,
@@ -366,6 +366,8 @@ pub struct Setup {
     pub download: Option<DownloadOptions>,
     /// See [`TestBackend::panic_on`].
     pub panic_on: Option<u32>,
+    /// The wait before retrying a failed model acquisition or load (every retry).
+    pub retry_first: Duration,
 }
 
 impl Default for Setup {
@@ -383,6 +385,7 @@ impl Default for Setup {
             source: None,
             download: None,
             panic_on: None,
+            retry_first: Duration::from_secs(600),
         }
     }
 }
@@ -444,6 +447,10 @@ impl TestServer {
             },
             load: LoadOptions::default(),
             shutdown_timeout: setup.shutdown_timeout,
+            retry: RetryPolicy {
+                first: setup.retry_first,
+                max: setup.retry_first,
+            },
             source,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
