@@ -50,6 +50,27 @@ fn healthcheck(url: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// Poll `url` with the healthcheck subcommand until it reports `failed`; its output.
+fn wait_until_failed(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, text) = healthcheck(url);
+        if text.contains("\"state\":\"failed\"") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never reached `failed`: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn serve_exits_zero_on_sigterm_and_healthcheck_reports_not_ready() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,17 +229,11 @@ fn sigterm_works_when_stderr_is_a_closed_pipe() {
         .unwrap();
     drop(child.stderr.take());
     let mut child = Reap(child);
-    let url = format!("http://127.0.0.1:{port}/health");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthcheck(&url).1.contains("\"state\":\"failed\"") {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(10),
+    );
+    sigterm(&child.0);
     let started = Instant::now();
     let exit = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
@@ -255,21 +270,11 @@ fn model_url_credentials_reach_neither_logs_nor_health() {
         .spawn()
         .unwrap();
     let mut child = Reap(child);
-    let health = format!("http://127.0.0.1:{port}/health");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let (_, text) = healthcheck(&health);
-        if text.contains("\"state\":\"failed\"") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "never failed: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let text = wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(20),
+    );
+    sigterm(&child.0);
     let _ = child.0.wait();
     let mut logs = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
