@@ -51,6 +51,8 @@ pub struct ServeArgs {
     pub port: u16,
 
     /// Require `Authorization: Bearer <KEY>` on every endpoint except /health and /metrics.
+    /// Surrounding whitespace is ignored; an empty BITNET_API_KEY counts as unset, but an
+    /// empty `--api-key ""` or a whitespace-only key is refused.
     #[arg(
         long,
         env = "BITNET_API_KEY",
@@ -314,6 +316,21 @@ impl ServeArgs {
         if read_timeout.is_zero() {
             return Err(err("--download-read-timeout must be more than 0".into()));
         }
+        let api_key = match &self.api_key {
+            // `main` already dropped an empty BITNET_API_KEY (empty env = unset), so a blank
+            // key here came from `--api-key ""` or is only whitespace: refusing it beats
+            // silently serving without authentication.
+            Some(key) if key.is_blank() => {
+                return Err(err(
+                    "--api-key (BITNET_API_KEY) is empty or only whitespace, which would leave \
+                     the API open; set a real key, or omit --api-key / unset BITNET_API_KEY to \
+                     serve without one"
+                        .into(),
+                ));
+            }
+            Some(key) => Some(Secret::new(key.expose().trim())),
+            None => None,
+        };
         let endpoint = self.hf_endpoint.trim_end_matches('/').to_string();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(err(format!(
@@ -344,7 +361,7 @@ impl ServeArgs {
             api: ApiConfig {
                 model_id,
                 aliases,
-                api_key: self.api_key.clone().filter(|k| !k.expose().is_empty()),
+                api_key,
                 max_body: self.max_body,
                 limits: Limits {
                     queue_size: self.queue_size,
@@ -499,5 +516,19 @@ mod tests {
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("sekrit"), "{dbg}");
         assert_eq!(o.api.api_key.unwrap().expose(), "sekrit-key");
+    }
+
+    #[test]
+    fn blank_api_keys_are_refused_and_keys_trimmed() {
+        for blank in ["", "   ", "\t\n"] {
+            let e = parse(&["--model", "a", "--api-key", blank]).unwrap_err();
+            assert!(
+                e.contains("BITNET_API_KEY") && e.contains("empty or only whitespace"),
+                "{blank:?}: {e}"
+            );
+        }
+        let o = parse(&["--model", "a", "--api-key", "  sk-1 \n"]).unwrap();
+        assert_eq!(o.api.api_key.unwrap().expose(), "sk-1");
+        assert!(parse(&["--model", "a"]).unwrap().api.api_key.is_none());
     }
 }

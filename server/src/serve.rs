@@ -90,6 +90,14 @@ pub async fn run_with(
     let app = http::router(state.clone());
 
     tracing::info!(%addr, model = %options.source, "listening; the model is acquired in the background");
+    if options.api.api_key.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving WITHOUT an API key on a non-loopback address: anyone who can reach this \
+             port can use the model. Set --api-key (BITNET_API_KEY), or listen on 127.0.0.1 \
+             (--host, BITNET_HOST) behind a proxy that authenticates"
+        );
+    }
     let lifecycle = {
         let (options, state) = (options.clone(), state.clone());
         tokio::spawn(async move {

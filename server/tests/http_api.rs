@@ -552,6 +552,39 @@ async fn api_key_is_required_except_for_probes() {
     s.shutdown().await.unwrap();
 }
 
+/// Issue 16, defect 9: keys are compared trimmed on both sides (a configured key pasted with
+/// a newline works), and a wrong key is refused whether or not its length matches.
+#[tokio::test]
+async fn api_keys_are_trimmed_and_wrong_keys_refused_at_any_length() {
+    let s = TestServer::ready(Setup {
+        api_key: Some("  sk-test-key\n".into()),
+        ..Setup::default()
+    })
+    .await;
+    let body = json!({"prompt": "a", "max_tokens": 1});
+    let mut seen = Vec::new();
+    for (presented, want) in [
+        ("sk-test-key", 200),
+        ("   sk-test-key", 200),
+        ("sk-test-kez", 401),
+        ("sk-test-ke", 401),
+        ("sk-test-key-longer", 401),
+        ("x", 401),
+    ] {
+        let r = client()
+            .post(s.url("/v1/completions"))
+            .header("authorization", format!("Bearer {presented}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        seen.push(format!("{presented:?} -> {}", r.status().as_u16()));
+        assert_eq!(r.status().as_u16(), want, "{presented:?}: {seen:?}");
+    }
+    eprintln!("bearer token -> status: {seen:?}");
+    s.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_tokens() {
     let s = TestServer::ready(Setup::default()).await;

@@ -295,3 +295,99 @@ fn model_url_credentials_reach_neither_logs_nor_health() {
         "the query names stay: {logs}"
     );
 }
+
+/// Start `serve` on `host` with a placeholder model and `env`, wait until it answers, stop it
+/// with SIGTERM; its exit code and logs.
+fn serve_logs(host: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"placeholder").unwrap();
+    let port = free_port();
+    let child = clean(&mut Command::new(BIN))
+        .args(["serve", "--host", host, "--port", &port.to_string()])
+        .arg("--model")
+        .arg(&model)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(10),
+    );
+    sigterm(&child.0);
+    let status = child.0.wait().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    (status.code(), logs)
+}
+
+/// Issue 16, defect 9: serving without a key on a non-loopback address logs a warning (and
+/// only then); an empty BITNET_API_KEY counts as unset (compose passes one), but a blank key
+/// is refused with exit 2 and a message naming the variable.
+#[test]
+fn open_non_loopback_servers_warn_and_blank_keys_are_refused() {
+    const WARNING: &str = "WITHOUT an API key";
+    let (code, logs) = serve_logs("0.0.0.0", &[("BITNET_API_KEY", "")]);
+    assert_eq!(code, Some(0), "{logs}");
+    let open_any = logs.matches(WARNING).count();
+    let (_, logs_loopback) = serve_logs("127.0.0.1", &[]);
+    let open_loopback = logs_loopback.matches(WARNING).count();
+    let (_, logs_keyed) = serve_logs("0.0.0.0", &[("BITNET_API_KEY", " sk-1 ")]);
+    let keyed_any = logs_keyed.matches(WARNING).count();
+    eprintln!(
+        "warnings: 0.0.0.0 without a key {open_any}, 127.0.0.1 without a key {open_loopback}, \
+         0.0.0.0 with a key {keyed_any}"
+    );
+    let mut blank = Vec::new();
+    for (how, args, env) in [
+        ("flag", vec!["--api-key", ""], None),
+        ("env", vec![], Some("  \t")),
+    ] {
+        let mut c = Command::new(BIN);
+        clean(&mut c)
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &free_port().to_string(),
+            ])
+            .args(["--model", "m.gguf"])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(v) = env {
+            c.env("BITNET_API_KEY", v);
+        }
+        // A server that accepted the key would run until stopped: give it 10 s.
+        let mut child = Reap(c.spawn().unwrap());
+        let started = Instant::now();
+        let code = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s.code();
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                sigterm(&child.0);
+                break child.0.wait().unwrap().code().map(|c| c + 1000);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        eprintln!("blank key by {how}: exit {code:?} (1000+ = was still serving): {stderr}");
+        blank.push((how, code, stderr));
+    }
+    assert_eq!(open_any, 1, "{logs}");
+    assert_eq!(open_loopback, 0, "{logs_loopback}");
+    assert_eq!(keyed_any, 0, "{logs_keyed}");
+    for (how, code, stderr) in blank {
+        assert_eq!(code, Some(2), "{how}: {stderr}");
+        assert!(
+            stderr.contains("BITNET_API_KEY") && stderr.contains("empty or only whitespace"),
+            "{how}: {stderr}"
+        );
+    }
+}
