@@ -19,6 +19,10 @@ use crate::http::metrics::Limits;
 use crate::model::LoadOptions;
 use crate::secret::Secret;
 
+/// `--shutdown-timeout`'s default: the drain plus [`crate::serve::FINAL_WRITE_GRACE`] ends
+/// before `docker stop` (10 s) sends SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 8.0;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -65,11 +69,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BITNET_MAX_BODY", default_value = "2MiB", value_parser = parse_size, help_heading = "Server")]
     pub max_body: usize,
 
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before cancelling them.
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before cancelling them;
+    /// `/health` says `draining` (503) meanwhile. The process exits within this + 1 s: keep that
+    /// below the orchestrator's stop timeout (Docker: 10 s, Kubernetes: 30 s by default).
     #[arg(
         long,
         env = "BITNET_SHUTDOWN_TIMEOUT",
-        default_value_t = 10.0,
+        default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_S,
         help_heading = "Server"
     )]
     pub shutdown_timeout: f64,
@@ -492,6 +498,18 @@ mod tests {
         assert!(parse_size("").is_err());
         let o = parse(&["--model", "a", "--host", "::1", "--port", "9"]).unwrap();
         assert_eq!(o.listen.to_string(), "[::1]:9");
+    }
+
+    /// Issue 16, defect 10: the drain must end inside `docker stop`'s default 10 s.
+    #[test]
+    fn default_shutdown_fits_dockers_stop_timeout() {
+        let o = parse(&["--model", "a"]).unwrap();
+        let exit_by = o.shutdown_timeout + crate::serve::FINAL_WRITE_GRACE;
+        eprintln!(
+            "default shutdown timeout {:?}, exit by {exit_by:?}",
+            o.shutdown_timeout
+        );
+        assert!(exit_by < Duration::from_secs(10), "{exit_by:?}");
     }
 
     #[test]

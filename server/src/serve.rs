@@ -1,7 +1,9 @@
 //! The `serve` lifecycle: listen at once, acquire and load the model in the background while
 //! `/health` reports progress (a failed attempt shows as `failed`, 503 with the reason, and is
-//! retried with backoff, see [`crate::config::RetryPolicy`]), then serve; on the shutdown signal stop accepting connections, let
-//! in-flight requests finish for up to the shutdown timeout, cancel what is left, and return.
+//! retried with backoff, see [`crate::config::RetryPolicy`]), then serve; on the shutdown signal
+//! drain: `/health` says `draining` (503), new API requests get 503 `shutting_down`, in-flight
+//! ones finish for up to the shutdown timeout; then close the listener, cancel what is left, and
+//! return.
 //!
 //! This module does NOT parse flags (see `config`), install signal handlers or logging (the
 //! binary does), or know how a model is built: a [`ModelLoader`] is passed in.
@@ -10,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -43,6 +46,11 @@ pub enum ServeError {
     )]
     EngineFailed(String),
 }
+
+/// After the drain (or its timeout), how long open connections get to write their last bytes
+/// before they are closed: the process exits within `--shutdown-timeout` + this (+ stopping the
+/// engine thread), which must fit the orchestrator's stop window (Docker: 10 s by default).
+pub const FINAL_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Bind `options.listen` and run until `shutdown` completes.
 pub async fn run(
@@ -172,46 +180,53 @@ pub async fn run_with(
             };
         }
     };
-    draining.cancel();
-
-    tracing::info!(
-        timeout_s = options.shutdown_timeout.as_secs_f64(),
-        "shutting down: no new connections; letting in-flight requests finish"
-    );
+    // Drain with the listener open: `/health` says `draining` (503) so probes and load
+    // balancers see the shutdown, new API requests get 503 `shutting_down`, and the requests
+    // already running finish, each counted until its response body is sent to the end (waiting
+    // on the engine instead would cut streams whose last events are generated but not sent).
     lifecycle.abort();
+    state.health.begin_draining();
     if let Some(engine) = state.engine.get() {
         engine.handle.begin_shutdown();
     }
-    // The server finishes once every connection is done: each in-flight response (streams
-    // included) has been written to the end. Waiting on the engine instead would cut streams
-    // whose last events are generated but not yet sent.
-    let finished = match tokio::time::timeout(options.shutdown_timeout, &mut server).await {
+    tracing::info!(
+        timeout_s = options.shutdown_timeout.as_secs_f64(),
+        in_flight = state.in_flight.load(Ordering::SeqCst),
+        "shutting down: /health says draining, new requests get 503; letting in-flight \
+         requests finish"
+    );
+    let drained = tokio::time::timeout(options.shutdown_timeout, async {
+        while state.in_flight.load(Ordering::SeqCst) > 0 && !server.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok();
+    // Close the listener: idle keep-alive connections end, a probe being answered finishes.
+    draining.cancel();
+    if !drained {
+        let stats = state
+            .engine
+            .get()
+            .map(|e| e.handle.stats())
+            .unwrap_or_default();
+        tracing::warn!(
+            in_flight = state.in_flight.load(Ordering::SeqCst),
+            active = stats.active,
+            queued = stats.queued,
+            "shutdown timeout reached; cancelling the remaining requests"
+        );
+        // End open streams and fail whatever is still generating; the connections get
+        // FINAL_WRITE_GRACE to write their final bytes.
+        stream_cancel.cancel();
+        stop_engine(&state).await;
+    }
+    let finished = match tokio::time::timeout(FINAL_WRITE_GRACE, &mut server).await {
         Ok(result) => Some(result),
         Err(_) => {
-            let stats = state
-                .engine
-                .get()
-                .map(|e| e.handle.stats())
-                .unwrap_or_default();
-            tracing::warn!(
-                active = stats.active,
-                queued = stats.queued,
-                "shutdown timeout reached; cancelling the remaining requests"
-            );
-            // End open streams and fail whatever is still generating, then give the
-            // connections a moment to write their final bytes.
-            stream_cancel.cancel();
-            stop_engine(&state).await;
-            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
-                Ok(result) => Some(result),
-                Err(_) => {
-                    tracing::warn!(
-                        "connections still open after the shutdown deadline; closing them"
-                    );
-                    server.abort();
-                    None
-                }
-            }
+            tracing::warn!("connections still open after the shutdown deadline; closing them");
+            server.abort();
+            None
         }
     };
     stop_engine(&state).await;
