@@ -166,9 +166,21 @@ pub struct ServeArgs {
     )]
     pub download_read_timeout: f64,
 
-    /// Context length per sequence in tokens [default: the model's trained length].
+    /// Context length per sequence in tokens [default: the model's trained length]. Refused
+    /// when above the trained length (see --allow-ctx-beyond-training) or when the KV cache of
+    /// --parallel sequences this long (f16) cannot fit in the available memory (the cgroup
+    /// limit in a container).
     #[arg(long, short = 'c', env = "BITNET_CTX_SIZE", help_heading = "Inference")]
     pub ctx_size: Option<usize>,
+
+    /// Accept a --ctx-size above the model's trained context (the output degrades past it).
+    /// Without it such a value is refused, as is one whose KV cache cannot fit in memory.
+    #[arg(
+        long,
+        env = "BITNET_ALLOW_CTX_BEYOND_TRAINING",
+        help_heading = "Inference"
+    )]
+    pub allow_ctx_beyond_training: bool,
 
     /// Threads for the forward pass [default: all available cores].
     #[arg(long, short = 't', env = "BITNET_THREADS", help_heading = "Inference")]

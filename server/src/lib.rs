@@ -11,6 +11,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod quant;
 pub mod rng;

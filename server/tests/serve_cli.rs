@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -175,6 +176,7 @@ fn help_documents_env_vars_and_hides_secrets() {
         "BITNET_SHA256",
         "BITNET_MODEL_DIR",
         "BITNET_CTX_SIZE",
+        "BITNET_ALLOW_CTX_BEYOND_TRAINING",
         "BITNET_THREADS",
         "BITNET_PARALLEL",
         "BITNET_QUEUE_SIZE",
@@ -296,6 +298,37 @@ fn model_url_credentials_reach_neither_logs_nor_health() {
     );
 }
 
+/// `serve` of `model` on `host:port` with a clean environment, stdout discarded.
+fn serve_on(host: &str, port: u16, model: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    clean(&mut c)
+        .args(["serve", "--host", host, "--port", &port.to_string()])
+        .arg("--model")
+        .arg(model)
+        .stdout(Stdio::null());
+    c
+}
+
+/// Run `cmd` (stderr piped) for at most `limit`; its exit code (1000 + the code when it was
+/// still running and had to be stopped with SIGTERM) and stderr.
+fn exit_within(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let mut child = Reap(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s.code();
+        }
+        if started.elapsed() > limit {
+            sigterm(&child.0);
+            break child.0.wait().unwrap().code().map(|c| c + 1000);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
 /// Start `serve` on `host` with a placeholder model and `env`, wait until it answers, stop it
 /// with SIGTERM; its exit code and logs.
 fn serve_logs(host: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -303,12 +336,8 @@ fn serve_logs(host: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let model = dir.path().join("m.gguf");
     std::fs::write(&model, b"placeholder").unwrap();
     let port = free_port();
-    let child = clean(&mut Command::new(BIN))
-        .args(["serve", "--host", host, "--port", &port.to_string()])
-        .arg("--model")
-        .arg(&model)
+    let child = serve_on(host, port, &model)
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -346,37 +375,13 @@ fn open_non_loopback_servers_warn_and_blank_keys_are_refused() {
         ("flag", vec!["--api-key", ""], None),
         ("env", vec![], Some("  \t")),
     ] {
-        let mut c = Command::new(BIN);
-        clean(&mut c)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &free_port().to_string(),
-            ])
-            .args(["--model", "m.gguf"])
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut c = serve_on("127.0.0.1", free_port(), Path::new("m.gguf"));
+        c.args(&args);
         if let Some(v) = env {
             c.env("BITNET_API_KEY", v);
         }
-        // A server that accepted the key would run until stopped: give it 10 s.
-        let mut child = Reap(c.spawn().unwrap());
-        let started = Instant::now();
-        let code = loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                break s.code();
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                sigterm(&child.0);
-                break child.0.wait().unwrap().code().map(|c| c + 1000);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        // A server that accepted the key would run until stopped.
+        let (code, stderr) = exit_within(&mut c, Duration::from_secs(10));
         eprintln!("blank key by {how}: exit {code:?} (1000+ = was still serving): {stderr}");
         blank.push((how, code, stderr));
     }
@@ -390,4 +395,55 @@ fn open_non_loopback_servers_warn_and_blank_keys_are_refused() {
             "{how}: {stderr}"
         );
     }
+}
+
+/// Issue 16, defect 11: a --ctx-size above the model's trained context, or one whose KV cache
+/// cannot fit in memory, stops `serve` at start with exit 2 and the figures, instead of a
+/// server that aborts on allocation once a long request grows the cache.
+#[test]
+fn a_context_the_model_or_the_machine_cannot_hold_is_refused_at_start() {
+    use bitnet_server::gguf::GgmlType;
+    use bitnet_server::synth::{self, Shape};
+    const SHAPE: Shape = Shape {
+        name: "ctx-test",
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_ctx: 256,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("ctx-test.gguf");
+    let w = synth::build(
+        &SHAPE,
+        GgmlType::I2S,
+        GgmlType::F16,
+        &synth::toy_vocab(40),
+        1,
+    );
+    std::fs::write(&model, w.to_bytes()).unwrap();
+    let huge = (1u64 << 31).to_string();
+    let mut seen = Vec::new();
+    for extra in [vec![], vec!["--allow-ctx-beyond-training"]] {
+        let mut c = serve_on("127.0.0.1", free_port(), &model);
+        c.args(["--ctx-size", &huge]).args(&extra);
+        let (code, stderr) = exit_within(&mut c, Duration::from_secs(10));
+        eprintln!("--ctx-size {huge} {extra:?}: exit {code:?} (1000+ = was serving): {stderr}");
+        seen.push((code, stderr));
+    }
+    let (code, stderr) = &seen[0];
+    assert_eq!(*code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trained context of 256") && stderr.contains("--allow-ctx-beyond-training"),
+        "{stderr}"
+    );
+    let (code, stderr) = &seen[1];
+    assert_eq!(*code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KV cache")
+            && stderr.contains("available")
+            && stderr.contains("--parallel"),
+        "{stderr}"
+    );
 }
