@@ -309,6 +309,31 @@ fn serve_on(host: &str, port: u16, model: &Path) -> Command {
     c
 }
 
+/// A small synthetic BitNet model trained for `n_ctx` tokens, written into `dir`.
+fn synth_model(dir: &Path, n_ctx: usize) -> std::path::PathBuf {
+    use bitnet_server::gguf::GgmlType;
+    use bitnet_server::synth::{self, Shape};
+    let shape = Shape {
+        name: "serve-test",
+        n_embd: 128,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 256,
+        n_ctx,
+    };
+    let w = synth::build(
+        &shape,
+        GgmlType::I2S,
+        GgmlType::F16,
+        &synth::toy_vocab(40),
+        1,
+    );
+    let path = dir.join("serve-test.gguf");
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    path
+}
+
 /// Run `cmd` (stderr piped) for at most `limit`; its exit code (1000 + the code when it was
 /// still running and had to be stopped with SIGTERM) and stderr.
 fn exit_within(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
@@ -402,27 +427,8 @@ fn open_non_loopback_servers_warn_and_blank_keys_are_refused() {
 /// server that aborts on allocation once a long request grows the cache.
 #[test]
 fn a_context_the_model_or_the_machine_cannot_hold_is_refused_at_start() {
-    use bitnet_server::gguf::GgmlType;
-    use bitnet_server::synth::{self, Shape};
-    const SHAPE: Shape = Shape {
-        name: "ctx-test",
-        n_embd: 64,
-        n_layer: 2,
-        n_head: 4,
-        n_head_kv: 2,
-        n_ff: 128,
-        n_ctx: 256,
-    };
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("ctx-test.gguf");
-    let w = synth::build(
-        &SHAPE,
-        GgmlType::I2S,
-        GgmlType::F16,
-        &synth::toy_vocab(40),
-        1,
-    );
-    std::fs::write(&model, w.to_bytes()).unwrap();
+    let model = synth_model(dir.path(), 256);
     let huge = (1u64 << 31).to_string();
     let mut seen = Vec::new();
     for extra in [vec![], vec!["--allow-ctx-beyond-training"]] {
@@ -446,4 +452,110 @@ fn a_context_the_model_or_the_machine_cannot_hold_is_refused_at_start() {
             && stderr.contains("--parallel"),
         "{stderr}"
     );
+}
+
+/// Issue 16, defect 10, end to end: SIGTERM during a stream from the real engine (a small
+/// synthetic model). While draining, `/health` answers 503 `draining` and a new request 503
+/// `shutting_down`; the stream runs to its end; the process exits 0 within the default
+/// shutdown timeout (8 s) + 1 s, inside `docker stop`'s 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_stream_with_health_draining_and_exits_zero() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), 8192);
+    let port = free_port();
+    let child = serve_on("127.0.0.1", port, &model)
+        .args(["--parallel", "1", "--threads", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = common::client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http.get(format!("{base}/health")).send().await;
+        let text = match r {
+            Ok(r) if r.status() == 200 => break,
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Size the stream to about 1 s at this machine's streaming speed over 512 tokens; it
+    // slows as the context grows (attention), so it lasts a few seconds, inside the 8 s drain.
+    let streaming = |n: usize| {
+        http.post(format!("{base}/completion"))
+            .json(&json!({"prompt": "a", "n_predict": n, "ignore_eos": true,
+                          "temperature": 0, "stream": true}))
+            .send()
+    };
+    let timed = Instant::now();
+    streaming(512).await.unwrap().text().await.unwrap();
+    let rate = 512.0 / timed.elapsed().as_secs_f64();
+    let n_predict = (rate as usize).clamp(256, 2000);
+
+    let mut stream = streaming(n_predict).await.unwrap();
+    let mut body = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    sigterm(&child.0);
+    let signalled = Instant::now();
+    let health = loop {
+        let seen = match http.get(format!("{base}/health")).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let v: Value = r.json().await.unwrap_or_default();
+                format!("{status} {}", v["state"].as_str().unwrap_or("?"))
+            }
+            Err(e) => format!("no answer ({e})"),
+        };
+        if seen != "200 ready" || signalled.elapsed() > Duration::from_secs(2) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let new_request = match http
+        .post(format!("{base}/completion"))
+        .json(&json!({"prompt": "a", "n_predict": 1}))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or_default();
+            format!("{status} {}", v["error"]["code"].as_str().unwrap_or("?"))
+        }
+        Err(e) => format!("no answer ({e})"),
+    };
+    while let Ok(Some(chunk)) = stream.chunk().await {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "serve ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = signalled.elapsed();
+    let events = common::sse_data(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    eprintln!(
+        "n_predict {n_predict} at {rate:.0} tok/s; after SIGTERM: /health -> {health}; new \
+         request -> {new_request}; stream -> {} events, last stop={} tokens_predicted={}; exit \
+         {:?} after {took:?}",
+        events.len(),
+        last["stop"],
+        last["tokens_predicted"],
+        exit.code()
+    );
+    assert_eq!(health, "503 draining");
+    assert_eq!(new_request, "503 shutting_down");
+    assert_eq!(last["stop"], true, "{body}");
+    assert_eq!(last["tokens_predicted"].as_u64(), Some(n_predict as u64));
+    assert_eq!(exit.code(), Some(0));
+    assert!(took < Duration::from_secs(9), "{took:?}");
 }
