@@ -173,8 +173,9 @@ pub struct ServeArgs {
     #[arg(long, short = 'c', env = "BITNET_CTX_SIZE", help_heading = "Inference")]
     pub ctx_size: Option<usize>,
 
-    /// Accept a --ctx-size above the model's trained context (the output degrades past it).
-    /// Without it such a value is refused, as is one whose KV cache cannot fit in memory.
+    /// Accept a --ctx-size above the model's trained context (the output degrades past it);
+    /// without it such a value is refused. One whose KV cache cannot fit in memory is refused
+    /// either way.
     #[arg(
         long,
         env = "BITNET_ALLOW_CTX_BEYOND_TRAINING",
