@@ -19,6 +19,10 @@ use crate::http::metrics::Limits;
 use crate::secret::Secret;
 use bitnet_model::LoadOptions;
 
+/// `--shutdown-timeout`'s default: the drain plus [`crate::serve::FINAL_WRITE_GRACE`] ends
+/// before `docker stop` (10 s) sends SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 8.0;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -51,6 +55,8 @@ pub struct ServeArgs {
     pub port: u16,
 
     /// Require `Authorization: Bearer <KEY>` on every endpoint except /health and /metrics.
+    /// Surrounding whitespace is ignored; an empty BITNET_API_KEY counts as unset, but an
+    /// empty `--api-key ""` or a whitespace-only key is refused.
     #[arg(
         long,
         env = "BITNET_API_KEY",
@@ -63,11 +69,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BITNET_MAX_BODY", default_value = "2MiB", value_parser = parse_size, help_heading = "Server")]
     pub max_body: usize,
 
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before cancelling them.
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before cancelling them;
+    /// `/health` says `draining` (503) meanwhile. The process exits within this + 1 s: keep that
+    /// below the orchestrator's stop timeout (Docker: 10 s, Kubernetes: 30 s by default).
     #[arg(
         long,
         env = "BITNET_SHUTDOWN_TIMEOUT",
-        default_value_t = 10.0,
+        default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_S,
         help_heading = "Server"
     )]
     pub shutdown_timeout: f64,
@@ -158,9 +166,22 @@ pub struct ServeArgs {
     )]
     pub download_read_timeout: f64,
 
-    /// Context length per sequence in tokens [default: the model's trained length].
+    /// Context length per sequence in tokens [default: the model's trained length]. Refused
+    /// when above the trained length (see --allow-ctx-beyond-training) or when the KV cache of
+    /// --parallel sequences this long (f16) cannot fit in the available memory (the cgroup
+    /// limit in a container).
     #[arg(long, short = 'c', env = "BITNET_CTX_SIZE", help_heading = "Inference")]
     pub ctx_size: Option<usize>,
+
+    /// Accept a --ctx-size above the model's trained context (the output degrades past it);
+    /// without it such a value is refused. One whose KV cache cannot fit in memory is refused
+    /// either way.
+    #[arg(
+        long,
+        env = "BITNET_ALLOW_CTX_BEYOND_TRAINING",
+        help_heading = "Inference"
+    )]
+    pub allow_ctx_beyond_training: bool,
 
     /// Threads for the forward pass [default: all available cores].
     #[arg(long, short = 't', env = "BITNET_THREADS", help_heading = "Inference")]
@@ -201,6 +222,35 @@ pub struct ServeOptions {
     pub engine: EngineConfig,
     pub load: LoadOptions,
     pub shutdown_timeout: Duration,
+    /// Delays between attempts when acquiring or loading the model fails.
+    pub retry: RetryPolicy,
+}
+
+/// When acquiring or loading the model fails, `/health` answers 503 `failed` with the reason
+/// and the server tries again after `first`, doubling per failure up to `max`: a network
+/// outage, a full disk or a volume mounted late heals without a restart, and an orchestrator
+/// that restarts unhealthy containers still sees the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failure number `n` (1-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+        self.first.saturating_mul(factor).min(self.max)
+    }
 }
 
 impl ServeArgs {
@@ -285,6 +335,21 @@ impl ServeArgs {
         if read_timeout.is_zero() {
             return Err(err("--download-read-timeout must be more than 0".into()));
         }
+        let api_key = match &self.api_key {
+            // `main` already dropped an empty BITNET_API_KEY (empty env = unset), so a blank
+            // key here came from `--api-key ""` or is only whitespace: refusing it beats
+            // silently serving without authentication.
+            Some(key) if key.is_blank() => {
+                return Err(err(
+                    "--api-key (BITNET_API_KEY) is empty or only whitespace, which would leave \
+                     the API open; set a real key, or omit --api-key / unset BITNET_API_KEY to \
+                     serve without one"
+                        .into(),
+                ));
+            }
+            Some(key) => Some(Secret::new(key.expose().trim())),
+            None => None,
+        };
         let endpoint = self.hf_endpoint.trim_end_matches('/').to_string();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(err(format!(
@@ -315,7 +380,7 @@ impl ServeArgs {
             api: ApiConfig {
                 model_id,
                 aliases,
-                api_key: self.api_key.clone().filter(|k| !k.expose().is_empty()),
+                api_key,
                 max_body: self.max_body,
                 limits: Limits {
                     queue_size: self.queue_size,
@@ -334,6 +399,7 @@ impl ServeArgs {
                 ..LoadOptions::default()
             },
             shutdown_timeout,
+            retry: RetryPolicy::default(),
         })
     }
 }
@@ -447,6 +513,26 @@ mod tests {
         assert_eq!(o.listen.to_string(), "[::1]:9");
     }
 
+    /// Issue 16, defect 10: the drain must end inside `docker stop`'s default 10 s.
+    #[test]
+    fn default_shutdown_fits_dockers_stop_timeout() {
+        let o = parse(&["--model", "a"]).unwrap();
+        let exit_by = o.shutdown_timeout + crate::serve::FINAL_WRITE_GRACE;
+        eprintln!(
+            "default shutdown timeout {:?}, exit by {exit_by:?}",
+            o.shutdown_timeout
+        );
+        assert!(exit_by < Duration::from_secs(10), "{exit_by:?}");
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        let r = RetryPolicy::default();
+        let d: Vec<u64> = (1..=8).map(|n| r.delay(n).as_secs()).collect();
+        assert_eq!(d, vec![5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(r.delay(u32::MAX).as_secs(), 300);
+    }
+
     #[test]
     fn secrets_stay_out_of_debug() {
         let o = parse(&[
@@ -461,5 +547,19 @@ mod tests {
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("sekrit"), "{dbg}");
         assert_eq!(o.api.api_key.unwrap().expose(), "sekrit-key");
+    }
+
+    #[test]
+    fn blank_api_keys_are_refused_and_keys_trimmed() {
+        for blank in ["", "   ", "\t\n"] {
+            let e = parse(&["--model", "a", "--api-key", blank]).unwrap_err();
+            assert!(
+                e.contains("BITNET_API_KEY") && e.contains("empty or only whitespace"),
+                "{blank:?}: {e}"
+            );
+        }
+        let o = parse(&["--model", "a", "--api-key", "  sk-1 \n"]).unwrap();
+        assert_eq!(o.api.api_key.unwrap().expose(), "sk-1");
+        assert!(parse(&["--model", "a"]).unwrap().api.api_key.is_none());
     }
 }

@@ -5,6 +5,10 @@
 //! from any step. A local `--model` file skips `downloading`; a file without a checksum to check
 //! skips `verifying`.
 //!
+//! Separately from the model's state, the server can be *draining* (after SIGTERM/SIGINT, while
+//! in-flight requests finish): `/health` then reports state and status `draining` (503), unless
+//! the model had failed, which it keeps reporting.
+//!
 //! This module does NOT drive the lifecycle (see `serve`) or format HTTP responses beyond the
 //! serialisable [`HealthReport`].
 
@@ -30,7 +34,7 @@ pub enum ModelState {
     Loading,
     /// Serving.
     Ready,
-    /// Acquisition or loading failed; the server keeps answering with this reason.
+    /// Acquisition or loading failed, or the engine died; `/health` answers 503 with the reason.
     Failed { reason: String },
 }
 
@@ -81,7 +85,7 @@ impl ModelState {
             ModelState::Verifying { .. } => "verifying the model file's sha256".to_string(),
             ModelState::Loading => "loading the model".to_string(),
             ModelState::Ready => "ready".to_string(),
-            ModelState::Failed { reason } => format!("the model failed to load: {reason}"),
+            ModelState::Failed { reason } => format!("the model failed: {reason}"),
         }
     }
 }
@@ -114,9 +118,11 @@ pub struct ProgressReport {
 /// The `/health` body.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HealthReport {
-    /// llama.cpp-compatible summary: `ok` when ready, `loading` on the way, `error` on failure.
+    /// llama.cpp-compatible summary: `ok` when ready, `loading` on the way, `error` on failure,
+    /// `draining` while shutting down.
     pub status: &'static str,
-    /// The lifecycle state: missing | downloading | verifying | loading | ready | failed.
+    /// The lifecycle state: missing | downloading | verifying | loading | ready | failed, or
+    /// `draining` while shutting down.
     pub state: &'static str,
     /// The name the API serves the model under.
     pub model: String,
@@ -139,6 +145,8 @@ struct Inner {
     state: ModelState,
     kernel: Option<String>,
     since: Instant,
+    /// When shutdown began (see [`Health::begin_draining`]).
+    draining_since: Option<Instant>,
 }
 
 /// The shared lifecycle state.
@@ -157,6 +165,7 @@ impl Health {
                 state: ModelState::Missing,
                 kernel: None,
                 since: Instant::now(),
+                draining_since: None,
             }),
         }
     }
@@ -180,6 +189,41 @@ impl Health {
             }
         }
         inner.state = state;
+    }
+
+    /// The engine can serve no more (see `EngineHandle::fatal`): `failed` with a reason that
+    /// says the process exits. Idempotent.
+    pub fn engine_failed(&self, message: &str) {
+        let reason = format!(
+            "the inference engine stopped: {message}; the server exits (status 1) so that it \
+             is restarted"
+        );
+        if self.state()
+            != (ModelState::Failed {
+                reason: reason.clone(),
+            })
+        {
+            self.set(ModelState::Failed { reason });
+        }
+    }
+
+    /// The server is shutting down: `/health` says `draining` (503) from now on, so that load
+    /// balancers stop sending requests while in-flight ones finish. Idempotent.
+    pub fn begin_draining(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner.draining_since.is_none() {
+            inner.draining_since = Some(Instant::now());
+            tracing::info!(state = "draining", "server state");
+        }
+    }
+
+    /// Whether [`Health::begin_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .draining_since
+            .is_some()
     }
 
     /// Record the kernel set chosen at load time.
@@ -224,6 +268,23 @@ impl Health {
             }),
             _ => None,
         };
+        let draining = match (state, inner.draining_since) {
+            (ModelState::Failed { .. }, _) | (_, None) => None,
+            (_, Some(since)) => Some(since),
+        };
+        if let Some(since) = draining {
+            return HealthReport {
+                status: "draining",
+                state: "draining",
+                model: self.model.clone(),
+                kernel: inner.kernel.clone(),
+                message: "shutting down: in-flight requests are finishing; new requests get 503"
+                    .to_string(),
+                progress: None,
+                reason: None,
+                seconds_in_state: since.elapsed().as_secs_f64(),
+            };
+        }
         HealthReport {
             status: match state {
                 ModelState::Ready => "ok",
@@ -273,6 +334,20 @@ mod tests {
         let r = h.report();
         assert_eq!((r.status, r.kernel.as_deref()), ("ok", Some("avx2")));
         assert!(h.is_ready());
+    }
+
+    #[test]
+    fn draining_overrides_ready_but_not_failed() {
+        let h = Health::new("m");
+        h.set(ModelState::Ready);
+        h.begin_draining();
+        let r = h.report();
+        assert_eq!((r.status, r.state), ("draining", "draining"));
+        assert!(h.is_draining());
+        h.set(ModelState::Failed {
+            reason: "engine died".into(),
+        });
+        assert_eq!(h.report().state, "failed");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod health;
 pub mod healthcheck;
 pub mod http;
+pub mod memory;
 pub mod sampling;
 pub mod secret;
 pub mod serve;

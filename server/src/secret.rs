@@ -22,16 +22,25 @@ impl Secret {
         &self.0
     }
 
-    /// Constant-time comparison (no early exit on the first differing byte).
+    /// Whether `candidate` is this secret, both sides trimmed of surrounding whitespace (a key
+    /// pasted with a newline still works). Constant time without leaking the length: both are
+    /// hashed with SHA-256 and the two digests compared with an xor-fold (no early exit), so the
+    /// time depends on neither where the first difference is nor how long either value is
+    /// (beyond the hash's block count).
     pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            let x = a.get(i).copied().unwrap_or(0);
-            let y = b.get(i).copied().unwrap_or(0);
-            diff |= usize::from(x ^ y);
-        }
-        diff == 0
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.trim().as_bytes());
+        let b = Sha256::digest(candidate.trim().as_bytes());
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+
+    /// Whether the value is empty or only whitespace (never a usable key or token).
+    pub fn is_blank(&self) -> bool {
+        self.0.trim().is_empty()
     }
 }
 
@@ -72,5 +81,17 @@ mod tests {
         assert!(!s.matches("ke"));
         assert!(!s.matches("key2"));
         assert!(!s.matches("kez"));
+    }
+
+    #[test]
+    fn matches_trims_both_sides() {
+        let s = Secret::new("  sk-key\n");
+        assert!(s.matches("sk-key"));
+        assert!(s.matches(" sk-key \t"));
+        assert!(!s.matches("sk-kez"), "same length, one byte differs");
+        assert!(!s.matches("sk-key-longer"));
+        assert!(!s.matches(""));
+        assert!(Secret::new(" \t\n").is_blank());
+        assert!(!s.is_blank());
     }
 }

@@ -1,6 +1,9 @@
 //! The `serve` lifecycle: listen at once, acquire and load the model in the background while
-//! `/health` reports progress, then serve; on the shutdown signal stop accepting connections, let
-//! in-flight requests finish for up to the shutdown timeout, cancel what is left, and return.
+//! `/health` reports progress (a failed attempt shows as `failed`, 503 with the reason, and is
+//! retried with backoff, see [`crate::config::RetryPolicy`]), then serve; on the shutdown signal
+//! drain: `/health` says `draining` (503), new API requests get 503 `shutting_down`, in-flight
+//! ones finish for up to the shutdown timeout; then close the listener, cancel what is left, and
+//! return.
 //!
 //! This module does NOT parse flags (see `config`), install signal handlers or logging (the
 //! binary does), or know how a model is built: a [`ModelLoader`] is passed in.
@@ -9,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -35,7 +39,18 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error(
+        "the inference engine stopped and cannot serve any more requests: {0}. Exiting with \
+         status 1 so that the supervisor (Docker restart policy, Kubernetes, systemd) restarts \
+         the server; please report the message above"
+    )]
+    EngineFailed(String),
 }
+
+/// After the drain (or its timeout), how long open connections get to write their last bytes
+/// before they are closed: the process exits within `--shutdown-timeout` + this (+ stopping the
+/// engine thread), which must fit the orchestrator's stop window (Docker: 10 s by default).
+pub const FINAL_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Bind `options.listen` and run until `shutdown` completes.
 pub async fn run(
@@ -83,21 +98,47 @@ pub async fn run_with(
     let app = http::router(state.clone());
 
     tracing::info!(%addr, model = %options.source, "listening; the model is acquired in the background");
+    if options.api.api_key.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving WITHOUT an API key on a non-loopback address: anyone who can reach this \
+             port can use the model. Set --api-key (BITNET_API_KEY), or listen on 127.0.0.1 \
+             (--host, BITNET_HOST) behind a proxy that authenticates"
+        );
+    }
     let lifecycle = {
         let (options, state) = (options.clone(), state.clone());
         tokio::spawn(async move {
             let health = state.health.clone();
-            let run = AssertUnwindSafe(acquire_and_load(options, loader, state)).catch_unwind();
-            if let Err(panic) = run.await {
-                // Never leave /health saying "downloading" forever.
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+            for failures in 1u32.. {
+                let run = AssertUnwindSafe(acquire_and_load(
+                    options.clone(),
+                    loader.clone(),
+                    state.clone(),
+                ))
+                .catch_unwind();
+                let reason = match run.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(reason)) => reason,
+                    // Never leave /health saying "downloading" forever.
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        format!("internal error while preparing the model: {what}")
+                    }
+                };
+                // `failed` (503 with the reason) until the next attempt starts.
+                let delay = options.retry.delay(failures);
                 health.set(ModelState::Failed {
-                    reason: format!("internal error while preparing the model: {what}"),
+                    reason: format!(
+                        "{reason} (attempt {failures}; retrying in {:.1} s)",
+                        delay.as_secs_f64()
+                    ),
                 });
+                tokio::time::sleep(delay).await;
             }
         })
     };
@@ -115,10 +156,19 @@ pub async fn run_with(
     });
 
     // The shutdown future is polled here, not in a task of its own: if it ever failed, the
-    // failure would surface instead of leaving a server that ignores SIGTERM.
+    // failure would surface instead of leaving a server that ignores SIGTERM. A dead engine
+    // (scheduler panic) ends the server the same way, then `run` returns an error: a process
+    // that answers every request with 503 must not stay up looking alive.
     tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => draining.cancel(),
+    let fatal = engine_failure(state.clone());
+    tokio::pin!(fatal);
+    let failure = tokio::select! {
+        _ = &mut shutdown => None,
+        message = &mut fatal => {
+            state.health.engine_failed(&message);
+            tracing::error!(%message, "the inference engine stopped; shutting down to be restarted");
+            Some(message)
+        }
         result = &mut server => {
             // The server stopped on its own: an accept-loop error.
             lifecycle.abort();
@@ -129,54 +179,76 @@ pub async fn run_with(
                 Err(e) => Err(ServeError::Server(std::io::Error::other(e))),
             };
         }
-    }
-
-    tracing::info!(
-        timeout_s = options.shutdown_timeout.as_secs_f64(),
-        "shutting down: no new connections; letting in-flight requests finish"
-    );
+    };
+    // Drain with the listener open: `/health` says `draining` (503) so probes and load
+    // balancers see the shutdown, new API requests get 503 `shutting_down`, and the requests
+    // already running finish, each counted until its response body is sent to the end (waiting
+    // on the engine instead would cut streams whose last events are generated but not sent).
     lifecycle.abort();
+    state.health.begin_draining();
     if let Some(engine) = state.engine.get() {
         engine.handle.begin_shutdown();
     }
-    // The server finishes once every connection is done: each in-flight response (streams
-    // included) has been written to the end. Waiting on the engine instead would cut streams
-    // whose last events are generated but not yet sent.
-    let finished = match tokio::time::timeout(options.shutdown_timeout, &mut server).await {
+    tracing::info!(
+        timeout_s = options.shutdown_timeout.as_secs_f64(),
+        in_flight = state.in_flight.load(Ordering::SeqCst),
+        "shutting down: /health says draining, new requests get 503; letting in-flight \
+         requests finish"
+    );
+    let drained = tokio::time::timeout(options.shutdown_timeout, async {
+        while state.in_flight.load(Ordering::SeqCst) > 0 && !server.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok();
+    // Close the listener: idle keep-alive connections end, a probe being answered finishes.
+    draining.cancel();
+    if !drained {
+        let stats = state
+            .engine
+            .get()
+            .map(|e| e.handle.stats())
+            .unwrap_or_default();
+        tracing::warn!(
+            in_flight = state.in_flight.load(Ordering::SeqCst),
+            active = stats.active,
+            queued = stats.queued,
+            "shutdown timeout reached; cancelling the remaining requests"
+        );
+        // End open streams and fail whatever is still generating; the connections get
+        // FINAL_WRITE_GRACE to write their final bytes.
+        stream_cancel.cancel();
+        stop_engine(&state).await;
+    }
+    let finished = match tokio::time::timeout(FINAL_WRITE_GRACE, &mut server).await {
         Ok(result) => Some(result),
         Err(_) => {
-            let stats = state
-                .engine
-                .get()
-                .map(|e| e.handle.stats())
-                .unwrap_or_default();
-            tracing::warn!(
-                active = stats.active,
-                queued = stats.queued,
-                "shutdown timeout reached; cancelling the remaining requests"
-            );
-            // End open streams and fail whatever is still generating, then give the
-            // connections a moment to write their final bytes.
-            stream_cancel.cancel();
-            stop_engine(&state).await;
-            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
-                Ok(result) => Some(result),
-                Err(_) => {
-                    tracing::warn!(
-                        "connections still open after the shutdown deadline; closing them"
-                    );
-                    server.abort();
-                    None
-                }
-            }
+            tracing::warn!("connections still open after the shutdown deadline; closing them");
+            server.abort();
+            None
         }
     };
     stop_engine(&state).await;
+    if let Some(message) = failure {
+        return Err(ServeError::EngineFailed(message));
+    }
     if let Some(Ok(Err(e))) = finished {
         return Err(ServeError::Server(e));
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Resolves with the engine's fatal message once it has one (see `EngineHandle::fatal`); never
+/// while no engine is loaded or it is healthy.
+async fn engine_failure(state: AppState) -> String {
+    loop {
+        if let Some(message) = state.engine.get().and_then(|e| e.handle.fatal()) {
+            return message;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn stop_engine(state: &AppState) {
@@ -204,19 +276,18 @@ impl ProgressSink for HealthSink {
     }
 }
 
-/// The background task: model file → loaded engine → ready, or failed with the reason.
-async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, state: AppState) {
+/// One attempt of the background task: model file → loaded engine → ready, or the reason it
+/// failed (the caller reports it and retries).
+async fn acquire_and_load(
+    options: ServeOptions,
+    loader: Arc<dyn ModelLoader>,
+    state: AppState,
+) -> Result<(), String> {
     let health = state.health.clone();
     let sink = HealthSink(health.clone());
-    let acquired = match download::acquire(&options.source, &options.download, &sink).await {
-        Ok(a) => a,
-        Err(e) => {
-            health.set(ModelState::Failed {
-                reason: e.to_string(),
-            });
-            return;
-        }
-    };
+    let acquired = download::acquire(&options.source, &options.download, &sink)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         path = %acquired.path.display(),
         sha256 = acquired.sha256.as_ref().map(|s| s.to_string()).unwrap_or_default(),
@@ -231,18 +302,8 @@ async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, s
     let loaded = tokio::task::spawn_blocking(move || loader.load(&path, &load, parallel)).await;
     let model = match loaded {
         Ok(Ok(model)) => model,
-        Ok(Err(e)) => {
-            health.set(ModelState::Failed {
-                reason: format!("could not load {}: {e}", acquired.path.display()),
-            });
-            return;
-        }
-        Err(e) => {
-            health.set(ModelState::Failed {
-                reason: format!("the model loader crashed: {e}"),
-            });
-            return;
-        }
+        Ok(Err(e)) => return Err(format!("could not load {}: {e}", acquired.path.display())),
+        Err(e) => return Err(format!("the model loader crashed: {e}")),
     };
     let kernel = model.kernel.clone();
     match Engine::start(model, options.engine.clone()) {
@@ -252,9 +313,8 @@ async fn acquire_and_load(options: ServeOptions, loader: Arc<dyn ModelLoader>, s
             if state.set_engine(Arc::new(engine)).is_ok() {
                 health.set(ModelState::Ready);
             }
+            Ok(())
         }
-        Err(e) => health.set(ModelState::Failed {
-            reason: format!("could not start the engine thread: {e}"),
-        }),
+        Err(e) => Err(format!("could not start the engine thread: {e}")),
     }
 }

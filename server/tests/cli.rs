@@ -230,6 +230,45 @@ fn perplexity_runs_like_llama_cpp() {
     );
 }
 
+/// Issue 16, defect 11: `generate` refuses a context above the trained one (256 here) unless
+/// allowed, and one whose KV cache cannot fit in memory, with a clear error and no abort.
+#[test]
+fn a_context_the_model_or_the_machine_cannot_hold_is_refused() {
+    let m = model().to_str().unwrap();
+    let huge = (1u64 << 31).to_string();
+    let base = [
+        "generate",
+        "-m",
+        m,
+        "-p",
+        "hi",
+        "-n",
+        "2",
+        "-c",
+        huge.as_str(),
+    ];
+    let beyond = run(&base);
+    let allowed = run(&[&base[..], &["--allow-ctx-beyond-training"]].concat());
+    let fits = run(&["generate", "-m", m, "-p", "hi", "-n", "2", "-c", "256"]);
+    for (what, o) in [("beyond", &beyond), ("allowed", &allowed), ("256", &fits)] {
+        eprintln!(
+            "-c {what}: exit {:?}: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    assert_eq!(beyond.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&beyond.stderr);
+    assert!(err.contains("trained context of 256"), "{err}");
+    assert_eq!(allowed.status.code(), Some(1), "an error, not an abort");
+    let err = String::from_utf8_lossy(&allowed.stderr);
+    assert!(
+        err.contains("KV cache") && err.contains("available"),
+        "{err}"
+    );
+    assert!(fits.status.success());
+}
+
 #[test]
 fn bad_model_files_are_clear_errors() {
     let o = run(&["logits", "-m", "/nonexistent/model.gguf", "--tokens", "1"]);

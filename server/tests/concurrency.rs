@@ -321,20 +321,16 @@ async fn a_client_disconnect_mid_stream_stops_generation() {
     s.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-#[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
-async fn shutdown_lets_in_flight_requests_finish() {
-    let s = TestServer::ready(Setup {
-        step_delay: Duration::from_millis(10),
-        endless: true,
-        ..Setup::default()
-    })
-    .await;
+/// A streaming greedy completion of `max_tokens` on `s`, returned once its first decode step
+/// ran; the task yields the whole SSE body.
+async fn stream_started(s: &TestServer, max_tokens: usize) -> tokio::task::JoinHandle<String> {
     let url = s.url("/v1/completions");
     let stream = tokio::spawn(async move {
         let r = client()
             .post(url)
-            .json(&json!({"prompt": "a", "max_tokens": 30, "stream": true, "temperature": 0}))
+            .json(
+                &json!({"prompt": "a", "max_tokens": max_tokens, "stream": true, "temperature": 0}),
+            )
             .send()
             .await
             .unwrap();
@@ -345,6 +341,19 @@ async fn shutdown_lets_in_flight_requests_finish() {
         stats.steps_of(0) > 0
     })
     .await;
+    stream
+}
+
+#[tokio::test]
+#[ignore = "asserts a wall-clock bound: run by cargo xtask ci"]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let s = TestServer::ready(Setup {
+        step_delay: Duration::from_millis(10),
+        endless: true,
+        ..Setup::default()
+    })
+    .await;
+    let stream = stream_started(&s, 30).await;
     let base = s.base.clone();
     let started = Instant::now();
     s.shutdown().await.unwrap();
@@ -368,6 +377,70 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert!(started.elapsed() < Duration::from_secs(4));
     // The listener is closed.
     assert!(client().get(format!("{base}/health")).send().await.is_err());
+}
+
+/// Issue 16, defect 10: during the drain the listener stays open, `/health` answers 503
+/// `draining`, a new request gets 503 `shutting_down`, the in-flight stream completes, and the
+/// server returns Ok well within the shutdown timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_is_503_on_health_and_new_requests_while_in_flight_ones_finish() {
+    let mut s = TestServer::ready(Setup {
+        step_delay: Duration::from_millis(10),
+        endless: true,
+        shutdown_timeout: Duration::from_secs(8),
+        ..Setup::default()
+    })
+    .await;
+    let stream = stream_started(&s, 100).await;
+    let started = Instant::now();
+    s.trigger_shutdown();
+    // Poll /health until it reports the drain (or the connection is refused).
+    let health = loop {
+        let probe = client().get(s.url("/health")).send().await;
+        let seen = match probe {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                format!("{status} {}", body["state"].as_str().unwrap_or("?"))
+            }
+            Err(e) => format!("no answer ({e})"),
+        };
+        if seen != "200 ready" || started.elapsed() > Duration::from_secs(2) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let new_request = match client()
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "a", "max_tokens": 1}))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            format!("{status} {}", body["error"]["code"].as_str().unwrap_or("?"))
+        }
+        Err(e) => format!("no answer ({e})"),
+    };
+    let body = stream.await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), s.task.take().unwrap())
+        .await
+        .expect("run returned")
+        .unwrap();
+    let took = started.elapsed();
+    let events = sse_data(&body);
+    eprintln!(
+        "while draining: /health -> {health}; new request -> {new_request}; in-flight stream \
+         -> {} events, last {:?}; run returned {result:?} after {took:?}",
+        events.len(),
+        events.last()
+    );
+    assert_eq!(health, "503 draining");
+    assert_eq!(new_request, "503 shutting_down");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
 }
 
 #[tokio::test]

@@ -624,3 +624,61 @@ async fn a_corrupted_download_leaves_the_server_failed_with_the_reason() {
     );
     s.shutdown().await.unwrap();
 }
+
+/// Issue 16, defect 6: HF_TOKEN goes only to the hub's origin. The hub (127.0.0.1) redirects
+/// /resolve to a CDN on another host (127.0.0.2) with a protocol-relative `Location:
+/// //127.0.0.2:PORT/cdn/…` that carries no metadata headers; neither the metadata `HEAD` nor the file `GET` may carry the token
+/// there.
+#[tokio::test]
+async fn hf_token_never_follows_a_protocol_relative_redirect_to_another_host() {
+    let token = "hf_TestSecretToken_protocol_relative";
+    let hub = FakeHub::start().await;
+    let Ok(cdn) =
+        tokio::time::timeout(Duration::from_secs(5), FakeHub::start_on("127.0.0.2")).await
+    else {
+        panic!("could not listen on 127.0.0.2");
+    };
+    let bytes = hub::content(20_000, 21);
+    hub.add("org/model", "gated.gguf", bytes.clone());
+    cdn.add("org/model", "gated.gguf", bytes.clone());
+    hub.redirect_cdn_protocol_relative_to(&cdn);
+    // Without the hub's metadata headers the client looks further (a renamed repo's redirect).
+    hub.faults()
+        .bare_redirect
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cache = tempfile::tempdir().unwrap();
+    let with_token = DownloadOptions {
+        token: Some(Secret::new(token)),
+        ..options(&hub, cache.path())
+    };
+    let got = download::acquire(
+        &hub_source("gated.gguf", None),
+        &with_token,
+        &download::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&got.path).unwrap(), bytes);
+    let at_hub: Vec<_> = hub.seen().into_iter().map(|s| s.authorization).collect();
+    let at_cdn: Vec<_> = cdn
+        .seen()
+        .into_iter()
+        .map(|s| (s.method, s.authorization))
+        .collect();
+    eprintln!(
+        "requests with the token: hub {} of {}, other host {} of {} ({at_cdn:?})",
+        at_hub.iter().filter(|a| a.is_some()).count(),
+        at_hub.len(),
+        at_cdn.iter().filter(|(_, a)| a.is_some()).count(),
+        at_cdn.len()
+    );
+    assert!(at_hub.iter().any(|a| a.is_some()), "the hub got the token");
+    assert!(
+        at_cdn.iter().all(|(_, a)| a.is_none()),
+        "the token reached the other host: {at_cdn:?}"
+    );
+    assert!(
+        at_cdn.iter().any(|(m, _)| m == "GET"),
+        "the CDN served the file"
+    );
+}

@@ -265,3 +265,111 @@ fn concurrent_streams_all_complete_and_overload_is_503() {
         "server unhealthy after the burst"
     );
 }
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Issue 16, defect 1: a 2 MB `/tokenize` body of `"1 "` (a million tokens) with `with_pieces`
+/// once built one JSON object per token on an async worker (3.1 GB peak RSS for one request).
+/// Four at once must grow the server's peak RSS by less than 100 MB, and `/health` must keep
+/// answering meanwhile. A watchdog kills the server past 1.5 GB so the unfixed code fails
+/// without exhausting the machine.
+#[test]
+fn four_tokenize_bombs_at_once_stay_under_100_mb() {
+    let s = Server::start(&[]);
+    let pid = s.child.id();
+    // Warm up the allocator and the tokenizer with a small request first.
+    let (status, _) = s
+        .request(
+            "POST",
+            "/tokenize",
+            r#"{"content":"1 1 1","with_pieces":true}"#,
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    let (base_rss, _) = rss_kib(pid).unwrap();
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, killed) = (done.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let mut max_seen = base_rss;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some((rss, _)) = rss_kib(pid) {
+                    max_seen = max_seen.max(rss);
+                    if rss > base_rss + 1536 * 1024 {
+                        killed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        let _ = Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status();
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            max_seen
+        })
+    };
+
+    let limit = 2 * 1024 * 1024;
+    let prefix = r#"{"with_pieces":true,"content":""#;
+    let reps = (limit - prefix.len() - 2) / 2;
+    let body = format!("{prefix}{}\"}}", "1 ".repeat(reps));
+    assert!(body.len() <= limit);
+    let body = std::sync::Arc::new(body);
+    let bombs: Vec<_> = (0..4)
+        .map(|_| {
+            let (port, body) = (s.port, body.clone());
+            std::thread::spawn(move || {
+                let srv = Server {
+                    child: Command::new("true").spawn().unwrap(),
+                    port,
+                };
+                match srv.request("POST", "/tokenize", &body) {
+                    Ok((status, text)) => (status, text.len(), text.chars().take(300).collect()),
+                    Err(e) => (0, 0, e.to_string()),
+                }
+            })
+        })
+        .collect();
+    // Liveness while the bombs are processed: /health answers (bounded wait, not a speed test).
+    std::thread::sleep(Duration::from_millis(200));
+    let health_during = s.request("GET", "/health", "").map(|r| r.0).unwrap_or(0);
+    let results: Vec<(u16, usize, String)> = bombs.into_iter().map(|h| h.join().unwrap()).collect();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let max_seen = watchdog.join().unwrap();
+    let was_killed = killed.load(std::sync::atomic::Ordering::SeqCst);
+    // VmHWM is the kernel's exact peak; once the watchdog killed the server, its last sample.
+    let peak = rss_kib(pid).map_or(max_seen, |(_, hwm)| hwm);
+    let growth_mb = peak.saturating_sub(base_rss) as f64 / 1024.0;
+    eprintln!(
+        "tokenize bombs: RSS before {:.1} MB, peak {:.1} MB, growth {growth_mb:.1} MB, \
+         killed by the watchdog: {was_killed}, /health during: {health_during}, \
+         responses (status, bytes): {:?}",
+        base_rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        results.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>()
+    );
+    assert!(!was_killed, "the server passed 1.5 GB of RSS growth");
+    assert!(growth_mb < 100.0, "peak RSS grew by {growth_mb:.1} MB");
+    assert_eq!(
+        health_during, 200,
+        "/health did not answer during the bombs"
+    );
+    for (status, _, text) in &results {
+        assert_eq!(*status, 400, "{text}");
+        assert!(text.contains("tokens"), "{text}");
+    }
+    assert_eq!(s.request("GET", "/health", "").unwrap().0, 200);
+}

@@ -552,6 +552,39 @@ async fn api_key_is_required_except_for_probes() {
     s.shutdown().await.unwrap();
 }
 
+/// Issue 16, defect 9: keys are compared trimmed on both sides (a configured key pasted with
+/// a newline works), and a wrong key is refused whether or not its length matches.
+#[tokio::test]
+async fn api_keys_are_trimmed_and_wrong_keys_refused_at_any_length() {
+    let s = TestServer::ready(Setup {
+        api_key: Some("  sk-test-key\n".into()),
+        ..Setup::default()
+    })
+    .await;
+    let body = json!({"prompt": "a", "max_tokens": 1});
+    let mut seen = Vec::new();
+    for (presented, want) in [
+        ("sk-test-key", 200),
+        ("   sk-test-key", 200),
+        ("sk-test-kez", 401),
+        ("sk-test-ke", 401),
+        ("sk-test-key-longer", 401),
+        ("x", 401),
+    ] {
+        let r = client()
+            .post(s.url("/v1/completions"))
+            .header("authorization", format!("Bearer {presented}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        seen.push(format!("{presented:?} -> {}", r.status().as_u16()));
+        assert_eq!(r.status().as_u16(), want, "{presented:?}: {seen:?}");
+    }
+    eprintln!("bearer token -> status: {seen:?}");
+    s.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_tokens() {
     let s = TestServer::ready(Setup::default()).await;
@@ -685,5 +718,91 @@ async fn generated_control_tokens_are_not_shown() {
         })
         .collect();
     assert_eq!(text, "zab");
+    s.shutdown().await.unwrap();
+}
+
+/// Issue 16, defect 3: after a scheduler panic every request failed with 503 while `/health`
+/// stayed 200 "ready", so no orchestrator restarted the zombie. Now `/health` answers 503
+/// `failed` with the reason from the moment the engine dies, and `serve::run` returns
+/// `ServeError::EngineFailed` (the binary exits with status 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_panic_turns_health_unhealthy_and_ends_the_server() {
+    let mut s = TestServer::ready(Setup {
+        panic_on: Some(u32::from(b'!')),
+        ..Setup::default()
+    })
+    .await;
+    let (status, body) = post(&s.url("/completion"), json!({"prompt": "boom!"})).await;
+    eprintln!("the request that hit the panic: {status} {body}");
+    assert_eq!(status, 500, "{body}");
+    // Until the server has closed its listener, /health must say unhealthy.
+    let health = match client().get(s.url("/health")).send().await {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, format!("connection failed: {e}")),
+    };
+    eprintln!("/health after the panic: {} {}", health.0, health.1);
+    assert_ne!(health.0, 200, "{}", health.1);
+    if health.0 != 0 {
+        assert_eq!(health.0, 503, "{}", health.1);
+        assert!(health.1.contains("\"state\":\"failed\""), "{}", health.1);
+        assert!(health.1.contains("test backend: token 33"), "{}", health.1);
+    }
+    let task = s.task.take().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the server ended on its own after the engine died")
+        .unwrap();
+    eprintln!("serve::run returned: {result:?}");
+    let report = s.state.health.report();
+    assert_eq!(report.state, "failed", "{report:?}");
+    let message = result.expect_err("run must fail").to_string();
+    assert!(
+        message.contains("inference engine") && message.contains("test backend"),
+        "{message}"
+    );
+}
+
+/// Issue 16, defect 4: a failed acquisition or load is not permanent. `/health` answers 503
+/// `failed` with the reason (and when the next attempt is), and the server retries with
+/// backoff: here the model file appears after the first failure and the server becomes ready
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_model_is_503_with_the_reason_and_retried_until_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("late.gguf");
+    let s = TestServer::start(Setup {
+        source: Some(bitnet_server::download::ModelSource::Local {
+            path: model.clone(),
+            sha256: None,
+        }),
+        retry_first: Duration::from_millis(300),
+        ..Setup::default()
+    })
+    .await;
+    s.wait_for_state("failed", Duration::from_secs(10)).await;
+    let r = client().get(s.url("/health")).send().await.unwrap();
+    let failed_status = r.status().as_u16();
+    let failed: Value = r.json().await.unwrap();
+    eprintln!("/health while the file is missing: {failed_status} {failed}");
+    assert_eq!(failed_status, 503);
+    assert_eq!(failed["status"], "error");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("late.gguf"), "{failed}");
+
+    std::fs::write(&model, b"the test loader ignores the contents").unwrap();
+    s.wait_for_state("ready", Duration::from_secs(20)).await;
+    let ready_status = client()
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    eprintln!("/health once the file exists: {ready_status}");
+    assert_eq!(ready_status, 200);
+    assert!(reason.contains("retrying in"), "{failed}");
     s.shutdown().await.unwrap();
 }

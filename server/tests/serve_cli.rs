@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,27 @@ fn healthcheck(url: &str) -> (i32, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Poll `url` with the healthcheck subcommand until it reports `failed`; its output.
+fn wait_until_failed(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, text) = healthcheck(url);
+        if text.contains("\"state\":\"failed\"") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never reached `failed`: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 #[test]
@@ -155,6 +177,7 @@ fn help_documents_env_vars_and_hides_secrets() {
         "BITNET_SHA256",
         "BITNET_MODEL_DIR",
         "BITNET_CTX_SIZE",
+        "BITNET_ALLOW_CTX_BEYOND_TRAINING",
         "BITNET_THREADS",
         "BITNET_PARALLEL",
         "BITNET_QUEUE_SIZE",
@@ -210,17 +233,11 @@ fn sigterm_works_when_stderr_is_a_closed_pipe() {
         .unwrap();
     drop(child.stderr.take());
     let mut child = Reap(child);
-    let url = format!("http://127.0.0.1:{port}/health");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthcheck(&url).1.contains("\"state\":\"failed\"") {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(10),
+    );
+    sigterm(&child.0);
     let started = Instant::now();
     let exit = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
@@ -233,4 +250,314 @@ fn sigterm_works_when_stderr_is_a_closed_pipe() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
+}
+
+/// Issue 16, defect 5: credentials in `--model-url` (user:password@ and a presigned query
+/// string) appear neither in the logs nor in the public `/health` reason.
+#[test]
+fn model_url_credentials_reach_neither_logs_nor_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Nothing listens there: the download fails after one attempt with a network error.
+    let dead = free_port();
+    let url = format!(
+        "http://alice:pw-s3cret@127.0.0.1:{dead}/m.gguf?X-Amz-Signature=sig-s3cret&token=tok-s3cret"
+    );
+    let child = clean(&mut Command::new(BIN))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--log-format", "json", "--download-retries", "0"])
+        .args(["--model-url", &url])
+        .arg("--model-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let text = wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(20),
+    );
+    sigterm(&child.0);
+    let _ = child.0.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    eprintln!(
+        "secrets in /health: {}, in the logs: {} (of {} log lines)\n/health: {text}",
+        text.matches("s3cret").count(),
+        logs.matches("s3cret").count(),
+        logs.lines().count()
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!logs.contains("s3cret"), "{logs}");
+    assert!(
+        text.contains("127.0.0.1") && text.contains("m.gguf"),
+        "{text}"
+    );
+    assert!(
+        logs.contains("X-Amz-Signature=***"),
+        "the query names stay: {logs}"
+    );
+}
+
+/// `serve` of `model` on `host:port` with a clean environment, stdout discarded.
+fn serve_on(host: &str, port: u16, model: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    clean(&mut c)
+        .args(["serve", "--host", host, "--port", &port.to_string()])
+        .arg("--model")
+        .arg(model)
+        .stdout(Stdio::null());
+    c
+}
+
+/// A small synthetic BitNet model trained for `n_ctx` tokens, written into `dir`.
+fn synth_model(dir: &Path, n_ctx: usize) -> std::path::PathBuf {
+    use bitnet_gguf::GgmlType;
+    use bitnet_synth::{self as synth, Shape};
+    let shape = Shape {
+        name: "serve-test",
+        n_embd: 128,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 256,
+        n_ctx,
+    };
+    let w = synth::build(
+        &shape,
+        GgmlType::I2S,
+        GgmlType::F16,
+        &synth::toy_vocab(40),
+        1,
+    );
+    let path = dir.join("serve-test.gguf");
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    path
+}
+
+/// Run `cmd` (stderr piped) for at most `limit`; its exit code (1000 + the code when it was
+/// still running and had to be stopped with SIGTERM) and stderr.
+fn exit_within(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let mut child = Reap(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s.code();
+        }
+        if started.elapsed() > limit {
+            sigterm(&child.0);
+            break child.0.wait().unwrap().code().map(|c| c + 1000);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+/// Start `serve` on `host` with a placeholder model and `env`, wait until it answers, stop it
+/// with SIGTERM; its exit code and logs.
+fn serve_logs(host: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"placeholder").unwrap();
+    let port = free_port();
+    let child = serve_on(host, port, &model)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(10),
+    );
+    sigterm(&child.0);
+    let status = child.0.wait().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    (status.code(), logs)
+}
+
+/// Issue 16, defect 9: serving without a key on a non-loopback address logs a warning (and
+/// only then); an empty BITNET_API_KEY counts as unset (compose passes one), but a blank key
+/// is refused with exit 2 and a message naming the variable.
+#[test]
+fn open_non_loopback_servers_warn_and_blank_keys_are_refused() {
+    const WARNING: &str = "WITHOUT an API key";
+    let (code, logs) = serve_logs("0.0.0.0", &[("BITNET_API_KEY", "")]);
+    assert_eq!(code, Some(0), "{logs}");
+    let open_any = logs.matches(WARNING).count();
+    let (_, logs_loopback) = serve_logs("127.0.0.1", &[]);
+    let open_loopback = logs_loopback.matches(WARNING).count();
+    let (_, logs_keyed) = serve_logs("0.0.0.0", &[("BITNET_API_KEY", " sk-1 ")]);
+    let keyed_any = logs_keyed.matches(WARNING).count();
+    eprintln!(
+        "warnings: 0.0.0.0 without a key {open_any}, 127.0.0.1 without a key {open_loopback}, \
+         0.0.0.0 with a key {keyed_any}"
+    );
+    let mut blank = Vec::new();
+    for (how, args, env) in [
+        ("flag", vec!["--api-key", ""], None),
+        ("env", vec![], Some("  \t")),
+    ] {
+        let mut c = serve_on("127.0.0.1", free_port(), Path::new("m.gguf"));
+        c.args(&args);
+        if let Some(v) = env {
+            c.env("BITNET_API_KEY", v);
+        }
+        // A server that accepted the key would run until stopped.
+        let (code, stderr) = exit_within(&mut c, Duration::from_secs(10));
+        eprintln!("blank key by {how}: exit {code:?} (1000+ = was still serving): {stderr}");
+        blank.push((how, code, stderr));
+    }
+    assert_eq!(open_any, 1, "{logs}");
+    assert_eq!(open_loopback, 0, "{logs_loopback}");
+    assert_eq!(keyed_any, 0, "{logs_keyed}");
+    for (how, code, stderr) in blank {
+        assert_eq!(code, Some(2), "{how}: {stderr}");
+        assert!(
+            stderr.contains("BITNET_API_KEY") && stderr.contains("empty or only whitespace"),
+            "{how}: {stderr}"
+        );
+    }
+}
+
+/// Issue 16, defect 11: a --ctx-size above the model's trained context, or one whose KV cache
+/// cannot fit in memory, stops `serve` at start with exit 2 and the figures, instead of a
+/// server that aborts on allocation once a long request grows the cache.
+#[test]
+fn a_context_the_model_or_the_machine_cannot_hold_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), 256);
+    let huge = (1u64 << 31).to_string();
+    let mut seen = Vec::new();
+    for extra in [vec![], vec!["--allow-ctx-beyond-training"]] {
+        let mut c = serve_on("127.0.0.1", free_port(), &model);
+        c.args(["--ctx-size", &huge]).args(&extra);
+        let (code, stderr) = exit_within(&mut c, Duration::from_secs(10));
+        eprintln!("--ctx-size {huge} {extra:?}: exit {code:?} (1000+ = was serving): {stderr}");
+        seen.push((code, stderr));
+    }
+    let (code, stderr) = &seen[0];
+    assert_eq!(*code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trained context of 256") && stderr.contains("--allow-ctx-beyond-training"),
+        "{stderr}"
+    );
+    let (code, stderr) = &seen[1];
+    assert_eq!(*code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KV cache")
+            && stderr.contains("available")
+            && stderr.contains("--parallel"),
+        "{stderr}"
+    );
+}
+
+/// Issue 16, defect 10, end to end: SIGTERM during a stream from the real engine (a small
+/// synthetic model). While draining, `/health` answers 503 `draining` and a new request 503
+/// `shutting_down`; the stream runs to its end; the process exits 0 within the default
+/// shutdown timeout (8 s) + 1 s, inside `docker stop`'s 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_stream_with_health_draining_and_exits_zero() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), 8192);
+    let port = free_port();
+    let child = serve_on("127.0.0.1", port, &model)
+        .args(["--parallel", "1", "--threads", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = common::client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http.get(format!("{base}/health")).send().await;
+        let text = match r {
+            Ok(r) if r.status() == 200 => break,
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Size the stream to about 1 s at this machine's streaming speed over 512 tokens; it
+    // slows as the context grows (attention), so it lasts a few seconds, inside the 8 s drain.
+    let streaming = |n: usize| {
+        http.post(format!("{base}/completion"))
+            .json(&json!({"prompt": "a", "n_predict": n, "ignore_eos": true,
+                          "temperature": 0, "stream": true}))
+            .send()
+    };
+    let timed = Instant::now();
+    streaming(512).await.unwrap().text().await.unwrap();
+    let rate = 512.0 / timed.elapsed().as_secs_f64();
+    let n_predict = (rate as usize).clamp(256, 2000);
+
+    let mut stream = streaming(n_predict).await.unwrap();
+    let mut body = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    sigterm(&child.0);
+    let signalled = Instant::now();
+    let health = loop {
+        let seen = match http.get(format!("{base}/health")).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let v: Value = r.json().await.unwrap_or_default();
+                format!("{status} {}", v["state"].as_str().unwrap_or("?"))
+            }
+            Err(e) => format!("no answer ({e})"),
+        };
+        if seen != "200 ready" || signalled.elapsed() > Duration::from_secs(2) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let new_request = match http
+        .post(format!("{base}/completion"))
+        .json(&json!({"prompt": "a", "n_predict": 1}))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or_default();
+            format!("{status} {}", v["error"]["code"].as_str().unwrap_or("?"))
+        }
+        Err(e) => format!("no answer ({e})"),
+    };
+    while let Ok(Some(chunk)) = stream.chunk().await {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "serve ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = signalled.elapsed();
+    let events = common::sse_data(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    eprintln!(
+        "n_predict {n_predict} at {rate:.0} tok/s; after SIGTERM: /health -> {health}; new \
+         request -> {new_request}; stream -> {} events, last stop={} tokens_predicted={}; exit \
+         {:?} after {took:?}",
+        events.len(),
+        last["stop"],
+        last["tokens_predicted"],
+        exit.code()
+    );
+    assert_eq!(health, "503 draining");
+    assert_eq!(new_request, "503 shutting_down");
+    assert_eq!(last["stop"], true, "{body}");
+    assert_eq!(last["tokens_predicted"].as_u64(), Some(n_predict as u64));
+    assert_eq!(exit.code(), Some(0));
+    assert!(took < Duration::from_secs(9), "{took:?}");
 }

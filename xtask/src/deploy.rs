@@ -60,9 +60,11 @@ pub const MODEL_FILE: &str = "model.gguf";
 
 /// Seconds the server drains in-flight requests after SIGTERM (`BITNET_SHUTDOWN_TIMEOUT`, set
 /// explicitly so the grace periods below always exceed it).
-pub const SHUTDOWN_TIMEOUT_S: u64 = 10;
-/// After the timeout the server gives connections 2 s more; then a margin before SIGKILL.
-pub const STOP_GRACE_S: u64 = SHUTDOWN_TIMEOUT_S + 2 + 3;
+/// The server's own default (`serve --shutdown-timeout`), which fits Docker's 10 s stop window.
+pub const SHUTDOWN_TIMEOUT_S: u64 = 8;
+/// After the timeout the server gives connections 1 s more (`serve::FINAL_WRITE_GRACE`); then a
+/// margin before SIGKILL.
+pub const STOP_GRACE_S: u64 = SHUTDOWN_TIMEOUT_S + 1 + 3;
 
 /// The model the memory rule is sized for: the published BitNet b1.58 2B-4T I2_S file.
 pub struct ModelSize {

@@ -478,15 +478,15 @@ fn container(inp: &Inputs, v: &Variant) -> Result<Y> {
             ]),
         ),
         // Until the model is ready (download, sha256, load) only this probe runs; a failed
-        // download or load (`/health` state `failed`) restarts the container when it gives up.
+        // download or load (`/health` state `failed`; the server itself retries with backoff)
+        // restarts the container when the window ends.
         (
             "startupProbe",
             probe(period, secs(&hc.timeout)?, start_s.div_ceil(period)),
         ),
         ("readinessProbe", probe(5, secs(&hc.timeout)?, 2)),
         // The image healthcheck's timing. Restarts a server that stops answering or stops
-        // saying ready; a scheduler panic after start still reads 200 today (hardening issue
-        // 16 makes fatal states unhealthy, and this probe then restarts them too).
+        // saying ready (a dead engine turns `/health` to 503 `failed` and ends the process).
         (
             "livenessProbe",
             probe(

@@ -458,7 +458,7 @@ fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
     assert!(checked >= 20, "parsed only {checked} environment entries");
     // SIGTERM drains: the grace period exceeds the shutdown timeout the compose file sets.
     assert!(
-        yaml.contains("BITNET_SHUTDOWN_TIMEOUT=10") && yaml.contains("stop_grace_period: \"15s\"")
+        yaml.contains("BITNET_SHUTDOWN_TIMEOUT=8") && yaml.contains("stop_grace_period: \"12s\"")
     );
     // The image's CMD passes --model; the services replace it so the environment decides.
     assert!(yaml.contains("command: [serve]"));

@@ -13,6 +13,9 @@ pub struct ModelArgs {
     /// Context limit in tokens (default: the model's trained context).
     #[arg(long, short = 'c', env = "BITNET_CTX_SIZE")]
     pub ctx_size: Option<usize>,
+    /// Accept a --ctx-size above the model's trained context (the output degrades past it).
+    #[arg(long, env = "BITNET_ALLOW_CTX_BEYOND_TRAINING")]
+    pub allow_ctx_beyond_training: bool,
     /// Worker threads (0 = one per physical core).
     #[arg(long, short = 't', default_value_t = 0, env = "BITNET_THREADS")]
     pub threads: usize,
@@ -40,12 +43,34 @@ impl HeadArg {
 
 impl ModelArgs {
     /// Maps and loads the model (kernels from the CPU or `BITNET_KERNEL`).
+    /// `--ctx-size` is refused above the trained context (unless allowed) or when one
+    /// sequence's KV cache cannot fit in the available memory.
     pub fn load(&self) -> Result<(GgufFile, Model)> {
-        self.load_with_ctx(self.ctx_size)
+        self.load_checked(self.ctx_size, self.allow_ctx_beyond_training)
     }
 
+    /// With a context the subcommand chose (perplexity's `--chunk`, bench's pp + tg): refused
+    /// only when its KV cache cannot fit in the available memory.
     pub fn load_with_ctx(&self, n_ctx: Option<usize>) -> Result<(GgufFile, Model)> {
+        self.load_checked(n_ctx, true)
+    }
+
+    fn load_checked(
+        &self,
+        n_ctx: Option<usize>,
+        allow_beyond_training: bool,
+    ) -> Result<(GgufFile, Model)> {
         let file = GgufFile::open(&self.model)?;
+        if let Ok(config) = bitnet_model::ModelConfig::from_gguf(&file) {
+            crate::memory::check_context(
+                &config,
+                n_ctx,
+                1,
+                allow_beyond_training,
+                crate::memory::available().as_ref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
         let opts = LoadOptions {
             n_ctx,
             threads: self.threads,

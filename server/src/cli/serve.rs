@@ -4,12 +4,16 @@
 //! This module does NOT implement the server (see `crate::serve`).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::model_args::HeadArg;
 use crate::config::ServeArgs;
+use crate::download::ModelSource;
 use crate::engine::bitnet::BitnetLoader;
+use crate::engine::{LoadError, LoadedModel, ModelLoader};
+use crate::memory;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -32,6 +36,21 @@ impl ServeCommand {
             }
         };
         options.load.head = self.head.kind();
+        let allow_beyond_training = self.args.allow_ctx_beyond_training;
+        // A local file can be checked now: a --ctx-size the machine cannot hold is a
+        // configuration error (exit 2), not a server that looks healthy until a long request
+        // aborts it. Downloaded files are checked at load (`CheckedLoader`).
+        if let ModelSource::Local { path, .. } = &options.source
+            && let Err(e) = memory::check_model_file(
+                path,
+                options.load.n_ctx,
+                options.engine.parallel,
+                allow_beyond_training,
+            )
+        {
+            let _ = writeln!(std::io::stderr(), "bitnet-server serve: {e}");
+            return ExitCode::from(2);
+        }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("bitnet-http")
@@ -49,7 +68,9 @@ impl ServeCommand {
         };
         let result = runtime.block_on(crate::serve::run(
             options,
-            Arc::new(BitnetLoader),
+            Arc::new(CheckedLoader {
+                allow_beyond_training,
+            }),
             shutdown_signal(),
         ));
         // Do not wait for blocking tasks (a lock wait, a hash) that outlived the server.
@@ -62,6 +83,25 @@ impl ServeCommand {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// [`BitnetLoader`] behind the `--ctx-size` bound ([`memory::check_model_file`]): a refused
+/// context makes the load fail with the reason, shown by `/health` as `failed`.
+struct CheckedLoader {
+    allow_beyond_training: bool,
+}
+
+impl ModelLoader for CheckedLoader {
+    fn load(
+        &self,
+        path: &Path,
+        options: &bitnet_model::LoadOptions,
+        parallel: usize,
+    ) -> Result<LoadedModel, LoadError> {
+        memory::check_model_file(path, options.n_ctx, parallel, self.allow_beyond_training)
+            .map_err(LoadError)?;
+        BitnetLoader.load(path, options, parallel)
     }
 }
 

@@ -5,7 +5,10 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Why the model file could not be made available.
+use super::redact_url;
+
+/// Why the model file could not be made available. URLs print through [`redact_url`]; a
+/// `what` is already redacted by whoever builds the error.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("invalid model source: {0}")]
@@ -23,11 +26,15 @@ pub enum DownloadError {
     )]
     OfflineMiss { what: String, cache: PathBuf },
 
-    #[error("{url} was not found (HTTP 404): check the repo id, file name and revision")]
+    #[error(
+        "{} was not found (HTTP 404): check the repo id, file name and revision",
+        redact_url(url)
+    )]
     NotFound { url: String },
 
     #[error(
-        "access to {url} was refused (HTTP {status}): {}",
+        "access to {} was refused (HTTP {status}): {}",
+        redact_url(url),
         if *token_set {
             "HF_TOKEN is set but lacks access; accept the model's licence on its page or use a \
              token with read access"
@@ -41,7 +48,7 @@ pub enum DownloadError {
         token_set: bool,
     },
 
-    #[error("{url} answered HTTP {status}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") })]
+    #[error("{} answered HTTP {status}{}", redact_url(url), if detail.is_empty() { String::new() } else { format!(": {detail}") })]
     Http {
         url: String,
         status: u16,
@@ -49,8 +56,9 @@ pub enum DownloadError {
     },
 
     #[error(
-        "could not download {url} after {attempts} attempts; last error: {last}. Check network \
-         access to the host (and HF_ENDPOINT / proxy settings)"
+        "could not download {} after {attempts} attempts; last error: {last}. Check network \
+         access to the host (and HF_ENDPOINT / proxy settings)",
+        redact_url(url)
     )]
     Network {
         url: String,
@@ -70,8 +78,9 @@ pub enum DownloadError {
     },
 
     #[error(
-        "size mismatch for {url}: the server announced {expected} bytes but sent {actual}; the \
-         partial file was kept and the download will resume on the next start"
+        "size mismatch for {}: the server announced {expected} bytes but sent {actual}; the \
+         partial file was kept and the download will resume on the next start",
+        redact_url(url)
     )]
     SizeMismatch {
         url: String,

@@ -99,7 +99,7 @@ impl Transfer<'_> {
                     }
                     let delay = backoff(self.options, failures);
                     tracing::warn!(
-                        url = self.url,
+                        url = %super::redact_url(self.url),
                         offset = state.offset,
                         "download interrupted ({reason}); retrying in {:.1}s",
                         delay.as_secs_f64()
@@ -263,7 +263,7 @@ impl Transfer<'_> {
                     }
                     _ => {
                         tracing::warn!(
-                            url = self.url,
+                            url = %super::redact_url(self.url),
                             "the server answered the range request for byte {} with a different \
                              range; starting over",
                             state.offset
@@ -276,7 +276,7 @@ impl Transfer<'_> {
             StatusCode::OK => {
                 if state.offset > 0 {
                     tracing::info!(
-                        url = self.url,
+                        url = %super::redact_url(self.url),
                         "the server sent the whole file instead of resuming at byte {} (the file \
                          changed or ranges are unsupported); starting over",
                         state.offset

@@ -8,7 +8,9 @@
 //! - URLs: fetched the same way; without `--sha256` the digest is computed and logged, and the
 //!   cached copy is reused on later starts.
 //! - `HF_HUB_OFFLINE=1`: only the cache is consulted. `HF_TOKEN` is sent as a bearer token and
-//!   never logged (it is dropped by the HTTP client on a cross-host redirect to the CDN).
+//!   never logged. It goes only to the endpoint's origin (scheme, host and port): the metadata
+//!   `HEAD` follows only same-origin redirects, and the HTTP client drops it on a redirect to
+//!   another origin (the CDN, or a protocol-relative `//other.host/…`).
 //! - A lock file per cached file keeps two replicas from downloading it at the same time; the
 //!   second waits, then finds the file in the cache.
 //!
@@ -20,6 +22,7 @@ mod error;
 pub(crate) mod fetch;
 pub mod hub;
 pub mod progress;
+pub mod redact;
 pub mod source;
 pub mod tls;
 
@@ -31,6 +34,7 @@ use sha2::{Digest, Sha256};
 pub use cache::RepoCache;
 pub use error::DownloadError;
 pub use progress::{NoProgress, Phase, Progress, ProgressSink};
+pub use redact::redact_url;
 pub use source::{ModelSource, Sha256Hex};
 
 use crate::secret::Secret;
@@ -341,7 +345,7 @@ impl<'a> Remote<'a> {
         }
         if meta.sha256.is_none() && self.pinned.is_none() {
             tracing::warn!(
-                url = %self.url,
+                url = %redact_url(&self.url),
                 "the hub publishes no sha256 for this file and --sha256 is not set; the file \
                  will be used without verification (its digest is logged once downloaded)"
             );
@@ -381,7 +385,7 @@ impl<'a> Remote<'a> {
                         });
                     }
                     let delay = fetch::backoff(self.options, failures);
-                    tracing::warn!(url = %url, "metadata request failed ({reason}); retrying in {:.1}s", delay.as_secs_f64());
+                    tracing::warn!(url = %redact_url(&url), "metadata request failed ({reason}); retrying in {:.1}s", delay.as_secs_f64());
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -395,15 +399,14 @@ impl<'a> Remote<'a> {
                     .and_then(|v| v.to_str().ok());
                 let has_metadata =
                     meta.sha256.is_some() || meta.size.is_some() || meta.commit.is_some();
-                match location {
-                    Some(loc) if loc.starts_with('/') && !has_metadata && redirects < 5 => {
+                // Follow only redirects that stay on this origin (renamed repos): the token is
+                // attached to every request here, so a redirect to another host, including a
+                // protocol-relative `//other.host/…`, is where the metadata request ends.
+                let next = location.and_then(|loc| same_origin_join(&url, loc));
+                match next {
+                    Some(next) if !has_metadata && redirects < 5 => {
                         redirects += 1;
-                        let base = reqwest::Url::parse(&url)
-                            .map_err(|e| DownloadError::InvalidSource(e.to_string()))?;
-                        url = base
-                            .join(loc)
-                            .map_err(|e| DownloadError::InvalidSource(e.to_string()))?
-                            .to_string();
+                        url = next;
                         continue;
                     }
                     _ => return Ok(meta),
@@ -479,7 +482,7 @@ impl<'a> Remote<'a> {
             // HF_TOKEN belongs to the hub; never send it to an arbitrary URL.
             _ => None,
         };
-        tracing::info!(url = %self.url, part = %part.display(), "downloading the model file");
+        tracing::info!(url = %redact_url(&self.url), part = %part.display(), "downloading the model file");
         let fetched = fetch::Transfer {
             client: &client,
             url: &self.url,
@@ -508,7 +511,7 @@ impl<'a> Remote<'a> {
             let _ = tokio::fs::remove_file(&part).await;
             let _ = tokio::fs::remove_file(fetch::meta_path(&part)).await;
             return Err(DownloadError::ChecksumMismatch {
-                what: self.url.clone(),
+                what: redact_url(&self.url),
                 expected: expected.to_string(),
                 actual: fetched.sha256.to_string(),
                 deleted: true,
@@ -549,6 +552,14 @@ impl<'a> Remote<'a> {
             from_cache: false,
         })
     }
+}
+
+/// `location` resolved against `base`, when the result has the same scheme, host and port as
+/// `base` (the only redirects credentials may follow); `None` otherwise.
+fn same_origin_join(base: &str, location: &str) -> Option<String> {
+    let base = reqwest::Url::parse(base).ok()?;
+    let next = base.join(location).ok()?;
+    (next.origin() == base.origin()).then(|| next.to_string())
 }
 
 /// Hash a file (or its first `limit` bytes) on a blocking thread, reporting progress as
@@ -621,6 +632,24 @@ pub(crate) fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_same_origin_redirects_are_followed() {
+        let base = "http://127.0.0.1:8080/o/n/resolve/main/m.gguf";
+        assert_eq!(
+            same_origin_join(base, "/o/renamed/resolve/main/m.gguf").as_deref(),
+            Some("http://127.0.0.1:8080/o/renamed/resolve/main/m.gguf")
+        );
+        for other in [
+            "//127.0.0.2:8080/o/n",
+            "//evil.example/x",
+            "http://127.0.0.1:8081/x",
+            "https://127.0.0.1:8080/x",
+            "http://evil.example/x",
+        ] {
+            assert_eq!(same_origin_join(base, other), None, "{other}");
+        }
+    }
 
     #[test]
     fn sanitize_keeps_names_flat() {

@@ -43,8 +43,9 @@ impl fmt::Debug for Sha256Hex {
     }
 }
 
-/// Where to get the model file, and optionally the digest it must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where to get the model file, and optionally the digest it must have. `Debug` and `Display`
+/// show a URL redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// A file already on disk (`--model`).
     Local {
@@ -87,7 +88,10 @@ impl ModelSource {
     /// A URL source; only `http://` and `https://` are accepted.
     pub fn url(url: &str, sha256: Option<Sha256Hex>) -> Result<Self, DownloadError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| {
-            DownloadError::InvalidSource(format!("--model-url {url:?} is not a valid URL: {e}"))
+            DownloadError::InvalidSource(format!(
+                "--model-url {:?} is not a valid URL: {e}",
+                super::redact_url(url)
+            ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(DownloadError::InvalidSource(format!(
@@ -157,7 +161,36 @@ impl fmt::Display for ModelSource {
                 revision,
                 ..
             } => write!(f, "hf://{repo}/{file}@{revision}"),
-            ModelSource::Url { url, .. } => f.write_str(url),
+            ModelSource::Url { url, .. } => f.write_str(&super::redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Local { path, sha256 } => f
+                .debug_struct("Local")
+                .field("path", path)
+                .field("sha256", sha256)
+                .finish(),
+            ModelSource::Hub {
+                repo,
+                file,
+                revision,
+                sha256,
+            } => f
+                .debug_struct("Hub")
+                .field("repo", repo)
+                .field("file", file)
+                .field("revision", revision)
+                .field("sha256", sha256)
+                .finish(),
+            ModelSource::Url { url, sha256 } => f
+                .debug_struct("Url")
+                .field("url", &super::redact_url(url))
+                .field("sha256", sha256)
+                .finish(),
         }
     }
 }

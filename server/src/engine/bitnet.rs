@@ -1,5 +1,5 @@
 //! The real engine behind the server's boundary: a [`ModelLoader`] that maps a GGUF file into a
-//! [`crate::model::Model`], its tokenizer and chat template, and the sampler.
+//! [`bitnet_model::Model`], its tokenizer and chat template, and the sampler.
 //!
 //! Each live sequence owns a KV cache; a decode step runs every sequence's next token through
 //! one batched forward pass (one weight pass for all of them). This module adapts types; it

@@ -79,7 +79,7 @@ pub struct TokenizeError(pub String);
 
 /// Text ↔ tokens for one model, as the HTTP handlers and the scheduler thread need them.
 ///
-/// A seam, not a second tokenizer: the real implementation wraps [`crate::tokenizer::Tokenizer`]
+/// A seam, not a second tokenizer: the real implementation wraps [`bitnet_tokenizer::Tokenizer`]
 /// and its chat template ([`bitnet::BitnetTokenizer`]); the tests' deterministic byte-level
 /// stand-in (`server/tests/common/`) is the other.
 pub trait TokenCodec: Send + Sync {
@@ -301,6 +301,8 @@ pub(crate) struct SharedCounters {
     pub tokens_per_second_bits: AtomicU64,
     pub shutting_down: AtomicBool,
     pub abort: AtomicBool,
+    /// Set once when the scheduler can serve no more (it panicked): the engine is dead.
+    pub fatal: std::sync::OnceLock<String>,
 }
 
 /// A submitted request on its way to the scheduler.
@@ -396,6 +398,12 @@ impl EngineHandle {
                 })
             }
         }
+    }
+
+    /// Why the engine can serve no more requests, once it cannot (the scheduler panicked). A
+    /// fatal state is permanent: the server reports it on `/health` and exits.
+    pub fn fatal(&self) -> Option<String> {
+        self.counters.fatal.get().cloned()
     }
 
     /// A snapshot of the scheduler's counters.

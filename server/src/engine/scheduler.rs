@@ -140,12 +140,13 @@ impl Scheduler {
     pub(crate) fn run(mut self) {
         let result = catch_unwind(AssertUnwindSafe(|| self.run_loop()));
         if let Err(panic) = result {
-            let message = panic_message(&panic);
+            let message = panic_message(&*panic);
             tracing::error!(%message, "the scheduler thread panicked; failing all requests");
             self.counters.abort.store(true, Ordering::SeqCst);
             self.counters.shutting_down.store(true, Ordering::SeqCst);
             // The backend's state is unknown after a panic: do not call into it again.
             let message = format!("internal error in the inference engine: {message}");
+            let _ = self.counters.fatal.set(message.clone());
             self.fail_everything(&message, false);
         }
         self.counters.active.store(0, Ordering::SeqCst);

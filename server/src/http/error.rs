@@ -112,6 +112,19 @@ impl ApiError {
         .with_code("model_not_ready")
     }
 
+    /// 503 once shutdown has begun: in-flight requests finish, new ones are refused.
+    pub fn shutting_down() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable_error",
+            ..Self::bad_request(
+                "the server is shutting down: requests already running finish, new ones are \
+                 refused; send this one to another replica or retry once the server is back",
+            )
+        }
+        .with_code("shutting_down")
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,12 +182,7 @@ impl From<SubmitError> for ApiError {
                 ..ApiError::bad_request(message)
             }
             .with_code("queue_full"),
-            SubmitError::ShuttingDown => ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: "unavailable_error",
-                ..ApiError::bad_request(message)
-            }
-            .with_code("shutting_down"),
+            SubmitError::ShuttingDown => ApiError::shutting_down(),
         }
     }
 }

@@ -38,6 +38,51 @@ pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiE
     }
 }
 
+/// The most tokens one `/tokenize` or `/detokenize` request may produce or carry (128 Ki,
+/// the longest context of any model this server loads). Generation requests are bounded by the
+/// model's context instead (`SubmitError::ContextOverflow`). With the body limit this bounds
+/// the work and the memory of every endpoint.
+pub const MAX_REQUEST_TOKENS: usize = 1 << 17;
+
+/// 400 when `count` tokens exceed [`MAX_REQUEST_TOKENS`], naming the field and the fix.
+pub fn check_token_count(param: &str, count: usize) -> Result<(), ApiError> {
+    if count <= MAX_REQUEST_TOKENS {
+        return Ok(());
+    }
+    Err(ApiError::invalid_param(
+        param,
+        format!(
+            "`{param}` is {count} tokens; one request may carry at most {MAX_REQUEST_TOKENS} \
+             tokens: split it into smaller requests"
+        ),
+    )
+    .with_code("too_many_tokens"))
+}
+
+/// Run CPU-heavy request work (tokenizing, chat templates, building large bodies) on tokio's
+/// blocking pool, at most one job per core at a time: the async workers stay free for
+/// `/health`, streams and new connections, and the memory such jobs hold is bounded by the
+/// number of cores times what one body can cost. The permit travels with the job, so a client
+/// that disconnects does not free a slot while its job still runs.
+pub async fn cpu_work<T, F>(state: &AppState, job: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let permit = state
+        .cpu_work
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("the server is shutting down"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        job()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("a request worker failed: {e}")))?
+}
+
 /// Tokenize a prompt. Text gets BOS (when the model has one) and special-token parsing;
 /// token arrays are used as given.
 pub fn tokenize_prompt(engine: &Engine, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {

@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::generate::{
-    Clock, Timings, check_model, collect, error_event, json_event, ready_engine, sse_response,
-    stream_failure,
+    Clock, Timings, check_model, check_token_count, collect, cpu_work, error_event, json_event,
+    ready_engine, sse_response, stream_failure,
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
@@ -227,10 +227,17 @@ pub async fn completion(
     let stream = req.stream.unwrap_or(false);
 
     let engine = ready_engine(&state)?;
-    let prompt_tokens = super::generate::tokenize_prompt(&engine, &prompt)?;
-    let prompt_text = match &prompt {
-        Prompt::Text(t) => t.clone(),
-        _ => engine.tokenizer.decode(&prompt_tokens).unwrap_or_default(),
+    let (prompt_tokens, prompt_text) = {
+        let engine = engine.clone();
+        cpu_work(&state, move || {
+            let tokens = super::generate::tokenize_prompt(&engine, &prompt)?;
+            let text = match prompt {
+                Prompt::Text(t) => t,
+                _ => engine.tokenizer.decode(&tokens).unwrap_or_default(),
+            };
+            Ok((tokens, text))
+        })
+        .await?
     };
     let prompt_n = prompt_tokens.len();
     let max_tokens = params::effective_max_tokens(requested, prompt_n, engine.handle.n_ctx());
@@ -344,36 +351,68 @@ pub struct TokenizeRequest {
     pub with_pieces: Option<bool>,
 }
 
-/// `POST /tokenize`: `{"tokens": [ids]}`, or with `with_pieces` `[{"id", "piece"}]` where the
-/// piece is a string when it is valid UTF-8 on its own and a byte array otherwise.
+/// One `with_pieces` entry: the piece is a string when it is valid UTF-8 on its own and a byte
+/// array otherwise.
+#[derive(Serialize)]
+struct Piece {
+    id: u32,
+    piece: PieceText,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PieceText {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// `POST /tokenize`: `{"tokens": [ids]}`, or with `with_pieces` `[{"id", "piece"}]`. At most
+/// [`super::generate::MAX_REQUEST_TOKENS`] tokens; the work runs off the async workers and the body is
+/// serialised straight to bytes (no JSON value per token).
 pub async fn tokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Response, ApiError> {
     let engine = ready_engine(&state)?;
-    let tok = &engine.tokenizer;
-    let ids = tok
-        .encode(
-            &req.content,
-            req.add_special.unwrap_or(false),
-            req.parse_special.unwrap_or(true),
-        )
-        .map_err(|e| ApiError::invalid_param("content", format!("could not tokenize: {e}")))?;
-    if !req.with_pieces.unwrap_or(false) {
-        return Ok(Json(serde_json::json!({ "tokens": ids })).into_response());
-    }
-    let pieces: Vec<Value> = ids
-        .iter()
-        .map(|&id| {
-            let bytes = tok.token_bytes(id).unwrap_or_default();
-            let piece = match String::from_utf8(bytes) {
-                Ok(s) => Value::from(s),
-                Err(e) => Value::from(e.into_bytes()),
-            };
-            serde_json::json!({ "id": id, "piece": piece })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "tokens": pieces })).into_response())
+    let body = cpu_work(&state, move || {
+        let tok = &engine.tokenizer;
+        let ids = tok
+            .encode(
+                &req.content,
+                req.add_special.unwrap_or(false),
+                req.parse_special.unwrap_or(true),
+            )
+            .map_err(|e| ApiError::invalid_param("content", format!("could not tokenize: {e}")))?;
+        drop(req.content);
+        check_token_count("content", ids.len())?;
+        let body = if req.with_pieces.unwrap_or(false) {
+            let pieces: Vec<Piece> = ids
+                .iter()
+                .map(|&id| Piece {
+                    id,
+                    piece: match String::from_utf8(tok.token_bytes(id).unwrap_or_default()) {
+                        Ok(s) => PieceText::Text(s),
+                        Err(e) => PieceText::Bytes(e.into_bytes()),
+                    },
+                })
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "tokens": pieces }))
+        } else {
+            serde_json::to_vec(&serde_json::json!({ "tokens": ids }))
+        };
+        body.map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))
+    })
+    .await?;
+    Ok(json_bytes(body))
+}
+
+/// A JSON response from already serialised bytes.
+fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// `POST /detokenize` body.
@@ -382,15 +421,20 @@ pub struct DetokenizeRequest {
     pub tokens: Vec<u32>,
 }
 
-/// `POST /detokenize`: `{"content": text}`.
+/// `POST /detokenize`: `{"content": text}`. At most [`super::generate::MAX_REQUEST_TOKENS`] tokens, decoded off
+/// the async workers.
 pub async fn detokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Response, ApiError> {
     let engine = ready_engine(&state)?;
-    let content = engine
-        .tokenizer
-        .decode(&req.tokens)
-        .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))?;
+    check_token_count("tokens", req.tokens.len())?;
+    let content = cpu_work(&state, move || {
+        engine
+            .tokenizer
+            .decode(&req.tokens)
+            .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
+    })
+    .await?;
     Ok(Json(serde_json::json!({ "content": content })).into_response())
 }

@@ -18,9 +18,13 @@ pub mod openai;
 pub mod params;
 
 use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -63,6 +67,11 @@ pub struct Shared {
     /// Unix time the server started (`created` in `/v1/models`).
     pub created: u64,
     pub limits: Limits,
+    /// Slots for CPU-heavy request work off the async workers (`generate::cpu_work`).
+    pub cpu_work: Arc<tokio::sync::Semaphore>,
+    /// API requests being served, counted until the last byte of the response body (streams
+    /// included) is sent or the client goes away; shutdown waits for it to reach 0.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// A cheap handle on [`Shared`].
@@ -95,6 +104,10 @@ impl AppState {
             cancel,
             created: generate::unix_now(),
             limits: config.limits,
+            cpu_work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -119,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state.clone(), drain_gate))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -135,6 +149,10 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /health`: 200 when ready, 503 otherwise; the body says where the model is.
 async fn health(State(state): State<AppState>) -> Response {
+    // A dead engine is unhealthy from the moment it died, not from when `serve` notices.
+    if let Some(message) = state.engine.get().and_then(|e| e.handle.fatal()) {
+        state.health.engine_failed(&message);
+    }
     let report = state.health.report();
     let status = if report.state == "ready" {
         StatusCode::OK
@@ -213,6 +231,76 @@ async fn require_api_key(State(state): State<AppState>, req: Request, next: Next
         }
     }
     next.run(req).await
+}
+
+/// Once shutdown has begun ([`Health::begin_draining`]) refuse new API requests with 503
+/// `shutting_down` and `Connection: close`; count the others in [`Shared::in_flight`] until their
+/// response body ends. Probes pass untouched: `/health` must answer while draining.
+async fn drain_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    // Count first, then check: `serve` sets draining, then waits for 0, so a request either
+    // sees draining or is counted before the wait reads the count (both SeqCst).
+    let guard = InFlight::enter(state.in_flight.clone());
+    if state.health.is_draining() {
+        drop(guard);
+        let mut response = ApiError::shutting_down().into_response();
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    next.run(req).await.map(|body| {
+        Body::new(CountedBody {
+            body,
+            _guard: guard,
+        })
+    })
+}
+
+/// One request in [`Shared::in_flight`], until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until the body is dropped (sent to
+/// the end, or the connection closed).
+struct CountedBody {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Count the request for `/metrics` and write an access-log line (probes at debug level, so a

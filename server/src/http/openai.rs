@@ -381,24 +381,30 @@ pub async fn chat_completions(
         .unwrap_or(false);
 
     let engine = ready_engine(&state)?;
-    let rendered = engine
-        .tokenizer
-        .apply_chat_template(&messages, true)
-        .map_err(|e| {
-            ApiError::invalid_param(
-                "messages",
-                format!("the chat template rejected the messages: {e}"),
-            )
-        })?;
-    let prompt_tokens = engine
-        .tokenizer
-        .encode(&rendered, false, true)
-        .map_err(|e| {
-            ApiError::invalid_param(
-                "messages",
-                format!("the messages could not be tokenized: {e}"),
-            )
-        })?;
+    let prompt_tokens = {
+        let engine = engine.clone();
+        generate::cpu_work(&state, move || {
+            let rendered = engine
+                .tokenizer
+                .apply_chat_template(&messages, true)
+                .map_err(|e| {
+                    ApiError::invalid_param(
+                        "messages",
+                        format!("the chat template rejected the messages: {e}"),
+                    )
+                })?;
+            engine
+                .tokenizer
+                .encode(&rendered, false, true)
+                .map_err(|e| {
+                    ApiError::invalid_param(
+                        "messages",
+                        format!("the messages could not be tokenized: {e}"),
+                    )
+                })
+        })
+        .await?
+    };
     let max_tokens =
         params::effective_max_tokens(requested, prompt_tokens.len(), engine.handle.n_ctx());
     let rx = engine.handle.submit(GenerationRequest {
@@ -577,7 +583,10 @@ pub async fn completions(
         .unwrap_or(false);
 
     let engine = ready_engine(&state)?;
-    let prompt_tokens = generate::tokenize_prompt(&engine, &prompt)?;
+    let prompt_tokens = {
+        let engine = engine.clone();
+        generate::cpu_work(&state, move || generate::tokenize_prompt(&engine, &prompt)).await?
+    };
     let max_tokens =
         params::effective_max_tokens(requested, prompt_tokens.len(), engine.handle.n_ctx());
     let rx = engine.handle.submit(GenerationRequest {

@@ -42,6 +42,8 @@ pub struct Faults {
     pub throttle: Mutex<Duration>,
     /// Leave out X-Linked-Etag (as for a file without published digest).
     pub hide_sha: AtomicBool,
+    /// Redirect /resolve with no metadata headers at all (like a renamed repo's redirect).
+    pub bare_redirect: AtomicBool,
 }
 
 struct Inner {
@@ -82,6 +84,11 @@ pub fn content(len: usize, seed: u8) -> Vec<u8> {
 
 impl FakeHub {
     pub async fn start() -> FakeHub {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// A hub on another loopback address (e.g. 127.0.0.2: another host as far as clients go).
+    pub async fn start_on(ip: &str) -> FakeHub {
         let inner = Arc::new(Inner {
             files: Mutex::new(HashMap::new()),
             plain: Mutex::new(HashMap::new()),
@@ -95,7 +102,7 @@ impl FakeHub {
             .route("/cdn/{sha}", get(cdn))
             .route("/files/{name}", get(plain))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -122,6 +129,12 @@ impl FakeHub {
     /// Send /resolve redirects to `other`'s /cdn (which must hold the same file).
     pub fn redirect_cdn_to(&self, other: &FakeHub) {
         *self.inner.cdn_base.lock().unwrap() = Some(other.base.clone());
+    }
+
+    /// Send /resolve redirects to `other`'s /cdn as a protocol-relative `//host:port/cdn/…`.
+    pub fn redirect_cdn_protocol_relative_to(&self, other: &FakeHub) {
+        let authority = other.base.trim_start_matches("http:");
+        *self.inner.cdn_base.lock().unwrap() = Some(authority.to_string());
     }
 
     pub fn faults(&self) -> &Faults {
@@ -190,15 +203,20 @@ async fn resolve(
         return (StatusCode::NOT_FOUND, "Entry not found").into_response();
     };
     let sha = sha256_hex(bytes);
+    let location = format!(
+        "{}/cdn/{sha}",
+        inner.cdn_base.lock().unwrap().clone().unwrap_or_default()
+    );
+    if inner.faults.bare_redirect.load(Ordering::SeqCst) {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, location)
+            .body(Body::empty())
+            .unwrap();
+    }
     let mut r = Response::builder()
         .status(StatusCode::FOUND)
-        .header(
-            header::LOCATION,
-            format!(
-                "{}/cdn/{sha}",
-                inner.cdn_base.lock().unwrap().clone().unwrap_or_default()
-            ),
-        )
+        .header(header::LOCATION, location)
         .header("x-linked-size", bytes.len().to_string())
         .header("x-repo-commit", COMMIT)
         .header(header::ETAG, "W/\"git-etag\"");

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bitnet_model::LoadOptions;
-use bitnet_server::config::ServeOptions;
+use bitnet_server::config::{RetryPolicy, ServeOptions};
 use bitnet_server::download::{DownloadOptions, ModelSource};
 use bitnet_server::engine::{
     Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, SamplerFactory,
@@ -88,6 +88,8 @@ pub struct TestBackend {
     pub n_ctx: usize,
     pub endless: bool,
     pub step_delay: Duration,
+    /// Panic in prefill when a prompt contains this token (a scheduler-killing bug on demand).
+    pub panic_on: Option<u32>,
     seqs: HashMap<SeqId, Vec<u32>>,
     next_id: u32,
     pub stats: Arc<BackendStats>,
@@ -104,6 +106,7 @@ impl TestBackend {
             n_ctx,
             endless,
             step_delay,
+            panic_on: None,
             seqs: HashMap::new(),
             next_id: 0,
             stats,
@@ -136,6 +139,11 @@ impl Backend for TestBackend {
     }
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
         self.stats.prefill_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = self.panic_on
+            && tokens.contains(&t)
+        {
+            panic!("test backend: token {t} in a prompt");
+        }
         let s = self
             .seqs
             .get_mut(&seq)
@@ -317,6 +325,7 @@ pub struct TestLoader {
     pub stats: Arc<BackendStats>,
     pub gate: Option<Arc<Gate>>,
     pub loaded_from: Mutex<Option<PathBuf>>,
+    pub panic_on: Option<u32>,
 }
 
 impl ModelLoader for TestLoader {
@@ -325,13 +334,15 @@ impl ModelLoader for TestLoader {
             g.wait();
         }
         *self.loaded_from.lock().unwrap() = Some(path.to_path_buf());
+        let mut backend = TestBackend::new(
+            self.n_ctx,
+            self.endless,
+            self.step_delay,
+            self.stats.clone(),
+        );
+        backend.panic_on = self.panic_on;
         Ok(LoadedModel {
-            backend: Box::new(TestBackend::new(
-                self.n_ctx,
-                self.endless,
-                self.step_delay,
-                self.stats.clone(),
-            )),
+            backend: Box::new(backend),
             tokenizer: Arc::new(TestTokenizer),
             sampler: test_sampler(),
             kernel: "test-kernel".into(),
@@ -353,6 +364,10 @@ pub struct Setup {
     pub gate: Option<Arc<Gate>>,
     pub source: Option<ModelSource>,
     pub download: Option<DownloadOptions>,
+    /// See [`TestBackend::panic_on`].
+    pub panic_on: Option<u32>,
+    /// The wait before retrying a failed model acquisition or load (every retry).
+    pub retry_first: Duration,
 }
 
 impl Default for Setup {
@@ -369,6 +384,8 @@ impl Default for Setup {
             gate: None,
             source: None,
             download: None,
+            panic_on: None,
+            retry_first: Duration::from_secs(600),
         }
     }
 }
@@ -401,6 +418,7 @@ impl TestServer {
             stats: stats.clone(),
             gate: setup.gate.clone(),
             loaded_from: Mutex::new(None),
+            panic_on: setup.panic_on,
         });
         let source = setup.source.clone().unwrap_or(ModelSource::Local {
             path: model,
@@ -429,6 +447,10 @@ impl TestServer {
             },
             load: LoadOptions::default(),
             shutdown_timeout: setup.shutdown_timeout,
+            retry: RetryPolicy {
+                first: setup.retry_first,
+                max: setup.retry_first,
+            },
             source,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
