@@ -90,14 +90,9 @@ impl DebTool {
     /// The program's version line, if it is present and runs.
     pub fn version(&self) -> Option<String> {
         let o = Command::new(self.path()).arg("version").output().ok()?;
-        o.status.success().then(|| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
+        o.status
+            .success()
+            .then(|| crate::prereq::first_line(&o.stdout))
     }
 
     /// Download the package, check its digest, unpack the program to [`DebTool::path`].

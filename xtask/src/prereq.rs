@@ -468,7 +468,8 @@ fn probe(check: &Check) -> Option<String> {
     }
 }
 
-fn first_line(b: &[u8]) -> String {
+/// The first line of a program's output, trimmed (its version line).
+pub fn first_line(b: &[u8]) -> String {
     String::from_utf8_lossy(b)
         .lines()
         .next()

@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{http, root, run, text, tiny_model, xtask, xtask_lock};
+use common::{check_catches_a_hand_edit, http, root, run, text, tiny_model, xtask, xtask_lock};
 
 // ---------------------------------------------------------------------------------------------
 // Tools, the image, and one compose project per test.
@@ -392,19 +392,13 @@ fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit() {
     let out = tmp.path().to_str().unwrap();
     let (o, _) = xtask(&["compose", "--check", "--out", out], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let yaml = tmp.path().join("compose.yaml");
-    let edited = std::fs::read_to_string(&yaml)
-        .unwrap()
-        .replace("restart: unless-stopped", "restart: always");
-    std::fs::write(&yaml, edited).unwrap();
-    let (o, _) = xtask(&["compose", "--check", "--out", out], &[]);
-    let msg = text(&o);
-    assert!(!o.status.success(), "{msg}");
-    assert!(
-        msg.contains("compose.yaml") && msg.contains("`cargo xtask compose`"),
-        "{msg}"
+    check_catches_a_hand_edit(
+        "compose",
+        tmp.path(),
+        "compose.yaml",
+        "restart: unless-stopped",
+        "restart: always",
     );
-    eprintln!("--check on a hand-edited copy:\n{msg}");
 }
 
 /// Every environment variable the compose file sets on a bitnet-server service is one

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod common;
-use common::{root, text, xtask, xtask_lock};
+use common::{check_catches_a_hand_edit, root, text, xtask, xtask_lock};
 
 /// The Kubernetes release whose schemas the manifests must satisfy.
 const KUBERNETES: &str = "1.37.0";
@@ -219,19 +219,13 @@ fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit_or_a_leftover()
     let (o, _) = xtask(&["k8s", "--check", "--out", out], &[]);
     assert!(o.status.success(), "{}", text(&o));
 
-    let svc = tmp.path().join("common/service.yaml");
-    let edited = std::fs::read_to_string(&svc)
-        .unwrap()
-        .replace("type: ClusterIP", "type: NodePort");
-    std::fs::write(&svc, edited).unwrap();
-    let (o, _) = xtask(&["k8s", "--check", "--out", out], &[]);
-    let msg = text(&o);
-    assert!(!o.status.success(), "{msg}");
-    assert!(
-        msg.contains("common/service.yaml") && msg.contains("`cargo xtask k8s`"),
-        "{msg}"
+    check_catches_a_hand_edit(
+        "k8s",
+        tmp.path(),
+        "common/service.yaml",
+        "type: ClusterIP",
+        "type: NodePort",
     );
-    eprintln!("--check on a hand-edited copy:\n{msg}");
 
     let (o, _) = xtask(&["k8s", "--out", out], &[]);
     assert!(o.status.success(), "{}", text(&o));

@@ -115,3 +115,19 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     assert!(o.status.success(), "gen-model failed:\n{}", text(&o));
     model
 }
+
+/// `cargo xtask <command> --check --out <out>` after replacing `from` by `to` in `<out>/<file>`
+/// must fail, naming the file and the command that refreshes it.
+pub fn check_catches_a_hand_edit(command: &str, out: &Path, file: &str, from: &str, to: &str) {
+    let path = out.join(file);
+    let edited = std::fs::read_to_string(&path).unwrap().replace(from, to);
+    std::fs::write(&path, edited).unwrap();
+    let (o, _) = xtask(&[command, "--check", "--out", out.to_str().unwrap()], &[]);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains(file) && msg.contains(&format!("`cargo xtask {command}`")),
+        "{msg}"
+    );
+    eprintln!("--check on a hand-edited copy:\n{msg}");
+}
