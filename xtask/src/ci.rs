@@ -3,9 +3,10 @@
 //! Its first step is the preflight of `crate::prereq` for the `ci` job: it installs what the tests
 //! need (Debian packages when running as root, rustup targets and components, PyPI tools into the
 //! project venv, cargo-deny) or names all that is missing at once; then it runs formatting, lints,
-//! the dependency policy (`cargo deny`, deny.toml), the checks that the generated compose files and
-//! Kubernetes manifests are up to date, and the test suites. Each step says what it is doing. It
-//! does not build or push release images (`build-images`).
+//! the dependency policy (`cargo deny`, deny.toml), the release workflow's lint (actionlint), the
+//! checks that the generated compose files and Kubernetes manifests are up to date, and the test
+//! suites. Each step says what it is doing. It does not build or push release images
+//! (`build-images`).
 //!
 //! The tests run with `--include-ignored`: plain `cargo test` skips the suites marked
 //! `#[ignore = "…: run by cargo xtask ci"]` (Docker, apt, PyPI, tier builds, wall-clock
@@ -43,6 +44,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
         ])
     })?;
     step("cargo deny (deny.toml)", cargo_deny)?;
+    step("release workflow lint (actionlint)", actionlint)?;
     step("compose files up to date", || {
         crate::compose::run(&crate::compose::Args {
             check: true,
@@ -106,6 +108,17 @@ fn cargo_deny() -> Result<()> {
         "advisories",
     ];
     cargo(&offline)
+}
+
+/// The release workflow through actionlint (from the project venv; the preflight installs it).
+/// With `shellcheck` on the PATH (also a CI prerequisite) actionlint checks the `run:` scripts too.
+fn actionlint() -> Result<()> {
+    let exe = crate::pyenv::venv_dir().join("bin/actionlint");
+    run_cmd(
+        Command::new(exe)
+            .arg("ci/release.yml")
+            .current_dir(crate::workspace_root()),
+    )
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {

