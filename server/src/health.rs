@@ -3,7 +3,8 @@
 //!
 //! `missing → downloading{bytes,total,rate} → verifying → loading → ready`, or `failed{reason}`
 //! from any step. A local `--model` file skips `downloading`; a file without a checksum to check
-//! skips `verifying`.
+//! skips `verifying`. While another process sharing the model cache downloads the file, this one
+//! is `downloading` too, with that download's bytes and a message that says it is waiting.
 //!
 //! Separately from the model's state, the server can be *draining* (after SIGTERM/SIGINT, while
 //! in-flight requests finish): `/health` then reports state and status `draining` (503), unless
@@ -23,10 +24,13 @@ pub enum ModelState {
     /// No usable model file yet (acquisition has not started, or is checking the cache).
     Missing,
     /// Fetching the file: bytes on disk so far, the expected size when known, and the rate.
+    /// `by_another_process`: another process sharing the model cache (a replica on the same
+    /// volume) is downloading it and this one waits for its lock; the bytes are that download's.
     Downloading {
         bytes: u64,
         total: Option<u64>,
         bytes_per_second: f64,
+        by_another_process: bool,
     },
     /// Checking the file's sha256 (bytes hashed so far of `total`).
     Verifying { bytes: u64, total: Option<u64> },
@@ -69,8 +73,16 @@ impl ModelState {
                 bytes,
                 total,
                 bytes_per_second,
+                by_another_process,
             } => {
-                let mut s = format!("downloading the model ({}", human_bytes(*bytes));
+                let mut s = if *by_another_process {
+                    "another process sharing the model cache is downloading the model; waiting \
+                     for it ("
+                        .to_string()
+                } else {
+                    "downloading the model (".to_string()
+                };
+                s += &human_bytes(*bytes);
                 if let Some(total) = total {
                     s += &format!(" of {}", human_bytes(*total));
                     if *total > 0 {
@@ -256,6 +268,7 @@ impl Health {
                 bytes,
                 total,
                 bytes_per_second,
+                ..
             } => Some(ProgressReport {
                 bytes: *bytes,
                 total: *total,
@@ -318,11 +331,28 @@ mod tests {
             bytes: 512,
             total: Some(1024),
             bytes_per_second: 10.0,
+            by_another_process: false,
         });
         let r = h.report();
         assert_eq!(r.state, "downloading");
         assert_eq!(r.progress.as_ref().unwrap().bytes, 512);
         assert!(r.message.contains("50%"), "{}", r.message);
+        h.set(ModelState::Downloading {
+            bytes: 768,
+            total: Some(1024),
+            bytes_per_second: 10.0,
+            by_another_process: true,
+        });
+        let r = h.report();
+        assert_eq!(r.state, "downloading", "the same lifecycle state");
+        assert_eq!(r.progress.as_ref().unwrap().bytes, 768);
+        assert!(
+            r.message
+                .starts_with("another process sharing the model cache")
+                && r.message.contains("75%"),
+            "{}",
+            r.message
+        );
         h.set(ModelState::Failed {
             reason: "sha256 mismatch".into(),
         });

@@ -263,10 +263,11 @@ struct HealthSink(Arc<Health>);
 impl ProgressSink for HealthSink {
     fn report(&self, p: Progress) {
         self.0.set(match p.phase {
-            Phase::Downloading => ModelState::Downloading {
+            Phase::Downloading | Phase::Waiting => ModelState::Downloading {
                 bytes: p.bytes,
                 total: p.total,
                 bytes_per_second: p.bytes_per_second,
+                by_another_process: p.phase == Phase::Waiting,
             },
             Phase::Verifying => ModelState::Verifying {
                 bytes: p.bytes,

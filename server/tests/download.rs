@@ -553,6 +553,86 @@ async fn two_downloaders_share_one_transfer() {
     );
 }
 
+/// Replicas sharing one cache volume (issue 16, item 7). The server is PID 1 in every container,
+/// so downloaders in ONE process (one PID) racing on one cache directory are exactly the
+/// container case. Each round starts several at once, a few milliseconds apart as containers
+/// start, on a fresh cache: every one must succeed with the one verified blob, the snapshot link
+/// and the ref, after one transfer, leaving no temporary file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_with_one_pid_racing_on_one_cache_never_fail() {
+    const ROUNDS: usize = 30;
+    const REPLICAS: usize = 4;
+    let hub = FakeHub::start().await;
+    let bytes = hub::content(64 * 1024, 13);
+    let sha = hub::sha256_hex(&bytes);
+    hub.add("org/model", "model.gguf", bytes.clone());
+    let source = hub_source("model.gguf", None);
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut transfers = 0;
+    for round in 0..ROUNDS {
+        let cache = tempfile::tempdir().unwrap();
+        let opts = options(&hub, cache.path());
+        let gets_before = hub.body_gets();
+        let replicas: Vec<_> = (0..REPLICAS)
+            .map(|i| {
+                let (source, opts) = (source.clone(), opts.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+                    download::acquire(&source, &opts, &download::NoProgress).await
+                })
+            })
+            .collect();
+        let repo = cache.path().join("models--org--model");
+        for replica in replicas {
+            match replica.await.unwrap() {
+                Ok(got) => {
+                    assert_eq!(got.path, repo.join("blobs").join(&sha), "round {round}");
+                    assert!(got.verified, "round {round}");
+                }
+                Err(e) => failures.push(format!("round {round}: {e}")),
+            }
+        }
+        transfers += hub.body_gets() - gets_before;
+        if !failures.is_empty() {
+            continue;
+        }
+        assert_eq!(std::fs::read(repo.join("blobs").join(&sha)).unwrap(), bytes);
+        let link = repo.join("snapshots").join(hub::COMMIT).join("model.gguf");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            std::path::Path::new("../../blobs").join(&sha),
+            "round {round}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            hub::COMMIT
+        );
+        let names = |dir: std::path::PathBuf| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(repo.join("blobs")), [sha.as_str()], "round {round}");
+        assert_eq!(names(link.parent().unwrap().to_path_buf()), ["model.gguf"]);
+        assert_eq!(names(repo.join("refs")), ["main"], "round {round}");
+    }
+    eprintln!(
+        "{ROUNDS} rounds of {REPLICAS} downloaders in one process on a fresh cache: {} failures, \
+         {transfers} transfers, {:.2?}",
+        failures.len(),
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(
+        transfers, ROUNDS,
+        "one transfer per round: the others waited"
+    );
+}
+
 fn serve_setup(hub: &FakeHub, cache: &std::path::Path) -> common::Setup {
     common::Setup {
         source: Some(hub_source("model.gguf", None)),
@@ -584,6 +664,68 @@ async fn the_server_downloads_then_serves_and_health_says_so() {
         "the verified blob was loaded"
     );
     s.shutdown().await.unwrap();
+}
+
+/// A replica that finds another one downloading into the shared cache says so on /health
+/// (`downloading`, 503, with the other's byte count), then serves the same verified blob after
+/// one transfer; a shutdown while it waits is not held up by the other's download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_waiting_for_another_ones_download_says_so_on_health() {
+    let hub = FakeHub::start().await;
+    let bytes = hub::content(400_000, 14);
+    hub.add("org/model", "model.gguf", bytes.clone());
+    *hub.faults().throttle.lock().unwrap() = Duration::from_millis(40);
+    let cache = tempfile::tempdir().unwrap();
+    let first = common::TestServer::start(serve_setup(&hub, cache.path())).await;
+    first
+        .wait_for_state("downloading", Duration::from_secs(5))
+        .await;
+    let second = common::TestServer::start(serve_setup(&hub, cache.path())).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let r = common::client()
+            .get(second.url("/health"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let report: serde_json::Value = r.json().await.unwrap();
+        let message = report["message"].as_str().unwrap_or_default().to_string();
+        if message.starts_with("another process sharing the model cache") {
+            assert_eq!(status, 503);
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("/health of the waiting replica: {waiting}");
+    assert_eq!(waiting["state"], "downloading");
+    assert_eq!(waiting["progress"]["total"], 400_000);
+    // A third replica that is stopped while it waits stops at once.
+    let third = common::TestServer::start(serve_setup(&hub, cache.path())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = std::time::Instant::now();
+    third.shutdown().await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopping.elapsed()
+    );
+    first.wait_for_state("ready", Duration::from_secs(30)).await;
+    second
+        .wait_for_state("ready", Duration::from_secs(30))
+        .await;
+    let a = first.loader.loaded_from.lock().unwrap().clone().unwrap();
+    let b = second.loader.loaded_from.lock().unwrap().clone().unwrap();
+    assert_eq!(a, b, "both load the one blob");
+    assert_eq!(std::fs::read(&a).unwrap(), bytes);
+    assert_eq!(
+        hub.body_gets(),
+        1,
+        "the second replica waited instead of downloading"
+    );
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The generated compose files (`cargo xtask compose`) against the real tools: `docker-compose`
 //! v1.29 (Debian 12's) brings each profile up with the image `build-images --load` made, the
 //! service turns healthy and answers through the published port, a download from a hub-style
-//! server on the Docker host resumes after a kill and refuses a wrong sha256, bad input gives a
+//! server on the Docker host resumes after a kill and refuses a wrong sha256, two replicas started
+//! together on one fresh model-cache volume both become ready (30 rounds), bad input gives a
 //! clear message, and `--check` catches a hand edit. Compose v2 (Debian 13's, unpacked under
 //! `target/tools/` by the ci preflight, `xtask/src/debtool.rs`) reads every profile the same way,
 //! serves the volume-mount profile and rejects an unknown profile.
@@ -23,7 +24,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{check_catches_a_hand_edit, http, root, run, text, tiny_model, xtask, xtask_lock};
+use common::{
+    check_catches_a_hand_edit, http, http_at, root, run, text, tiny_model, xtask, xtask_lock,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Tools, the image, and one compose project per test.
@@ -735,13 +738,9 @@ fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
-/// The entries of the model-cache volume, as seen through the container (no shell in it).
-fn cache_listing(p: &Project) -> Vec<String> {
-    let o = run(Command::new("docker").args([
-        "cp",
-        &format!("{}:/models", p.container("server-download")),
-        "-",
-    ]));
+/// The entries of the model-cache volume, as seen through a container (no shell in it).
+fn cache_listing(container: &str) -> Vec<String> {
+    let o = run(Command::new("docker").args(["cp", &format!("{container}:/models"), "-"]));
     let mut ar = tar::Archive::new(o.stdout.as_slice());
     ar.entries()
         .unwrap()
@@ -819,7 +818,7 @@ fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
         "0",
         "no crash loop"
     );
-    let files = cache_listing(&p);
+    let files = cache_listing(&p.container("server-download"));
     eprintln!("model-cache after the mismatch: {files:?}");
     let kept: Vec<&String> = files
         .iter()
@@ -834,6 +833,163 @@ fn runtime_download_with_a_wrong_sha256_stays_unhealthy_and_says_why() {
         "an unverified file was kept under a final name: {kept:?}"
     );
     p.down();
+}
+
+/// One-off containers of a service (`docker-compose run -d`), removed with `docker rm -f` when
+/// dropped, whatever happened.
+struct OneOffs(Vec<String>);
+
+impl Drop for OneOffs {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&self.0)
+                .output();
+        }
+    }
+}
+
+/// Poll a replica's /health (on its bridge address) until it says `ready`. `Err` when it says
+/// `failed`, its container stops, or `limit` passes. `Ok(true)` when /health showed it waiting
+/// for the other replica's download on the way.
+fn wait_ready(container: &str, limit: Duration) -> Result<bool, String> {
+    let inspect = |format: &str| {
+        let o = run(Command::new("docker").args(["inspect", "-f", format, container]));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let ip = inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let deadline = Instant::now() + limit;
+    let mut waited = false;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http_at(&ip, 8080, "GET", "/health", None) {
+            Ok((_, body)) => {
+                let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                waited |= v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("another process sharing the model cache"));
+                match v["state"].as_str() {
+                    Some("ready") => return Ok(waited),
+                    Some("failed") => return Err(format!("/health failed: {body}")),
+                    _ => last = body,
+                }
+            }
+            Err(e) => {
+                if inspect("{{.State.Running}}") != "true" {
+                    return Err(format!("the container stopped ({e})"));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("not ready after {limit:?}; last /health: {last}"))
+}
+
+/// Issue 16, item 7: two replicas of the runtime-download service start at once on one fresh
+/// model-cache volume, 30 times. Each round: remove the volume, start two one-off containers of
+/// the service (`docker-compose run -d`: its image, user, read-only root, environment and
+/// volume, without the published port) concurrently, and poll both /health endpoints until
+/// `ready`. A replica that says `failed`, stops, or is not ready within a minute is a failure.
+/// Both servers are PID 1 in their containers, as in production.
+#[test]
+#[ignore = "needs Docker: run by cargo xtask ci"]
+fn two_replicas_on_one_fresh_volume_start_together_30_times_without_a_failure() {
+    require_docker!();
+    image();
+    const ROUNDS: usize = 30;
+    let models = models_dir();
+    let content = std::fs::read(models.path().join("model.gguf")).unwrap();
+    let size = content.len() as u64;
+    let sha = hex::encode(Sha256::digest(&content));
+    // A second per download: the second replica finds the first one downloading.
+    let hub = Hub::start(content, size.max(64 * 1024));
+    let mut p = Project::new("race", &refs(&download_env(&hub)));
+    let volume = format!("{}_model-cache", p.name);
+    // The project's network once, so that the concurrent starts race on the cache only.
+    let o = p.compose(&["--profile", "runtime-download", "up", "--no-start"]);
+    assert!(o.status.success(), "{}", text(&o));
+    run(&mut p.cmd(&["--profile", "runtime-download", "rm", "-f"]));
+    let started = Instant::now();
+    let (mut failures, mut waited, mut slowest) = (Vec::new(), 0, Duration::ZERO);
+    for round in 1..=ROUNDS {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", &volume])
+            .output();
+        let round_start = Instant::now();
+        let sent_before = hub.sent.load(Ordering::SeqCst);
+        let starts: Vec<Output> = std::thread::scope(|s| {
+            let start = || {
+                s.spawn(|| {
+                    p.compose(&[
+                        "--profile",
+                        "runtime-download",
+                        "run",
+                        "-d",
+                        "--no-deps",
+                        "server-download",
+                    ])
+                })
+            };
+            let (a, b) = (start(), start());
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let mut replicas = OneOffs(Vec::new());
+        let mut round_failures = Vec::new();
+        for o in &starts {
+            let name = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if o.status.success() && !name.is_empty() {
+                replicas
+                    .0
+                    .push(name.lines().last().unwrap_or_default().to_string());
+            } else {
+                round_failures.push(format!("docker-compose run failed: {}", text(o)));
+            }
+        }
+        for c in &replicas.0 {
+            match wait_ready(c, Duration::from_secs(60)) {
+                Ok(w) => waited += usize::from(w),
+                Err(why) => {
+                    let logs = text(&run(Command::new("docker").args(["logs", c])));
+                    round_failures.push(format!("{c}: {why}\n{logs}"));
+                }
+            }
+        }
+        slowest = slowest.max(round_start.elapsed());
+        if round_failures.is_empty() {
+            // One transfer for both, one verified blob, the snapshot link, nothing temporary.
+            let sent = hub.sent.load(Ordering::SeqCst) - sent_before;
+            let files = cache_listing(&replicas.0[0]);
+            let has = |suffix: &str| {
+                files
+                    .iter()
+                    .any(|f| f.trim_end_matches('/').ends_with(suffix))
+            };
+            let blob = format!("blobs/{sha}");
+            let snapshot = format!("snapshots/{COMMIT}/model.gguf");
+            let temporary = files
+                .iter()
+                .filter(|f| f.contains(".part") || f.ends_with(".tmp"))
+                .collect::<Vec<_>>();
+            if sent != size || !has(&blob) || !has(&snapshot) || !temporary.is_empty() {
+                round_failures.push(format!("the hub sent {sent} of {size} B; cache: {files:?}"));
+            }
+        }
+        failures.extend(
+            round_failures
+                .into_iter()
+                .map(|f| format!("round {round}: {f}")),
+        );
+    }
+    eprintln!(
+        "two replicas on one fresh volume, {ROUNDS} rounds: {} failures; {waited} replicas \
+         showed /health waiting for the other's download; {:.0?} in all, slowest round {:.1?}",
+        failures.len(),
+        started.elapsed(),
+        slowest
+    );
+    p.down();
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,20 +7,50 @@
 //!     blobs/<key>.part (+ <key>.part.json)    an interrupted download and its resume validator
 //!     snapshots/<commit>/<file>               symlink → ../../blobs/<sha256>
 //!     refs/<revision>                         the commit the revision pointed to last time
-//!     .locks/<file>.lock                      held while one process downloads that file
+//!     .locks/<key>.lock                       held while one process downloads that blob
 //! <model-dir>/urls--<host>--<hash>/           one directory per --model-url (hash of the URL)
 //!     blobs/…, snapshots/url/<file-name>, .locks/…
 //! ```
+//!
+//! `<key>` is the blob's expected sha256, or `<commit>--<file>` when no digest is known before
+//! the download.
 //!
 //! A file appears under `blobs/<sha256>` only after its digest was checked (or, without an
 //! expected digest, computed) and the file was fsynced; partial data only ever lives in `.part`
 //! files. So finding `blobs/<sha256>` is proof enough and a restart reuses it without network.
 //!
-//! This module does NOT download anything.
+//! # Several processes on one cache
+//!
+//! Replicas may share the cache (one Docker volume mounted into several containers, a
+//! ReadWriteMany claim), and the server is PID 1 in every container, so nothing here may rely on
+//! the process id being unique:
+//!
+//! - **The download lock** is an advisory `flock(2)` on `.locks/<key>.lock` ([`LockFile`]). It
+//!   belongs to the open file, not the process id, so it excludes two containers with the same
+//!   PID, and two downloaders in one process. Containers on one host share the kernel, so it
+//!   works across containers on one Docker volume; the kernel drops it when the holder dies,
+//!   however it dies, so a killed replica never leaves a stale lock. Lock files are never
+//!   deleted: removing one while another process waits on it would let a third lock a new file
+//!   of the same name, and two would hold "the" lock. (Over NFS, Linux maps `flock` to NFS byte
+//!   range locks, which need a server with lock support; a filesystem without locking makes
+//!   the lock fail with an error that names the lock file rather than go unlocked.)
+//! - **Everything written in the repo directory is written under that lock**: the `.part` file
+//!   and its sidecar, the blob's rename, the snapshot link and the ref. The `.part` of a killed
+//!   replica is therefore never a live one: the next holder re-hashes and resumes it.
+//! - **Temporary names are unique per write**, not per process: `.<name>.<random>.tmp`, created
+//!   with `O_EXCL` (a symlink's creation is exclusive by itself) and renamed over the final name,
+//!   which is atomic; readers see the old entry or the new one, never a partial one. A replica
+//!   killed between creating and renaming leaves its temporary file behind; [`RepoCache::record`]
+//!   removes such files once they are older than [`STALE_TEMP_AGE`], far longer than any live
+//!   write takes (microseconds to an fsync), so it never removes one that is still in use.
+//!
+//! This module does NOT download anything or wait for a lock (the caller polls
+//! [`LockFile::try_lock`]).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -29,6 +59,12 @@ use super::{DownloadError, sanitize};
 
 /// The snapshot name used for URL sources (they have no revisions).
 pub const URL_SNAPSHOT: &str = "url";
+
+/// A temporary file of this age is left over from a process that died while writing it.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
+
+/// How temporary names end (`.<name>.<random>.tmp`).
+const TEMP_SUFFIX: &str = ".tmp";
 
 /// One repo's (or URL's) directory in the cache.
 #[derive(Debug, Clone)]
@@ -104,8 +140,33 @@ impl RepoCache {
         write_atomically(&path, commit.as_bytes())
     }
 
+    /// Point `snapshots/<snapshot>/<file>` at the blob `sha` and, for a named revision, record
+    /// `refs/<revision>` → `<commit>`; first remove temporary files that processes which died
+    /// while writing there left behind. Call with the blob's [`LockFile`] held.
+    pub fn record(
+        &self,
+        snapshot: &str,
+        file: &str,
+        sha: &Sha256Hex,
+        named_ref: Option<(&str, &str)>,
+    ) -> Result<PathBuf, DownloadError> {
+        let link = self.snapshot_path(snapshot, file);
+        if let Some(dir) = link.parent() {
+            remove_stale_temps(dir, STALE_TEMP_AGE);
+        }
+        let link = self.link_snapshot(snapshot, file, sha)?;
+        if let Some((revision, commit)) = named_ref {
+            let path = self.dir.join("refs").join(revision);
+            if let Some(dir) = path.parent() {
+                remove_stale_temps(dir, STALE_TEMP_AGE);
+            }
+            self.write_ref(revision, commit)?;
+        }
+        Ok(link)
+    }
+
     /// Point `snapshots/<snapshot>/<file>` at the blob `sha` (relative symlink; hard link where
-    /// symlinks are not supported).
+    /// symlinks are not supported), replacing the entry atomically.
     pub fn link_snapshot(
         &self,
         snapshot: &str,
@@ -124,53 +185,150 @@ impl RepoCache {
         }
         target.push("blobs");
         target.push(sha.as_str());
-        let tmp = parent.join(format!(".{}.tmp-link", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        let linked = std::os::unix::fs::symlink(&target, &tmp)
-            .or_else(|_| fs::hard_link(self.blob(sha), &tmp));
-        linked.map_err(|e| DownloadError::io("linking the snapshot entry", &link, e))?;
-        fs::rename(&tmp, &link)
+        let tmp = create_temp(&link, |tmp| {
+            std::os::unix::fs::symlink(&target, tmp).or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+                fs::hard_link(self.blob(sha), tmp)
+            })
+        })
+        .map_err(|e| DownloadError::io("linking the snapshot entry", &link, e))?;
+        rename_temp(&tmp, &link)
             .map_err(|e| DownloadError::io("linking the snapshot entry", &link, e))?;
         Ok(link)
     }
 
-    /// Take the per-file download lock, waiting for another process that holds it.
-    /// `on_wait` runs once if the lock is busy. Blocking: call from a blocking thread.
-    pub fn lock(&self, file: &str, on_wait: impl FnOnce(&Path)) -> Result<File, DownloadError> {
-        let dir = self.dir.join(".locks");
-        fs::create_dir_all(&dir)
-            .map_err(|e| DownloadError::io("creating the directory", &dir, e))?;
-        let path = dir.join(format!("{}.lock", sanitize(file)));
-        let lock = File::options()
+    /// `.locks/<key>.lock`, the lock for the blob a download with this key produces.
+    pub fn lock_path(&self, key: &str) -> PathBuf {
+        self.dir
+            .join(".locks")
+            .join(format!("{}.lock", sanitize(key)))
+    }
+
+    /// Open (creating it if needed) the lock file for `key`; see [`LockFile::try_lock`].
+    pub fn open_lock(&self, key: &str) -> Result<LockFile, DownloadError> {
+        let path = self.lock_path(key);
+        let dir = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(dir).map_err(|e| DownloadError::io("creating the directory", dir, e))?;
+        let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| DownloadError::io("opening the lock file", &path, e))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(lock),
-            Err(fs::TryLockError::WouldBlock) => {
-                on_wait(&path);
-                lock.lock()
-                    .map_err(|e| DownloadError::io("locking", &path, e))?;
-                Ok(lock)
-            }
-            Err(fs::TryLockError::Error(e)) => Err(DownloadError::io("locking", &path, e)),
+        Ok(LockFile { file, path })
+    }
+}
+
+/// An open lock file. The lock is an `flock(2)` on the open file: held until this value is
+/// dropped or the process dies, exclusive between processes and between two `LockFile`s of one
+/// process alike.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Take the lock if nobody holds it: `Ok(true)` when this handle now holds it, `Ok(false)`
+    /// when another holder has it. Never blocks.
+    pub fn try_lock(&self) -> Result<bool, DownloadError> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(DownloadError::io(
+                "locking (the model directory's filesystem must support flock)",
+                &self.path,
+                e,
+            )),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Create a temporary entry next to `path` with `create`, under a name no other writer uses
+/// (`.<name>.<random>.tmp`; `create` must fail with `AlreadyExists` if the name is taken, and
+/// then another name is tried). Returns the name created.
+fn create_temp(
+    path: &Path,
+    mut create: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut attempts = 0;
+    loop {
+        let tmp = parent.join(format!(
+            ".{name}.{:016x}{TEMP_SUFFIX}",
+            bitnet_rng::random_u64()
+        ));
+        match create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(tmp),
         }
     }
 }
 
-/// Write `bytes` to `path` through a temporary file, fsync, rename.
+/// Rename a temporary entry over `path`; on failure the temporary entry is removed.
+fn rename_temp(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
+    })
+}
+
+/// Remove the temporary entries (`.<name>.<random>.tmp`) in `dir` last modified more than `age`
+/// ago: their writers died before renaming them. Best effort: errors are ignored (another
+/// process may remove the same file first).
+pub fn remove_stale_temps(dir: &Path, age: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        // The entry itself (a temporary symlink's target may not exist).
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        if stale {
+            tracing::info!(path = %entry.path().display(), "removing a temporary file a stopped process left behind");
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file of its own (see [`create_temp`]), fsync,
+/// rename: readers see the old content or the new, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent)
         .map_err(|e| DownloadError::io("creating the directory", parent, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| DownloadError::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| DownloadError::io("writing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| DownloadError::io("renaming into place", path, e))?;
+    let mut file = None;
+    let tmp = create_temp(path, |tmp| {
+        file = Some(File::options().write(true).create_new(true).open(tmp)?);
+        Ok(())
+    })
+    .map_err(|e| DownloadError::io("creating a temporary file for", path, e))?;
+    let written = match file {
+        Some(mut f) => f.write_all(bytes).and_then(|_| f.sync_all()),
+        None => Err(io::Error::other("no file was created")),
+    };
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(DownloadError::io("writing", &tmp, e));
+    }
+    rename_temp(&tmp, path).map_err(|e| DownloadError::io("renaming into place", path, e))?;
     Ok(())
 }
 
@@ -221,21 +379,50 @@ mod tests {
     }
 
     #[test]
-    fn lock_is_exclusive_between_handles() {
+    fn lock_is_exclusive_between_handles_of_one_process() {
         let root = tempfile::tempdir().unwrap();
         let src = ModelSource::hub("o/n", "m.gguf", "main", None).unwrap();
         let cache = RepoCache::for_source(root.path(), &src).unwrap();
-        let held = cache
-            .lock("m.gguf", |_| panic!("first lock must not wait"))
-            .unwrap();
-        let c2 = cache.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = std::thread::spawn(move || {
-            let _l = c2.lock("m.gguf", |_| tx.send(()).unwrap()).unwrap();
+        let first = cache.open_lock("key").unwrap();
+        assert!(first.try_lock().unwrap());
+        // Another open of the same file, in this process (as two containers' PID 1 would be):
+        let second = cache.open_lock("key").unwrap();
+        assert!(!second.try_lock().unwrap(), "held by the first handle");
+        assert!(cache.open_lock("other").unwrap().try_lock().unwrap());
+        drop(first);
+        assert!(
+            second.try_lock().unwrap(),
+            "released when the holder is dropped"
+        );
+        assert!(
+            cache.lock_path("key").exists(),
+            "lock files are never deleted"
+        );
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_stale_ones_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refs/main");
+        // Many writers of one file (same PID), all at once: each has its own temporary file.
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let path = &path;
+                s.spawn(move || write_atomically(path, format!("commit{i}").as_bytes()).unwrap());
+            }
         });
-        rx.recv_timeout(std::time::Duration::from_secs(5))
-            .expect("second locker waits");
-        drop(held);
-        t.join().unwrap();
+        assert!(fs::read_to_string(&path).unwrap().starts_with("commit"));
+        let refs = path.parent().unwrap();
+        let names = |d: &Path| fs::read_dir(d).unwrap().count();
+        assert_eq!(names(refs), 1, "no temporary file left");
+        // A writer killed before its rename leaves one; it goes once it is old enough.
+        let leftover = refs.join(".main.00000000deadbeef.tmp");
+        fs::write(&leftover, b"half").unwrap();
+        remove_stale_temps(refs, STALE_TEMP_AGE);
+        assert!(leftover.exists(), "a recent temporary file may be in use");
+        std::thread::sleep(Duration::from_millis(20));
+        remove_stale_temps(refs, Duration::from_millis(10));
+        assert!(!leftover.exists());
+        assert!(path.exists(), "only temporary files are swept");
     }
 }

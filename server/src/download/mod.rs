@@ -11,8 +11,13 @@
 //!   never logged. It goes only to the endpoint's origin (scheme, host and port): the metadata
 //!   `HEAD` follows only same-origin redirects, and the HTTP client drops it on a redirect to
 //!   another origin (the CDN, or a protocol-relative `//other.host/…`).
-//! - A lock file per cached file keeps two replicas from downloading it at the same time; the
-//!   second waits, then finds the file in the cache.
+//! - Replicas may share the cache (one volume, several containers, each server PID 1). Once the
+//!   hub has said which blob to expect, everything is done under that blob's lock (an `flock` on
+//!   `.locks/<key>.lock`): look in the cache, download, verify, rename, link the snapshot, write
+//!   the ref. A second replica polls the lock meanwhile, reports the first one's `.part` size as
+//!   [`Phase::Waiting`] (`/health`: `downloading`, "another process sharing the model cache is
+//!   downloading it"), then finds the blob and only links it. Temporary names are unique per
+//!   write, never per PID. The rules, and what a killed replica leaves behind, are in [`cache`].
 //!
 //! This module does NOT parse the file (see `gguf`) or publish health state itself: progress
 //! goes to a [`ProgressSink`].
@@ -38,10 +43,15 @@ pub use redact::redact_url;
 pub use source::{ModelSource, Sha256Hex};
 
 use crate::secret::Secret;
+use cache::LockFile;
 use progress::Meter;
 
 /// The public hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// How often a process waiting for another's download tries the lock again (and reports the
+/// other's progress).
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// How to download.
 #[derive(Debug, Clone)]
@@ -184,6 +194,17 @@ struct Target {
     record_ref: Option<(String, String)>,
 }
 
+impl Target {
+    /// What names the download's `.part` file and lock: the expected digest, else the snapshot
+    /// and file.
+    fn key(&self, file: &str) -> String {
+        match &self.expected {
+            Some(sha) => sha.to_string(),
+            None => format!("{}--{file}", self.snapshot),
+        }
+    }
+}
+
 impl<'a> Remote<'a> {
     fn new(
         source: &'a ModelSource,
@@ -242,30 +263,56 @@ impl<'a> Remote<'a> {
             }
             Err(e) => return Err(e),
         };
+        // From here on everything is written under the blob's lock: the download, the rename,
+        // the snapshot link and the ref (see `cache`). Another replica may hold it, or may have
+        // finished the same download while we waited.
+        let key = target.key(&self.file);
+        let (_lock, waited) = self.wait_for_lock(&target, &key).await?;
         if let Some(found) = self.cached_target(&target)? {
-            tracing::info!(path = %found.path.display(), "the cached model file is current");
+            if waited {
+                tracing::info!(path = %found.path.display(), "another process downloaded the model file");
+            } else {
+                tracing::info!(path = %found.path.display(), "the cached model file is current");
+            }
             return Ok(found);
         }
+        self.download(&target, &key).await
+    }
 
-        // Serialise with other processes sharing this cache, then look again: another replica
-        // may have finished the same download while we waited.
-        let lock_cache = self.cache.clone();
-        let lock_file = self.file.clone();
-        let _lock = tokio::task::spawn_blocking(move || {
-            lock_cache.lock(&lock_file, |path| {
-                tracing::info!(
-                    lock = %path.display(),
-                    "another process is downloading this file; waiting for it"
-                )
-            })
-        })
-        .await
-        .map_err(|e| DownloadError::Client(format!("lock task failed: {e}")))??;
-        if let Some(found) = self.cached_target(&target)? {
-            tracing::info!(path = %found.path.display(), "another process downloaded the model file");
-            return Ok(found);
+    /// Take the download lock for `key`. While another process holds it (a replica on the same
+    /// volume downloading this blob), poll, reporting the size of its `.part` file as
+    /// [`Phase::Waiting`]. Polling rather than a blocking `flock` on a blocking thread: the wait
+    /// reports progress and ends with the future (a shutdown leaves no thread waiting on the
+    /// lock). Returns the lock and whether we waited.
+    async fn wait_for_lock(
+        &self,
+        target: &Target,
+        key: &str,
+    ) -> Result<(LockFile, bool), DownloadError> {
+        let lock = self.cache.open_lock(key)?;
+        if lock.try_lock()? {
+            return Ok((lock, false));
         }
-        self.download(&target).await
+        tracing::info!(
+            lock = %lock.path().display(),
+            "another process sharing the model cache is downloading this file; waiting for it"
+        );
+        let part = self.cache.part(key);
+        let part_len = || std::fs::metadata(&part).map(|m| m.len()).ok();
+        let label = self.source.file_name();
+        let mut seen = part_len().unwrap_or(0);
+        let meter = Meter::new(self.sink, &label, Phase::Waiting, target.size, seen);
+        meter.update(seen);
+        loop {
+            tokio::time::sleep(LOCK_POLL).await;
+            if lock.try_lock()? {
+                meter.finish(seen);
+                return Ok((lock, true));
+            }
+            // The part file disappears when it is renamed into its blob: keep the last size.
+            seen = part_len().unwrap_or(seen);
+            meter.update(seen);
+        }
     }
 
     /// Cache hits that need no network: a pinned digest whose blob exists, a commit-hash
@@ -442,6 +489,7 @@ impl<'a> Remote<'a> {
     }
 
     /// Is the target already complete in the cache? Records the snapshot link and ref if so.
+    /// Call with the target's lock held.
     fn cached_target(&self, target: &Target) -> Result<Option<Acquired>, DownloadError> {
         let found = match &target.expected {
             Some(sha) => self.cache.existing_blob(sha).map(|path| Acquired {
@@ -461,20 +509,18 @@ impl<'a> Remote<'a> {
     }
 
     fn record(&self, target: &Target, sha: &Sha256Hex) -> Result<(), DownloadError> {
+        let named_ref = target
+            .record_ref
+            .as_ref()
+            .map(|(revision, commit)| (revision.as_str(), commit.as_str()));
         self.cache
-            .link_snapshot(&target.snapshot, &self.file, sha)?;
-        if let Some((revision, commit)) = &target.record_ref {
-            self.cache.write_ref(revision, commit)?;
-        }
+            .record(&target.snapshot, &self.file, sha, named_ref)?;
         Ok(())
     }
 
-    async fn download(&self, target: &Target) -> Result<Acquired, DownloadError> {
-        let key = match &target.expected {
-            Some(sha) => sha.to_string(),
-            None => format!("{}--{}", target.snapshot, self.file),
-        };
-        let part = self.cache.part(&key);
+    /// Download into `.part`, verify, rename into `blobs/`, record. Call with `key`'s lock held.
+    async fn download(&self, target: &Target, key: &str) -> Result<Acquired, DownloadError> {
+        let part = self.cache.part(key);
         let client = tls::client(self.options, true, &self.url)?;
         let label = self.source.file_name();
         let token = match self.source {

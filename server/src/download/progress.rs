@@ -16,6 +16,9 @@ use crate::health::human_bytes;
 pub enum Phase {
     Downloading,
     Verifying,
+    /// Another process sharing the cache holds the download lock: the bytes are its `.part`
+    /// file's size.
+    Waiting,
 }
 
 /// One progress observation.
@@ -83,7 +86,7 @@ impl<'a> Meter<'a> {
                 None => ProgressBar::new_spinner(),
             };
             let template = match phase {
-                Phase::Downloading => {
+                Phase::Downloading | Phase::Waiting => {
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
                 }
                 Phase::Verifying => "{msg} [{bar:30}] {bytes}/{total_bytes}",
@@ -158,6 +161,7 @@ impl<'a> Meter<'a> {
                 match self.phase {
                     Phase::Downloading => "downloading",
                     Phase::Verifying => "verifying",
+                    Phase::Waiting => "another process is downloading",
                 },
                 self.label,
                 human_bytes(bytes),

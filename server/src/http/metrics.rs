@@ -192,6 +192,7 @@ mod tests {
             bytes: 10,
             total: Some(100),
             bytes_per_second: 1.0,
+            by_another_process: false,
         });
         let stats = EngineStats {
             queued: 2,
