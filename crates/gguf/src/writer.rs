@@ -2,7 +2,7 @@
 //!
 //! It writes what it is given; it does not check that the tensors make a valid model.
 
-use super::{DEFAULT_ALIGNMENT, GgmlType, Value, ValueType};
+use super::{Array, DEFAULT_ALIGNMENT, GgmlType, Value};
 use std::io::{self, Write};
 
 /// Builds a GGUF v3 file in memory-light fashion: metadata and tensor headers are collected,
@@ -98,29 +98,52 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
         Value::String(s) => put_str(out, s),
-        Value::Array(t, items) => {
-            out.extend_from_slice(&(*t as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for i in items {
-                debug_assert_eq!(i.value_type(), *t, "array elements must share one type");
-                put_value(out, i);
+        Value::Array(a) => {
+            out.extend_from_slice(&(a.element_type() as u32).to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            match a {
+                Array::U8(v) => out.extend_from_slice(v),
+                Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+                Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
+                Array::U16(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I16(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::U32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::F32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::U64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::F64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::String(v) => v.iter().for_each(|x| put_str(out, x)),
             }
         }
     }
 }
 
 /// Convenience constructors for metadata arrays.
-pub fn str_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
-    Value::Array(
-        ValueType::String,
-        items.into_iter().map(|s| Value::String(s.into())).collect(),
-    )
+pub fn str_array<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> Value {
+    Value::Array(Array::String(items.into_iter().collect()))
 }
 
 pub fn i32_array<I: IntoIterator<Item = i32>>(items: I) -> Value {
-    Value::Array(ValueType::I32, items.into_iter().map(Value::I32).collect())
+    Value::Array(Array::I32(items.into_iter().collect()))
 }
 
 pub fn f32_array<I: IntoIterator<Item = f32>>(items: I) -> Value {
-    Value::Array(ValueType::F32, items.into_iter().map(Value::F32).collect())
+    Value::Array(Array::F32(items.into_iter().collect()))
 }
