@@ -11,6 +11,8 @@ use std::io::{self, Write};
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
     tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    /// `general.alignment` when set; the default (32) otherwise.
+    alignment: Option<u64>,
 }
 
 impl GgufWriter {
@@ -23,6 +25,22 @@ impl GgufWriter {
         self
     }
 
+    /// Writes the tensor data with this alignment (a power of two) and records it as
+    /// `general.alignment`. Readers must accept any power of two; tests use 1 to put tensors at
+    /// odd addresses.
+    pub fn alignment(&mut self, alignment: u64) -> &mut Self {
+        assert!(
+            alignment.is_power_of_two(),
+            "alignment must be a power of two"
+        );
+        self.metadata.retain(|(k, _)| k != "general.alignment");
+        let value = u32::try_from(alignment).expect("alignment fits in u32");
+        self.metadata
+            .push(("general.alignment".into(), Value::U32(value)));
+        self.alignment = Some(alignment);
+        self
+    }
+
     /// Adds a tensor; `dims` is ne0 first, `data` must be exactly `ty.nbytes(dims)` long.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
         let want = ty.nbytes(dims).expect("tensor shape must be storable");
@@ -32,7 +50,7 @@ impl GgufWriter {
         self
     }
 
-    /// Serialises the file with the default alignment (32).
+    /// Serialises the file with its alignment (32 unless [`GgufWriter::alignment`] set another).
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         let mut header = Vec::new();
         header.extend_from_slice(b"GGUF");
@@ -44,7 +62,7 @@ impl GgufWriter {
             header.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
             put_value(&mut header, v);
         }
-        let align = DEFAULT_ALIGNMENT;
+        let align = self.alignment.unwrap_or(DEFAULT_ALIGNMENT);
         let mut offset = 0u64;
         for (name, dims, ty, data) in &self.tensors {
             put_str(&mut header, name);
