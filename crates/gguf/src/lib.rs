@@ -4,11 +4,12 @@
 //! this crate implements are specified in `docs/formats.md`.
 //!
 //! The reader validates everything before handing out a tensor slice: counts and lengths are
-//! checked against the bytes that are actually there before anything is allocated, the memory the
-//! metadata and the tensor table take is bounded by [`HEADER_MEMORY_LIMIT`] (arrays are typed
-//! vectors, [`Array`], so they cost about their bytes in the file), tensor sizes cannot overflow,
-//! and every tensor lies inside the data section. It does not interpret metadata (that is `bitnet-model`'s `config`) or multiply tensor
-//! data (that is `bitnet-kernels`), and it depends on no other crate of this workspace.
+//! checked against the bytes that are actually there before anything is allocated, the memory
+//! the metadata and the tensor table take is bounded by [`HEADER_MEMORY_LIMIT`] (arrays are
+//! typed vectors, [`Array`], so they cost about their bytes in the file), tensor sizes cannot
+//! overflow, and every tensor lies inside the data section. It does not interpret metadata (that
+//! is `bitnet-model`'s `config`) or multiply tensor data (that is `bitnet-kernels`), and it
+//! depends on no other crate of this workspace.
 
 pub mod quant;
 mod types;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 /// Default `general.alignment` when the key is absent.
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// The most memory the parsed metadata and tensor table of one file may take. Real models need a
-/// few MB (the 2B-4T file: about 10 MB, most of it the tokenizer's 128,256 tokens and 280,147
+/// few MB (the 2B-4T file: under 10 MB, most of it the tokenizer's 128,256 tokens and 280,147
 /// merges); anything past this is a corrupt or crafted file, refused before it is allocated.
 pub const HEADER_MEMORY_LIMIT: u64 = 64 << 20;
 /// Memory charged per metadata entry besides its key and value bytes: the entry, its index slot
