@@ -561,3 +561,142 @@ async fn sigterm_drains_a_stream_with_health_draining_and_exits_zero() {
     assert_eq!(exit.code(), Some(0));
     assert!(took < Duration::from_secs(9), "{took:?}");
 }
+
+/// An HTTPS server on 127.0.0.1 that answers every GET or HEAD with `body` (HTTP/1.1, one request
+/// per connection), presenting a certificate for 127.0.0.1 signed by a throw-away CA. Serves at
+/// most `max` connections, then its thread ends. Returns the port and the CA certificate (PEM).
+fn https_file_server(body: Vec<u8>, max: usize) -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "bitnet-serve download test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(max) {
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut s =
+                rustls::StreamOwned::new(rustls::ServerConnection::new(tls.clone()).unwrap(), conn);
+            // The request head; a client that refuses the certificate ends the handshake here.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                continue;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes());
+            if !head.starts_with(b"HEAD ") {
+                let _ = s.write_all(&body);
+            }
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    });
+    (port, ca_pem)
+}
+
+/// Issue 16, item 12: the server's TLS (rustls with ring) downloads a model over HTTPS from a
+/// host whose certificate chains to a CA in `SSL_CERT_FILE`, checks its sha256 and serves it;
+/// the same host is refused when that CA is not trusted.
+#[test]
+fn a_model_url_over_https_is_downloaded_when_its_ca_is_trusted_and_refused_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = std::fs::read(synth_model(dir.path(), 64)).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&model))
+    };
+    let (https_port, ca_pem) = https_file_server(model, 20);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let url = format!("https://127.0.0.1:{https_port}/m.gguf");
+    let serve = |port: u16, ca: &Path, cache: &Path| {
+        let mut c = Command::new(BIN);
+        clean(&mut c)
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--download-retries",
+                "0",
+                "--model-url",
+                &url,
+                "--sha256",
+                &sha,
+            ])
+            .arg("--model-dir")
+            .arg(cache)
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Reap(c.spawn().unwrap())
+    };
+
+    // Trusted: downloaded, verified, loaded, ready.
+    let port = free_port();
+    let child = serve(port, &ca_file, &dir.path().join("cache-trusted"));
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let (code, text) = healthcheck(&health);
+        if code == 0 || text.contains("\"state\":\"failed\"") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never became ready: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("trusted CA: {text}");
+    assert!(text.starts_with("ready"), "{text}");
+    sigterm(&child.0);
+    drop(child);
+
+    // The same host when SSL_CERT_FILE holds another CA (that of a server that serves nothing):
+    // the certificate is refused.
+    let (_, other_ca) = https_file_server(Vec::new(), 0);
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let port = free_port();
+    let _child = serve(port, &other_file, &dir.path().join("cache-untrusted"));
+    let text = wait_until_failed(
+        &format!("http://127.0.0.1:{port}/health"),
+        Duration::from_secs(30),
+    );
+    eprintln!("untrusted CA: {text}");
+    assert!(
+        text.contains("invalid peer certificate"),
+        "the reason should name the certificate: {text}"
+    );
+}

@@ -218,6 +218,9 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                         &p.target,
                         &format!("the static build of tier {}", p.name),
                     ));
+                    // The server's TLS provider (ring) compiles C for every target; the build
+                    // sets CC_<triple> to this compiler when the graph has C (images/mod.rs).
+                    out.extend(c_compiler(&p.target)?.0);
                 }
                 let uses_lld = p.rustflags.iter().any(|f| f.contains("linker=rust-lld"));
                 if !uses_lld && p.target.starts_with("x86_64-") {
@@ -761,8 +764,8 @@ pub type CompilerEnv = Vec<(String, String)>;
 /// and the `CC_<triple>`/`AR_<triple>` environment for the `cc` crate (nothing when the user set
 /// `CC_<triple>` already).
 ///
-/// Verified with rustls + ring 0.17: x86_64 musl with `musl-gcc`; aarch64 musl with
-/// `aarch64-linux-gnu-gcc` plus the cross libc headers, linked by rust-lld.
+/// Verified with rustls + ring 0.17 (the server's and xtask's TLS): x86_64 musl with `musl-gcc`;
+/// aarch64 musl with `aarch64-linux-gnu-gcc` plus the cross libc headers, linked by rust-lld.
 pub fn c_compiler(target: &str) -> Result<(Vec<Need>, CompilerEnv)> {
     let key = target.replace('-', "_");
     if std::env::var_os(format!("CC_{key}")).is_some() {
@@ -971,6 +974,22 @@ mod tests {
             "Debian package ca-certificates",
         ] {
             assert!(labels.iter().any(|l| l == want), "{want} not in {labels:?}");
+        }
+        // The C compilers of ring's cross builds, unless the user chose their own.
+        for (target, want) in [
+            ("x86_64_unknown_linux_musl", "program musl-gcc"),
+            (
+                "aarch64_unknown_linux_musl",
+                "program aarch64-linux-gnu-gcc",
+            ),
+            (
+                "aarch64_unknown_linux_musl",
+                "Debian package libc6-dev-arm64-cross",
+            ),
+        ] {
+            if std::env::var_os(format!("CC_{target}")).is_none() {
+                assert!(labels.iter().any(|l| l == want), "{want} not in {labels:?}");
+            }
         }
     }
 

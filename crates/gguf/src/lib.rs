@@ -4,10 +4,12 @@
 //! this crate implements are specified in `docs/formats.md`.
 //!
 //! The reader validates everything before handing out a tensor slice: counts and lengths are
-//! checked against the bytes that are actually there (a hostile file cannot make us allocate
-//! more than its own size), tensor sizes cannot overflow, and every tensor lies inside the data
-//! section. It does not interpret metadata (that is `bitnet-model`'s `config`) or multiply tensor
-//! data (that is `bitnet-kernels`), and it depends on no other crate of this workspace.
+//! checked against the bytes that are actually there before anything is allocated, the memory
+//! the metadata and the tensor table take is bounded by [`HEADER_MEMORY_LIMIT`] (arrays are
+//! typed vectors, [`Array`], so they cost about their bytes in the file), tensor sizes cannot
+//! overflow, and every tensor lies inside the data section. It does not interpret metadata (that
+//! is `bitnet-model`'s `config`) or multiply tensor data (that is `bitnet-kernels`), and it
+//! depends on no other crate of this workspace.
 
 pub mod quant;
 mod types;
@@ -17,7 +19,7 @@ pub mod writer;
 
 use types::known_unsupported_name;
 pub use types::{GgmlType, SizeError};
-pub use value::{Value, ValueType};
+pub use value::{Array, StringArray, Value, ValueType};
 #[cfg(feature = "writer")]
 pub use writer::GgufWriter;
 
@@ -27,6 +29,23 @@ use std::sync::Arc;
 
 /// Default `general.alignment` when the key is absent.
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// The most memory the parsed metadata and tensor table of one file may take. Real models need a
+/// few MB (the 2B-4T file: under 10 MB, most of it the tokenizer's 128,256 tokens and 280,147
+/// merges); anything past this is a corrupt or crafted file, refused before it is allocated.
+pub const HEADER_MEMORY_LIMIT: u64 = 64 << 20;
+/// Memory charged per metadata entry besides its key and value bytes: the entry, its index slot
+/// (which holds a copy of the key) and allocator overhead.
+const KV_OVERHEAD: u64 =
+    (size_of::<(String, Value)>() + size_of::<(String, usize)>() + 2 * ALLOC_SLACK) as u64;
+/// Memory charged per tensor besides its name: the parsed entry, its `TensorInfo`, its index
+/// slot (a copy of the name), its dimensions and allocator overhead.
+const TENSOR_OVERHEAD: u64 = (size_of::<(String, Vec<u64>, u32, u64)>()
+    + size_of::<TensorInfo>()
+    + size_of::<(String, usize)>()
+    + MAX_DIMS * size_of::<u64>()
+    + 3 * ALLOC_SLACK) as u64;
+/// What the allocator may add to one heap block (header and rounding).
+const ALLOC_SLACK: usize = 16;
 /// ggml's maximum tensor rank.
 const MAX_DIMS: usize = 4;
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -67,6 +86,15 @@ pub enum GgufError {
         what: &'static str,
         count: u64,
         len: u64,
+    },
+    #[error(
+        "GGUF {what} needs {needed} bytes of memory, past the {limit}-byte limit on a file's metadata and tensor table ({used} bytes already taken); real models need a few MB, so the file is corrupt or crafted: use the model file as published"
+    )]
+    HeaderTooLarge {
+        what: String,
+        needed: u64,
+        used: u64,
+        limit: u64,
     },
     #[error("GGUF {what} at byte {offset} is not valid UTF-8; the file is corrupt")]
     InvalidUtf8 { what: String, offset: u64 },
@@ -211,7 +239,11 @@ impl GgufFile {
 
     fn parse(backing: Backing) -> Result<GgufFile, GgufError> {
         let bytes = backing.bytes();
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            used: 0,
+        };
         let magic = r.take(4, "the magic")?;
         if magic != MAGIC {
             return Err(GgufError::BadMagic {
@@ -245,10 +277,18 @@ impl GgufFile {
             });
         }
 
+        r.charge(n_kv.saturating_mul(KV_OVERHEAD), || {
+            format!("table of {n_kv} metadata entries")
+        })?;
+        r.charge(n_tensors.saturating_mul(TENSOR_OVERHEAD), || {
+            format!("table of {n_tensors} tensors")
+        })?;
+
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut key_index = HashMap::with_capacity(n_kv as usize);
         for _ in 0..n_kv {
             let key = r.string("a metadata key")?;
+            r.charge(2 * key.len() as u64, || format!("metadata key {key:?}"))?;
             let ty = r.u32("a metadata type")?;
             let ty = ValueType::from_id(ty).ok_or_else(|| GgufError::UnknownValueType {
                 key: key.clone(),
@@ -284,6 +324,7 @@ impl GgufFile {
         let mut raw = Vec::with_capacity(n_tensors as usize);
         for _ in 0..n_tensors {
             let name = r.string("a tensor name")?;
+            r.charge(2 * name.len() as u64, || format!("tensor name {name:?}"))?;
             let n_dims = r.u32("a tensor rank")?;
             if n_dims == 0 || n_dims as usize > MAX_DIMS {
                 return Err(GgufError::BadRank { name, n_dims });
@@ -462,30 +503,23 @@ impl GgufFile {
     }
 
     /// An array of strings.
-    pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
+    pub fn get_str_array(&self, key: &str) -> Result<Option<&StringArray>, GgufError> {
         self.get(key)
             .map(|v| {
-                let err = || wrong_type(key, "an array of strings", v);
-                let (_, items) = v.as_array().ok_or_else(err)?;
-                items.iter().map(|e| e.as_str().ok_or_else(err)).collect()
+                v.as_array()
+                    .and_then(Array::as_strings)
+                    .ok_or_else(|| wrong_type(key, "an array of strings", v))
             })
             .transpose()
     }
 
-    /// An array of integers as i64.
+    /// An array of integers (any integer type whose values fit) as i64.
     pub fn get_int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
         self.get(key)
             .map(|v| {
-                let err = || wrong_type(key, "an array of integers", v);
-                let (_, items) = v.as_array().ok_or_else(err)?;
-                items
-                    .iter()
-                    .map(|e| {
-                        e.as_int()
-                            .and_then(|i| i64::try_from(i).ok())
-                            .ok_or_else(err)
-                    })
-                    .collect()
+                v.as_array()
+                    .and_then(Array::to_i64s)
+                    .ok_or_else(|| wrong_type(key, "an array of integers", v))
             })
             .transpose()
     }
@@ -504,13 +538,31 @@ fn align_up(pos: u64, alignment: u64) -> Option<u64> {
         .map(|p| p / alignment * alignment)
 }
 
-/// A bounds-checked little-endian cursor.
+/// A bounds-checked little-endian cursor that also keeps the header's memory account.
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: u64,
+    /// Memory charged so far against [`HEADER_MEMORY_LIMIT`].
+    used: u64,
 }
 
 impl<'a> Reader<'a> {
+    /// Charges `bytes` of memory to the header before they are allocated; `what` names the item.
+    fn charge(&mut self, bytes: u64, what: impl FnOnce() -> String) -> Result<(), GgufError> {
+        match self.used.checked_add(bytes) {
+            Some(total) if total <= HEADER_MEMORY_LIMIT => {
+                self.used = total;
+                Ok(())
+            }
+            _ => Err(GgufError::HeaderTooLarge {
+                what: what(),
+                needed: bytes,
+                used: self.used,
+                limit: HEADER_MEMORY_LIMIT,
+            }),
+        }
+    }
+
     fn remaining(&self) -> u64 {
         self.bytes.len() as u64 - self.pos
     }
@@ -543,13 +595,52 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        self.str(what).map(str::to_string)
+    }
+
+    /// A string borrowed from the file, checked for UTF-8.
+    fn str(&mut self, what: &str) -> Result<&'a str, GgufError> {
         let len = self.u64(what)?;
         let offset = self.pos;
         let b = self.take(len, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| GgufError::InvalidUtf8 {
+        std::str::from_utf8(b).map_err(|_| GgufError::InvalidUtf8 {
             what: what.to_string(),
             offset,
         })
+    }
+
+    /// `n` fixed-size elements decoded from their little-endian bytes.
+    fn elements<T, const N: usize>(
+        &mut self,
+        n: u64,
+        what: &str,
+        decode: impl Fn([u8; N]) -> T,
+    ) -> Result<Vec<T>, GgufError> {
+        let b = self.take(n * N as u64, what)?;
+        Ok(b.chunks_exact(N)
+            .map(|c| decode(c.try_into().expect("chunks of N bytes")))
+            .collect())
+    }
+
+    /// `n` strings into one buffer: a first pass finds their total length (and checks it is
+    /// there) so the buffer is allocated once, at its size, after the memory is charged.
+    fn strings(&mut self, n: u64, key: &str, what: &str) -> Result<StringArray, GgufError> {
+        let start = self.pos;
+        let mut text = 0u64;
+        for _ in 0..n {
+            let len = self.u64(what)?;
+            self.take(len, what)?;
+            text += len;
+        }
+        self.charge(text, || {
+            format!("metadata key {key:?} (text of {n} strings)")
+        })?;
+        self.pos = start;
+        let mut a = StringArray::with_capacity(n as usize, text as usize);
+        for _ in 0..n {
+            a.push(self.str(what)?);
+        }
+        Ok(a)
     }
 
     fn value(&mut self, ty: ValueType, key: &str) -> Result<Value, GgufError> {
@@ -566,7 +657,11 @@ impl<'a> Reader<'a> {
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what())?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what())?)),
             ValueType::Bool => Value::Bool(self.array::<1>(&what())?[0] != 0),
-            ValueType::String => Value::String(self.string(&what())?),
+            ValueType::String => {
+                let s = self.string(&what())?;
+                self.charge(s.len() as u64, || format!("metadata key {key:?}"))?;
+                Value::String(s)
+            }
             ValueType::Array => {
                 let et = self.u32(&what())?;
                 let et = ValueType::from_id(et).ok_or_else(|| GgufError::UnknownValueType {
@@ -586,11 +681,25 @@ impl<'a> Reader<'a> {
                         len: self.bytes.len() as u64,
                     });
                 }
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(self.value(et, key)?);
-                }
-                Value::Array(et, items)
+                self.charge(n * et.element_memory(), || {
+                    format!("metadata key {key:?} (array[{}; {n}])", et.name())
+                })?;
+                let w = &what();
+                Value::Array(match et {
+                    ValueType::U8 => Array::U8(self.elements(n, w, |[b]| b)?),
+                    ValueType::I8 => Array::I8(self.elements(n, w, |[b]| b as i8)?),
+                    ValueType::Bool => Array::Bool(self.elements(n, w, |[b]| b != 0)?),
+                    ValueType::U16 => Array::U16(self.elements(n, w, u16::from_le_bytes)?),
+                    ValueType::I16 => Array::I16(self.elements(n, w, i16::from_le_bytes)?),
+                    ValueType::U32 => Array::U32(self.elements(n, w, u32::from_le_bytes)?),
+                    ValueType::I32 => Array::I32(self.elements(n, w, i32::from_le_bytes)?),
+                    ValueType::F32 => Array::F32(self.elements(n, w, f32::from_le_bytes)?),
+                    ValueType::U64 => Array::U64(self.elements(n, w, u64::from_le_bytes)?),
+                    ValueType::I64 => Array::I64(self.elements(n, w, i64::from_le_bytes)?),
+                    ValueType::F64 => Array::F64(self.elements(n, w, f64::from_le_bytes)?),
+                    ValueType::String => Array::String(self.strings(n, key, w)?),
+                    ValueType::Array => unreachable!("nested arrays are refused above"),
+                })
             }
         })
     }

@@ -2,7 +2,7 @@
 //!
 //! It writes what it is given; it does not check that the tensors make a valid model.
 
-use super::{DEFAULT_ALIGNMENT, GgmlType, Value, ValueType};
+use super::{Array, DEFAULT_ALIGNMENT, GgmlType, Value};
 use std::io::{self, Write};
 
 /// Builds a GGUF v3 file in memory-light fashion: metadata and tensor headers are collected,
@@ -11,6 +11,8 @@ use std::io::{self, Write};
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
     tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    /// `general.alignment` when set; the default (32) otherwise.
+    alignment: Option<u64>,
 }
 
 impl GgufWriter {
@@ -23,6 +25,22 @@ impl GgufWriter {
         self
     }
 
+    /// Writes the tensor data with this alignment (a power of two) and records it as
+    /// `general.alignment`. Readers must accept any power of two; tests use 1 to put tensors at
+    /// odd addresses.
+    pub fn alignment(&mut self, alignment: u64) -> &mut Self {
+        assert!(
+            alignment.is_power_of_two(),
+            "alignment must be a power of two"
+        );
+        self.metadata.retain(|(k, _)| k != "general.alignment");
+        let value = u32::try_from(alignment).expect("alignment fits in u32");
+        self.metadata
+            .push(("general.alignment".into(), Value::U32(value)));
+        self.alignment = Some(alignment);
+        self
+    }
+
     /// Adds a tensor; `dims` is ne0 first, `data` must be exactly `ty.nbytes(dims)` long.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
         let want = ty.nbytes(dims).expect("tensor shape must be storable");
@@ -32,7 +50,7 @@ impl GgufWriter {
         self
     }
 
-    /// Serialises the file with the default alignment (32).
+    /// Serialises the file with its alignment (32 unless [`GgufWriter::alignment`] set another).
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         let mut header = Vec::new();
         header.extend_from_slice(b"GGUF");
@@ -44,7 +62,7 @@ impl GgufWriter {
             header.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
             put_value(&mut header, v);
         }
-        let align = DEFAULT_ALIGNMENT;
+        let align = self.alignment.unwrap_or(DEFAULT_ALIGNMENT);
         let mut offset = 0u64;
         for (name, dims, ty, data) in &self.tensors {
             put_str(&mut header, name);
@@ -98,29 +116,52 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
         Value::String(s) => put_str(out, s),
-        Value::Array(t, items) => {
-            out.extend_from_slice(&(*t as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for i in items {
-                debug_assert_eq!(i.value_type(), *t, "array elements must share one type");
-                put_value(out, i);
+        Value::Array(a) => {
+            out.extend_from_slice(&(a.element_type() as u32).to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            match a {
+                Array::U8(v) => out.extend_from_slice(v),
+                Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+                Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
+                Array::U16(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I16(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::U32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::F32(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::U64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::I64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::F64(v) => v
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+                Array::String(v) => v.iter().for_each(|x| put_str(out, x)),
             }
         }
     }
 }
 
 /// Convenience constructors for metadata arrays.
-pub fn str_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
-    Value::Array(
-        ValueType::String,
-        items.into_iter().map(|s| Value::String(s.into())).collect(),
-    )
+pub fn str_array<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> Value {
+    Value::Array(Array::String(items.into_iter().collect()))
 }
 
 pub fn i32_array<I: IntoIterator<Item = i32>>(items: I) -> Value {
-    Value::Array(ValueType::I32, items.into_iter().map(Value::I32).collect())
+    Value::Array(Array::I32(items.into_iter().collect()))
 }
 
 pub fn f32_array<I: IntoIterator<Item = f32>>(items: I) -> Value {
-    Value::Array(ValueType::F32, items.into_iter().map(Value::F32).collect())
+    Value::Array(Array::F32(items.into_iter().collect()))
 }

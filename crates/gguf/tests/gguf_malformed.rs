@@ -1,7 +1,9 @@
 //! Hostile and malformed GGUF files: each gives a clear error naming the problem (no panic, no
 //! huge allocation). Files are built byte by byte so every field can be corrupted on purpose.
 
-use bitnet_gguf::{GgmlType, GgufFile, GgufWriter, Value, ValueType, writer};
+use bitnet_gguf::{
+    Array, GgmlType, GgufFile, GgufWriter, HEADER_MEMORY_LIMIT, Value, ValueType, writer,
+};
 
 /// A little-endian byte builder for hand-made GGUF files.
 #[derive(Default, Clone)]
@@ -119,6 +121,37 @@ fn counts_larger_than_the_file() {
     assert_err(&b, &["truncated", "value of \"s\""]);
 }
 
+/// Issue 16, item 8: counts the file has room for but whose tables would take more memory than
+/// `HEADER_MEMORY_LIMIT` (about 150 bytes per entry against 13 in the file, 250 per tensor
+/// against 32) are refused before the tables are allocated.
+#[test]
+fn tables_past_the_memory_limit_are_refused() {
+    let limit = format!("{HEADER_MEMORY_LIMIT}-byte limit");
+    let mut b = B::header(3, 0, 700_000);
+    b.data(700_000 * 13);
+    assert_err(&b, &["table of 700000 metadata entries", &limit, "crafted"]);
+    let mut b = B::header(3, 300_000, 0);
+    b.data(300_000 * 32);
+    assert_err(&b, &["table of 300000 tensors", &limit]);
+    // 700,000 strings of 100 bytes: 70 MB of text and 5.6 MB of offsets.
+    let mut b = B::header(3, 0, 1);
+    b.str("tokenizer.ggml.tokens")
+        .u32(ValueType::Array as u32)
+        .u32(ValueType::String as u32)
+        .u64(700_000);
+    for _ in 0..700_000 {
+        b.str(&"t".repeat(100));
+    }
+    assert_err(
+        &b,
+        &[
+            "metadata key \"tokenizer.ggml.tokens\" (text of 700000 strings)",
+            "needs 70000000 bytes",
+            &limit,
+        ],
+    );
+}
+
 #[test]
 fn bad_metadata() {
     let mut b = B::header(3, 0, 1);
@@ -223,7 +256,8 @@ fn typed_getters_explain_missing_and_wrong_keys() {
         "{e}"
     );
     assert_eq!(f.get_u64("x.count").unwrap(), Some(7));
-    assert_eq!(f.get_str_array("x.names").unwrap(), Some(vec!["a", "b"]));
+    let names = f.get_str_array("x.names").unwrap().unwrap();
+    assert_eq!(names.iter().collect::<Vec<_>>(), ["a", "b"]);
     let e = f
         .require_tensor("token_embd.weight", "hint")
         .unwrap_err()
@@ -246,9 +280,19 @@ fn every_value_type_round_trips() {
         Value::U64(u64::MAX),
         Value::I64(i64::MIN),
         Value::F64(-0.25),
-        Value::Array(ValueType::U16, vec![Value::U16(1), Value::U16(2)]),
+        Value::Array(Array::U16(vec![1, 2])),
         writer::str_array(["x", "", "z"]),
-        Value::Array(ValueType::F32, vec![]),
+        Value::Array(Array::F32(vec![])),
+        Value::Array(Array::U8(vec![0, 255, 7])),
+        Value::Array(Array::I8(vec![-128, 127])),
+        Value::Array(Array::Bool(vec![true, false, true])),
+        Value::Array(Array::I16(vec![-2, 300])),
+        Value::Array(Array::U32(vec![u32::MAX])),
+        Value::Array(Array::I32(vec![-1, 1 << 30])),
+        Value::Array(Array::F32(vec![0.5, -1e9])),
+        Value::Array(Array::U64(vec![u64::MAX, 0])),
+        Value::Array(Array::I64(vec![i64::MIN])),
+        Value::Array(Array::F64(vec![-0.125, 1e300])),
     ];
     let mut w = GgufWriter::new();
     for (i, v) in values.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Model hyper-parameters read from GGUF metadata, with checks that they describe a BitNet
 //! b1.58 graph this engine can run.
 
-use bitnet_gguf::{GgufError, GgufFile};
+use bitnet_gguf::{Array, GgufError, GgufFile};
 
 /// Architectures that share the BitNet b1.58 graph (docs/formats.md#model-metadata-keys).
 pub const SUPPORTED_ARCHS: [&str; 2] = ["bitnet-b1.58", "bitnet-25"];
@@ -85,7 +85,7 @@ impl ModelConfig {
         let tokens = f
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
-            .map(|(_, a)| a.len());
+            .map(Array::len);
         let n_vocab = match f.get_u64(&format!("{arch}.vocab_size"))? {
             Some(v) => v as usize,
             None => tokens.ok_or_else(|| GgufError::MissingKey {

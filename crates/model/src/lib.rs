@@ -104,9 +104,11 @@ struct Layer {
 
 /// The token embedding, also the tied output head.
 enum Embedding {
-    /// Rows borrowed from the mapped file (byte offset of row 0).
+    /// F16 rows borrowed from the mapped file (byte offset of row 0), made only when they are
+    /// 2-byte aligned in memory.
     MappedF16 { start: usize },
-    /// Any other type, converted to f16 at load (Q6_K, Q8_0, BF16, F32 embeddings).
+    /// Any other type, converted to f16 at load (Q6_K, Q8_0, BF16, F32 embeddings), and F16 rows
+    /// at an odd address (a file with `general.alignment` 1), copied.
     Owned(Vec<f16>),
 }
 
@@ -228,9 +230,21 @@ impl Model {
         let output_norm = norm("output_norm.weight", d)?;
         let emb = get("token_embd.weight", &[d, c.n_vocab as u64])?;
         let embedding = match emb.ty {
-            GgmlType::F16 => Embedding::MappedF16 {
-                start: (file.data_offset() + emb.offset) as usize,
-            },
+            // Every converter's alignment (32) leaves F16 rows usable in place. GGUF allows any
+            // power of two, and llama.cpp and gguf-py load a file with alignment 1, so rows at
+            // an odd address are copied once here (the cost of a BF16 embedding) rather than
+            // refused.
+            GgmlType::F16 if file.tensor_data(emb).as_ptr().align_offset(2) == 0 => {
+                Embedding::MappedF16 {
+                    start: (file.data_offset() + emb.offset) as usize,
+                }
+            }
+            GgmlType::F16 => Embedding::Owned(
+                file.tensor_data(emb)
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
             ty if ty.is_ternary() => {
                 return Err(ModelError::Type {
                     name: emb.name.clone(),
@@ -319,7 +333,7 @@ impl Model {
             Embedding::Owned(v) => v,
             Embedding::MappedF16 { start } => {
                 let bytes = &self.file.bytes()[*start..*start + 2 * n];
-                // GGUF tensor data is 32-byte aligned; f16 needs 2.
+                // `load` maps F16 rows only at an even address.
                 bytemuck_f16(bytes)
             }
         }

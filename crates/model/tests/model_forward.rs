@@ -1,9 +1,9 @@
 //! Forward-pass invariants on small synthetic models: batching, caching and weight formats
 //! must not change the numbers.
 
-use bitnet_gguf::{GgmlType, GgufFile};
+use bitnet_gguf::{GgmlType, GgufFile, Value};
 use bitnet_kernels::{Kernels, Simd};
-use bitnet_model::{LoadOptions, Logits, Model, SeqInput};
+use bitnet_model::{HeadKind, LoadOptions, Logits, Model, SeqInput};
 use bitnet_synth::{self as synth, Shape};
 
 const SMALL: Shape = Shape {
@@ -161,6 +161,43 @@ fn every_kernel_variant_gives_the_same_logits() {
     }
     let scalar = Kernels::by_name("scalar").unwrap();
     assert_eq!(scalar.simd(), Simd::Baseline);
+}
+
+/// Issue 16, item 3: `general.alignment = 1` is a legal GGUF (llama.cpp accepts any power of
+/// two) and puts every tensor, the F16 embedding included, at an odd address. The model must
+/// load it and compute exactly the aligned file's logits, with either output head, instead of
+/// tripping an alignment assert on the first forward pass.
+#[test]
+fn tensors_at_odd_addresses_give_the_aligned_files_logits() {
+    let vocab = synth::toy_vocab(40);
+    for format in [GgmlType::I2S, GgmlType::Tq2_0, GgmlType::Tq1_0] {
+        let mut w = synth::build(&SMALL, format, GgmlType::F16, &vocab, 7);
+        let aligned = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        w.alignment(1);
+        let data_offset = GgufFile::from_bytes(w.to_bytes()).unwrap().data_offset();
+        if data_offset.is_multiple_of(2) {
+            // A 25-byte entry (8 + 5 key bytes, 4 type bytes, 8 length bytes) makes it odd.
+            w.kv("x.pad", Value::String(String::new()));
+        }
+        let odd = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        assert_eq!(odd.alignment(), 1);
+        let emb = odd.tensor("token_embd.weight").unwrap();
+        assert_eq!(emb.ty, GgmlType::F16);
+        let addr = odd.tensor_data(emb).as_ptr() as usize;
+        assert_eq!(addr % 2, 1, "the test needs the F16 rows at an odd address");
+        for head in [HeadKind::F16, HeadKind::Q8] {
+            let opts = LoadOptions {
+                head,
+                ..LoadOptions::default()
+            };
+            let want = logits_all(&Model::load(&aligned, &opts).unwrap(), &PROMPT);
+            let got = logits_all(&Model::load(&odd, &opts).unwrap(), &PROMPT);
+            assert!(
+                got == want,
+                "{format} with the {head:?} head: logits differ from the aligned file's"
+            );
+        }
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ impl TokenizerData {
                 key: "tokenizer.ggml.tokens".into(),
                 hint: "the file has no vocabulary; use a GGUF converted with its tokenizer".into(),
             })?
-            .into_iter()
+            .iter()
             .map(str::to_string)
             .collect();
         let token_types = f
@@ -32,10 +32,8 @@ impl TokenizerData {
             .collect();
         let merges = f
             .get_str_array("tokenizer.ggml.merges")?
-            .unwrap_or_default()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+            .map(|m| m.iter().map(str::to_string).collect())
+            .unwrap_or_default();
         let id = |k: &str| -> Result<Option<u32>, GgufError> {
             Ok(f.get_u64(k)?.map(|v| v.min(u32::MAX as u64) as u32))
         };

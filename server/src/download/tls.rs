@@ -1,9 +1,9 @@
 //! The HTTP client for downloads, and its TLS set-up.
 //!
-//! TLS is rustls with the pure-Rust RustCrypto provider (`rustls-rustcrypto`), chosen so the
-//! static musl binaries for every tier — aarch64 included — build with `--target` and rust-lld
-//! alone, with no C cross-compiler (ring and aws-lc-rs both compile C). Certificates are checked
-//! by `rustls-platform-verifier`, which on Linux reads the system CA bundle
+//! TLS is rustls with its `ring` provider: maintained and audited, and small to cross-compile
+//! (its C and assembly build with the target's C compiler, which `cargo xtask build-images` sets
+//! as `CC_<triple>`; aws-lc-rs would also need cmake for the cross builds). Certificates are
+//! checked by `rustls-platform-verifier`, which on Linux reads the system CA bundle
 //! (`/etc/ssl/certs/ca-certificates.crt` or `SSL_CERT_FILE`); the container image ships one.
 //!
 //! This module does NOT download anything; it builds clients with the download timeouts.
@@ -17,7 +17,7 @@ pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another provider was installed first; that one is then used.
-        let _ = rustls_rustcrypto::provider().install_default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
 
