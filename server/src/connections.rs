@@ -80,6 +80,8 @@ pub struct FileLimit {
 }
 
 /// The current open-file limit, or `None` where it cannot be read.
+// `rlim_t` is u64 on Linux, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn file_limit() -> Option<FileLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -6,7 +6,8 @@
 //! return.
 //!
 //! This module does NOT parse flags (see `config`), install signal handlers or logging (the
-//! binary does), or know how a model is built: a [`ModelLoader`] is passed in.
+//! binary does), serve connections (see `connections`: cap and timers), or know how a model is
+//! built: a [`ModelLoader`] is passed in.
 
 use std::future::Future;
 use std::net::SocketAddr;
