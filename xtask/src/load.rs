@@ -232,21 +232,23 @@ impl Stop {
         self.0.as_ref().map_or(0, Child::id)
     }
 
-    /// SIGTERM, then the exit code (None if it had to be killed after 20 s).
+    /// SIGTERM, then the exit code (None if it is still running after 20 s; dropping `self`
+    /// then kills it).
     fn sigterm(&mut self) -> Result<Option<i32>> {
-        let mut child = self.0.take().expect("running");
+        let Some(child) = self.0.as_mut() else {
+            return Ok(None);
+        };
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
+                self.0 = None;
                 return Ok(status.code());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        let _ = child.wait();
         Ok(None)
     }
 }
