@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::connections::ConnectionLimits;
 use crate::download::{self, DownloadOptions, ModelSource, Sha256Hex};
 use crate::engine::EngineConfig;
 use crate::http::ApiConfig;
@@ -22,6 +23,17 @@ use bitnet_model::LoadOptions;
 /// `--shutdown-timeout`'s default: the drain plus [`crate::serve::FINAL_WRITE_GRACE`] ends
 /// before `docker stop` (10 s) sends SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_S: f64 = 8.0;
+
+/// `--header-timeout`'s default: generous for a client on a slow link (a request head is
+/// usually one packet), short enough that a slowloris connection frees its slot soon.
+pub const DEFAULT_HEADER_TIMEOUT_S: f64 = 10.0;
+
+/// `--keep-alive-timeout`'s default: nginx's, above the 60 s idle timeout common in load
+/// balancers.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_S: f64 = 75.0;
+
+/// `--body-timeout`'s default: a `--max-body` of 2 MiB at 40 KB/s.
+pub const DEFAULT_BODY_TIMEOUT_S: f64 = 60.0;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -79,6 +91,44 @@ pub struct ServeArgs {
         help_heading = "Server"
     )]
     pub shutdown_timeout: f64,
+
+    /// Seconds for a request line and headers to arrive in full, from the connection's opening
+    /// or its first byte after an idle keep-alive wait; a slower client is disconnected.
+    /// Responses (streams included) are not limited by it.
+    #[arg(
+        long,
+        env = "BITNET_HEADER_TIMEOUT",
+        default_value_t = DEFAULT_HEADER_TIMEOUT_S,
+        help_heading = "Server"
+    )]
+    pub header_timeout: f64,
+
+    /// Seconds a kept-alive connection may stay idle between requests before the server closes
+    /// it; 0 turns keep-alive off. Keep it above the idle timeout of a load balancer in front
+    /// (often 60 s), or the balancer may reuse a connection the server is closing.
+    #[arg(
+        long,
+        env = "BITNET_KEEP_ALIVE_TIMEOUT",
+        default_value_t = DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+        help_heading = "Server"
+    )]
+    pub keep_alive_timeout: f64,
+
+    /// Seconds for a request body to arrive in full once its headers have; a slower one gets
+    /// 408.
+    #[arg(
+        long,
+        env = "BITNET_BODY_TIMEOUT",
+        default_value_t = DEFAULT_BODY_TIMEOUT_S,
+        help_heading = "Server"
+    )]
+    pub body_timeout: f64,
+
+    /// The most connections open at once; at the cap new ones wait in the listen backlog until
+    /// one closes [default: the open-file limit (raised to its hard limit at start) less 128,
+    /// at most 4096].
+    #[arg(long, env = "BITNET_MAX_CONNECTIONS", help_heading = "Server")]
+    pub max_connections: Option<usize>,
 
     /// Local GGUF model file (no download).
     #[arg(long, short = 'm', env = "BITNET_MODEL", help_heading = "Model source",
@@ -222,6 +272,8 @@ pub struct ServeOptions {
     pub engine: EngineConfig,
     pub load: LoadOptions,
     pub shutdown_timeout: Duration,
+    /// Connection cap and timers.
+    pub connections: ConnectionLimits,
     /// Delays between attempts when acquiring or loading the model fails.
     pub retry: RetryPolicy,
 }
@@ -332,6 +384,27 @@ impl ServeArgs {
         };
         let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout)?;
         let read_timeout = seconds("--download-read-timeout", self.download_read_timeout)?;
+        let header_timeout = seconds("--header-timeout", self.header_timeout)?;
+        let body_timeout = seconds("--body-timeout", self.body_timeout)?;
+        for (flag, value) in [
+            ("--header-timeout", header_timeout),
+            ("--body-timeout", body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(err(format!(
+                    "{flag} must be more than 0: without it a client that sends slowly holds \
+                     its connection forever"
+                )));
+            }
+        }
+        let keep_alive_timeout = seconds("--keep-alive-timeout", self.keep_alive_timeout)?;
+        if self.max_connections == Some(0) {
+            return Err(err(
+                "--max-connections must be at least 1 (omit it to size it from the open-file \
+                 limit)"
+                    .into(),
+            ));
+        }
         if read_timeout.is_zero() {
             return Err(err("--download-read-timeout must be more than 0".into()));
         }
@@ -382,6 +455,7 @@ impl ServeArgs {
                 aliases,
                 api_key,
                 max_body: self.max_body,
+                body_timeout,
                 limits: Limits {
                     queue_size: self.queue_size,
                     parallel: self.parallel,
@@ -399,6 +473,11 @@ impl ServeArgs {
                 ..LoadOptions::default()
             },
             shutdown_timeout,
+            connections: ConnectionLimits {
+                header_timeout,
+                keep_alive_timeout,
+                max_connections: self.max_connections,
+            },
             retry: RetryPolicy::default(),
         })
     }
@@ -511,6 +590,39 @@ mod tests {
         assert!(parse_size("").is_err());
         let o = parse(&["--model", "a", "--host", "::1", "--port", "9"]).unwrap();
         assert_eq!(o.listen.to_string(), "[::1]:9");
+    }
+
+    /// Issue 16, item 2: the connection timers and cap, their defaults and bounds.
+    #[test]
+    fn connection_timers_and_cap() {
+        let o = parse(&["--model", "a"]).unwrap();
+        assert_eq!(o.connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(o.connections.keep_alive_timeout, Duration::from_secs(75));
+        assert_eq!(o.connections.max_connections, None);
+        assert_eq!(o.api.body_timeout, Duration::from_secs(60));
+        let o = parse(&[
+            "--model",
+            "a",
+            "--header-timeout",
+            "2.5",
+            "--keep-alive-timeout",
+            "0",
+            "--max-connections",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(o.connections.header_timeout, Duration::from_millis(2500));
+        assert!(o.connections.keep_alive_timeout.is_zero());
+        assert_eq!(o.connections.max_connections, Some(100));
+        for bad in [
+            ["--header-timeout", "0"],
+            ["--body-timeout", "0"],
+            ["--keep-alive-timeout", "nan"],
+            ["--max-connections", "0"],
+        ] {
+            let e = parse(&["--model", "a", bad[0], bad[1]]).unwrap_err();
+            assert!(e.contains(bad[0]), "{bad:?}: {e}");
+        }
     }
 
     /// Issue 16, defect 10: the drain must end inside `docker stop`'s default 10 s.

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod download;
 pub mod engine;
 pub mod health;

@@ -6,7 +6,8 @@
 //! return.
 //!
 //! This module does NOT parse flags (see `config`), install signal handlers or logging (the
-//! binary does), or know how a model is built: a [`ModelLoader`] is passed in.
+//! binary does), serve connections (see `connections`: cap and timers), or know how a model is
+//! built: a [`ModelLoader`] is passed in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeOptions;
+use crate::connections;
 use crate::download::{self, Phase, Progress, ProgressSink};
 use crate::engine::{Engine, ModelLoader};
 use crate::health::{Health, ModelState};
@@ -144,12 +145,15 @@ pub async fn run_with(
     };
 
     let draining = CancellationToken::new();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { server.await });
+    tracing::info!(
+        max_connections = connections::max_connections(&options.connections),
+        header_timeout_s = options.connections.header_timeout.as_secs_f64(),
+        keep_alive_timeout_s = options.connections.keep_alive_timeout.as_secs_f64(),
+        body_timeout_s = options.api.body_timeout.as_secs_f64(),
+        "connection limits"
+    );
+    let server = connections::serve(listener, app, options.connections, draining.clone());
+    let mut server = tokio::spawn(server);
     on_start(Running {
         state: state.clone(),
         health,
@@ -170,14 +174,10 @@ pub async fn run_with(
             Some(message)
         }
         result = &mut server => {
-            // The server stopped on its own: an accept-loop error.
+            // The accept loop ends only when told to, so this is a panic in it.
             lifecycle.abort();
             stop_engine(&state).await;
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ServeError::Server(e)),
-                Err(e) => Err(ServeError::Server(std::io::Error::other(e))),
-            };
+            return result.map_err(|e| ServeError::Server(std::io::Error::other(e)));
         }
     };
     // Drain with the listener open: `/health` says `draining` (503) so probes and load
@@ -233,8 +233,8 @@ pub async fn run_with(
     if let Some(message) = failure {
         return Err(ServeError::EngineFailed(message));
     }
-    if let Some(Ok(Err(e))) = finished {
-        return Err(ServeError::Server(e));
+    if let Some(Err(e)) = finished {
+        return Err(ServeError::Server(std::io::Error::other(e)));
     }
     tracing::info!("shut down");
     Ok(())

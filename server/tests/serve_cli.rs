@@ -183,6 +183,10 @@ fn help_documents_env_vars_and_hides_secrets() {
         "BITNET_QUEUE_SIZE",
         "BITNET_MAX_BODY",
         "BITNET_SHUTDOWN_TIMEOUT",
+        "BITNET_HEADER_TIMEOUT",
+        "BITNET_KEEP_ALIVE_TIMEOUT",
+        "BITNET_BODY_TIMEOUT",
+        "BITNET_MAX_CONNECTIONS",
         "BITNET_LOG_FORMAT",
         "BITNET_API_KEY",
         "HF_ENDPOINT",
@@ -474,17 +478,7 @@ async fn sigterm_drains_a_stream_with_health_draining_and_exits_zero() {
     let mut child = Reap(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = common::client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = http.get(format!("{base}/health")).send().await;
-        let text = match r {
-            Ok(r) if r.status() == 200 => break,
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => e.to_string(),
-        };
-        assert!(Instant::now() < deadline, "never ready: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await;
     // Size the stream to about 1 s at this machine's streaming speed over 512 tokens; it
     // slows as the context grows (attention), so it lasts a few seconds, inside the 8 s drain.
     let streaming = |n: usize| {
@@ -699,4 +693,407 @@ fn a_model_url_over_https_is_downloaded_when_its_ca_is_trusted_and_refused_other
         text.contains("invalid peer certificate"),
         "the reason should name the certificate: {text}"
     );
+}
+
+/// Poll `{base}/health` until it says ready (at most 20 s).
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http.get(format!("{base}/health")).send().await;
+        let text = match r {
+            Ok(r) if r.status() == 200 => return,
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that keeps no idle connection, so the server's open files are only the test's.
+fn unpooled_client() -> reqwest::Client {
+    bitnet_server::download::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The open file descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Connect to 127.0.0.1:`port`, retrying while the listen backlog is full.
+async fn connect(port: u16) -> tokio::net::TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(tcp) => return tcp,
+            Err(e) => assert!(Instant::now() < deadline, "connect: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Read from `tcp` until the server closes it (Ok: how long after `since`), it answers
+/// (Err), or `limit` passes (Err); meanwhile send `drip` one byte every 300 ms.
+async fn until_closed(
+    tcp: &mut tokio::net::TcpStream,
+    since: Instant,
+    drip: Option<u8>,
+    limit: Duration,
+) -> Result<Duration, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    while since.elapsed() < limit {
+        tokio::select! {
+            read = tcp.read(&mut buf) => return match read {
+                Ok(0) | Err(_) => Ok(since.elapsed()),
+                Ok(n) => Err(format!("answered: {:?}", String::from_utf8_lossy(&buf[..n]))),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(300)), if drip.is_some() => {
+                if tcp.write_all(&[drip.unwrap()]).await.is_err() {
+                    return Ok(since.elapsed());
+                }
+            }
+            _ = tokio::time::sleep(limit.saturating_sub(since.elapsed())), if drip.is_none() => {}
+        }
+    }
+    Err(format!("still open after {limit:?}"))
+}
+
+/// Issue 16, item 2 (slowloris): 1,000 connections that send a request head one byte every
+/// 300 ms and 100 idle keep-alive ones, against the binary with a synthetic model. While they
+/// are held, `/health` and a completion answer within 2 s; the server then closes every slow
+/// one at the head timeout (4 s) and every idle one at the keep-alive timeout (2 s), and its
+/// open files return to the baseline. Without the timers none is ever closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "holds 1,100 connections for seconds and asserts wall-clock bounds: run by cargo xtask ci"]
+async fn a_thousand_slow_connections_are_cut_by_the_timers_while_health_and_completions_answer() {
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: usize = 1000;
+    const IDLE: usize = 100;
+    const HEAD: Duration = Duration::from_secs(4);
+    const KEEP_ALIVE: Duration = Duration::from_secs(2);
+    // This process holds the client end of every connection.
+    bitnet_server::connections::raise_file_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), 512);
+    let port = free_port();
+    // Settings through the environment, not flags: a server without them starts anyway and
+    // fails this test on its behaviour, not on an unknown flag.
+    let child = serve_on("127.0.0.1", port, &model)
+        .args(["--parallel", "2", "--threads", "1"])
+        .env("BITNET_HEADER_TIMEOUT", HEAD.as_secs().to_string())
+        .env(
+            "BITNET_KEEP_ALIVE_TIMEOUT",
+            KEEP_ALIVE.as_secs().to_string(),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Reap(child);
+    let pid = child.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = unpooled_client();
+    wait_ready(&http, &base).await;
+    let complete = || async {
+        let started = Instant::now();
+        let r = http
+            .post(format!("{base}/completion"))
+            .json(&json!({"prompt": "a", "n_predict": 8, "temperature": 0}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap();
+        (status, v["tokens_predicted"].as_u64(), started.elapsed())
+    };
+    assert_eq!(complete().await.0, 200, "warm-up completion");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = open_files(pid);
+
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = connect(port).await;
+                let since = Instant::now();
+                tcp.write_all(b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                    .await
+                    .unwrap();
+                until_closed(&mut tcp, since, Some(b'a'), HEAD * 3).await
+            })
+        })
+        .collect();
+    let idle: Vec<_> = (0..IDLE)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = connect(port).await;
+                tcp.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    .await
+                    .unwrap();
+                // The whole response: its head, then Content-Length bytes.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                let complete = |got: &[u8]| {
+                    let text = String::from_utf8_lossy(got);
+                    let (head, body) = text.split_once("\r\n\r\n")?;
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })?
+                        .parse()
+                        .ok()?;
+                    (body.len() >= length).then_some(())
+                };
+                while complete(&got).is_none() {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed before the response: {got:?}");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                until_closed(&mut tcp, Instant::now(), None, KEEP_ALIVE * 4).await
+            })
+        })
+        .collect();
+    // Every connection is open on the server's side.
+    let opened = Instant::now();
+    let mut peak = open_files(pid);
+    while peak < baseline + SLOW + IDLE && opened.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peak = peak.max(open_files(pid));
+    }
+    let opening = opened.elapsed();
+    let timed = Instant::now();
+    let health = http.get(format!("{base}/health")).send().await;
+    let health_took = timed.elapsed();
+    let health = health
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string());
+    let (status, tokens, completion_took) = complete().await;
+    let slow_still_open = slow.iter().filter(|t| !t.is_finished()).count();
+    let at_probe = open_files(pid);
+
+    let mut slow_closed = Vec::new();
+    let mut failures = Vec::new();
+    for t in slow {
+        match t.await.unwrap() {
+            Ok(after) => slow_closed.push(after),
+            Err(e) => failures.push(e),
+        }
+    }
+    let mut idle_closed = Vec::new();
+    for t in idle {
+        match t.await.unwrap() {
+            Ok(after) => idle_closed.push(after),
+            Err(e) => failures.push(e),
+        }
+    }
+    let settled = Instant::now();
+    let mut after = open_files(pid);
+    while after > baseline && settled.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = open_files(pid);
+    }
+    let span = |v: &[Duration]| {
+        let min = v.iter().min().copied().unwrap_or_default();
+        let max = v.iter().max().copied().unwrap_or_default();
+        format!("{:.2}..{:.2} s", min.as_secs_f64(), max.as_secs_f64())
+    };
+    eprintln!(
+        "server open files: baseline {baseline}, peak {peak} ({opening:?} to open \
+         {SLOW}+{IDLE}), {at_probe} at the probes, {after} after; while held: /health -> \
+         {health:?} in {health_took:?}, completion -> {status} ({tokens:?} tokens) in \
+         {completion_took:?}, slow ones still open {slow_still_open}; closed by the server: \
+         {}/{SLOW} slow after {}, {}/{IDLE} idle after {}; failures: {} {:?}",
+        slow_closed.len(),
+        span(&slow_closed),
+        idle_closed.len(),
+        span(&idle_closed),
+        failures.len(),
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(peak >= baseline + SLOW + IDLE, "the server held them all");
+    assert_eq!(health, Ok(200));
+    assert!(health_took < Duration::from_secs(2), "{health_took:?}");
+    assert_eq!((status, tokens), (200, Some(8)));
+    assert!(
+        completion_took < Duration::from_secs(2),
+        "{completion_took:?}"
+    );
+    assert_eq!(
+        slow_still_open, SLOW,
+        "probes answered while the slow ones were held"
+    );
+    let first = failures.first();
+    assert_eq!(
+        slow_closed.len(),
+        SLOW,
+        "{} failures, first {first:?}",
+        failures.len()
+    );
+    assert_eq!(
+        idle_closed.len(),
+        IDLE,
+        "{} failures, first {first:?}",
+        failures.len()
+    );
+    for (closed, timer) in [(&slow_closed, HEAD), (&idle_closed, KEEP_ALIVE)] {
+        let (min, max) = (closed.iter().min().unwrap(), closed.iter().max().unwrap());
+        assert!(
+            *min >= timer.mul_f64(0.9),
+            "closed before the timer: {min:?}"
+        );
+        assert!(
+            *max < timer + Duration::from_secs(2),
+            "closed late: {max:?}"
+        );
+    }
+    assert!(
+        after <= baseline,
+        "open files {after} > baseline {baseline}"
+    );
+}
+
+/// Issue 16, item 2 (connection cap): at `--max-connections` the server stops accepting, so
+/// its open files stay at the cap; a client beyond it waits in the listen backlog and is
+/// answered once the head timeout frees a slot, instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "asserts wall-clock bounds: run by cargo xtask ci"]
+async fn at_the_connection_cap_a_new_client_waits_for_a_slot_and_files_stay_bounded() {
+    const CAP: usize = 32;
+    const HEAD: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let model = synth_model(dir.path(), 512);
+    let port = free_port();
+    let child = serve_on("127.0.0.1", port, &model)
+        .args(["--parallel", "1", "--threads", "1"])
+        .env("BITNET_MAX_CONNECTIONS", CAP.to_string())
+        .env("BITNET_HEADER_TIMEOUT", HEAD.as_secs().to_string())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Reap(child);
+    let pid = child.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = unpooled_client();
+    wait_ready(&http, &base).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = open_files(pid);
+    // CAP + 8 silent connections: the kernel completes every handshake, the server accepts CAP.
+    let mut silent = Vec::new();
+    for _ in 0..CAP + 8 {
+        silent.push(connect(port).await);
+    }
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..100 {
+            peak = peak.max(open_files(pid));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        peak
+    });
+    let asked = Instant::now();
+    let health = http.get(format!("{base}/health")).send().await;
+    let waited = asked.elapsed();
+    let since_connected = opened.elapsed();
+    let health = health
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string());
+    let peak = sampler.await.unwrap();
+    eprintln!(
+        "cap {CAP}, {} silent connections: server open files baseline {baseline}, peak {peak}; \
+         /health -> {health:?} after {waited:?} ({since_connected:?} after the silent ones \
+         connected)",
+        CAP + 8,
+    );
+    drop(silent);
+    assert!(
+        peak <= baseline + CAP,
+        "peak {peak} > baseline {baseline} + cap {CAP}"
+    );
+    assert_eq!(health, Ok(200));
+    assert!(
+        waited >= Duration::from_secs(1),
+        "/health was accepted past the cap after {waited:?}"
+    );
+    assert!(waited < HEAD + Duration::from_secs(2), "{waited:?}");
+}
+
+/// The connection timers never cut a response, and a body that trickles in is bounded: a
+/// stream lasting 4x the head and keep-alive timeouts arrives whole; a body stalled after its
+/// head gets 408 naming `--body-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_leave_streams_whole_and_a_trickled_body_gets_408() {
+    use bitnet_server::connections::ConnectionLimits;
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::ready(Setup {
+        step_delay: Duration::from_millis(20),
+        endless: true,
+        n_ctx: 256,
+        connections: ConnectionLimits {
+            header_timeout: Duration::from_millis(300),
+            keep_alive_timeout: Duration::from_millis(300),
+            max_connections: None,
+        },
+        body_timeout: Duration::from_millis(500),
+        ..Setup::default()
+    })
+    .await;
+    let started = Instant::now();
+    let body = common::client()
+        .post(s.url("/completion"))
+        .json(&json!({"prompt": "a", "n_predict": 60, "temperature": 0, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let events = common::sse_data(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+
+    let mut tcp = connect(s.base.rsplit(':').next().unwrap().parse().unwrap()).await;
+    tcp.write_all(
+        b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"prompt\":",
+    )
+    .await
+    .unwrap();
+    let asked = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    eprintln!(
+        "stream: {} events in {took:?}, last stop={} tokens_predicted={}; stalled body -> {:?} \
+         after {:?}",
+        events.len(),
+        last["stop"],
+        last["tokens_predicted"],
+        answer.lines().next(),
+        asked.elapsed()
+    );
+    assert_eq!(last["stop"], true, "{body}");
+    assert_eq!(last["tokens_predicted"].as_u64(), Some(60), "{body}");
+    assert!(
+        took > Duration::from_millis(900),
+        "the stream outlasted the timers: {took:?}"
+    );
+    assert!(read.is_ok(), "the stalled body was never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("--body-timeout") && answer.contains("request_timeout"),
+        "{answer}"
+    );
+    s.shutdown().await.unwrap();
 }

@@ -217,8 +217,8 @@ fn progress(total: u64) -> ProgressBar {
 
 /// `cargo build --release` of the server (runtime kernel dispatch, so one build serves every
 /// variant this CPU has).
-fn build_server(root: &Path) -> Result<PathBuf> {
-    eprintln!("bench: building bitnet-server (release)");
+pub fn build_server(root: &Path) -> Result<PathBuf> {
+    eprintln!("building bitnet-server (release)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)

@@ -4,9 +4,9 @@
 //! need (Debian packages when running as root, rustup targets and components, PyPI tools into the
 //! project venv, cargo-deny) or names all that is missing at once; then it runs formatting, lints,
 //! the dependency policy (`cargo deny`, deny.toml), the release workflow's lint (actionlint), the
-//! checks that the generated compose files and Kubernetes manifests are up to date, and the test
-//! suites. Each step says what it is doing. It does not build or push release images
-//! (`build-images`).
+//! checks that the generated compose files and Kubernetes manifests are up to date, the test
+//! suites, and a short load run (`cargo xtask load --dev --duration 20`). Each step says what it
+//! is doing. It does not build or push release images (`build-images`).
 //!
 //! The tests run with `--include-ignored`: plain `cargo test` skips the suites marked
 //! `#[ignore = "…: run by cargo xtask ci"]` (Docker, apt, PyPI, tier builds, wall-clock
@@ -79,6 +79,20 @@ pub fn run(args: &CiArgs) -> Result<()> {
             "--include-ignored",
         ])
     })?;
+    step(
+        "load run: 20 s of 64 clients against the debug server",
+        || {
+            crate::load::run(&crate::load::LoadArgs {
+                duration: 20,
+                warmup: 5,
+                connections: 64,
+                max_rss_growth: 10.0,
+                // The binary the tests above built: no release build in CI's budget.
+                dev: true,
+                model: None,
+            })
+        },
+    )?;
     step("kernel variants of other CPUs under qemu and Bochs", || {
         let script = crate::workspace_root().join("crates/kernels/tests/kernels_cross.sh");
         run_cmd(Command::new("bash").arg(script))

@@ -9,6 +9,7 @@ mod fresh;
 mod gen_model;
 mod images;
 mod k8s;
+mod load;
 mod prereq;
 mod pyenv;
 mod yaml;
@@ -45,6 +46,9 @@ enum Command {
     Ci(ci::CiArgs),
     /// pp/tg speed per kernel variant and thread count, side by side with llama.cpp.
     Bench(bench::BenchArgs),
+    /// Load run against the release server on 127.0.0.1 with the tiny synthetic model: mixed
+    /// streams, completions, /tokenize and disconnects; latency, errors and RSS growth.
+    Load(load::LoadArgs),
     /// What each command needs from this machine: present (with versions) or missing.
     Doctor(prereq::DoctorArgs),
     /// Prove the README's commands on a fresh Debian 12 made by debootstrap, in Docker.
@@ -77,6 +81,12 @@ fn main() -> anyhow::Result<()> {
             };
             preflight("bench", &[job], &[], true)?;
             bench::run(&args)
+        }
+        Command::Load(args) => {
+            if args.model.is_none() {
+                preflight("load", &[Job::GenModel], &[], true)?;
+            }
+            load::run(&args)
         }
         Command::Doctor(args) => prereq::doctor(&args),
         Command::FreshCheck(args) => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::model_args::HeadArg;
 use crate::config::ServeArgs;
+use crate::connections;
 use crate::download::ModelSource;
 use crate::engine::bitnet::BitnetLoader;
 use crate::engine::{LoadError, LoadedModel, ModelLoader};
@@ -50,6 +51,29 @@ impl ServeCommand {
         {
             let _ = writeln!(std::io::stderr(), "bitnet-server serve: {e}");
             return ExitCode::from(2);
+        }
+        // Every connection is a file descriptor: use the whole open-file allowance, and refuse
+        // a cap it cannot hold (accept would fail with EMFILE instead).
+        let files = connections::raise_file_limit();
+        if let Some(f) = files {
+            tracing::info!(soft = f.soft, hard = f.hard, raised_from = ?f.raised_from, "open-file limit");
+        }
+        if let (Some(cap), Some(files)) = (options.connections.max_connections, files) {
+            let needed = cap as u64 + connections::RESERVED_FILES;
+            if needed > files.soft {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "bitnet-server serve: --max-connections {cap} needs {needed} open files \
+                     ({} kept for the model, downloads and the runtime), but the limit is {} \
+                     (hard limit {}); lower --max-connections (BITNET_MAX_CONNECTIONS), or omit \
+                     it to fit the limit, or raise the limit (ulimit -n, docker run --ulimit \
+                     nofile=N:N, LimitNOFILE= in systemd)",
+                    connections::RESERVED_FILES,
+                    files.soft,
+                    files.hard
+                );
+                return ExitCode::from(2);
+            }
         }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

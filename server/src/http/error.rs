@@ -1,6 +1,6 @@
 //! API errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with the
 //! HTTP status that fits (400 bad request, 401 bad key, 404 unknown model or route, 413 body too
-//! large, 503 not ready or queue full — with `Retry-After` —, 500 internal).
+//! large, 408 body too slow, 503 not ready or queue full — with `Retry-After` —, 500 internal).
 //!
 //! This module does NOT decide when a request is bad; handlers and extractors do.
 
@@ -87,6 +87,19 @@ impl ApiError {
             ))
         }
         .with_code("request_too_large")
+    }
+
+    /// 408: the body did not arrive within `--body-timeout`.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            ..Self::bad_request(format!(
+                "the request body did not arrive in full within {} s of the request head; \
+                 send it at once, or raise --body-timeout (BITNET_BODY_TIMEOUT)",
+                limit.as_secs_f64()
+            ))
+        }
+        .with_code("request_timeout")
     }
 
     pub fn unauthorized() -> Self {

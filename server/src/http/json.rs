@@ -2,6 +2,7 @@
 //! shape instead of axum's plain-text rejections.
 //!
 //! - larger than `--max-body` → 413;
+//! - not in full within `--body-timeout` of the request head (a body that trickles in) → 408;
 //! - not UTF-8 → 400 naming the byte offset;
 //! - not JSON, or the wrong shape → 400 naming the field path (`messages[0].content`) and what
 //!   was expected.
@@ -22,13 +23,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(state.max_body)
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {rejection}"))
-            }
-        })?;
+        let read = Bytes::from_request(req, state);
+        let bytes = tokio::time::timeout(state.body_timeout, read)
+            .await
+            .map_err(|_| ApiError::body_timeout(state.body_timeout))?
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large(state.max_body)
+                } else {
+                    ApiError::bad_request(format!("could not read the request body: {rejection}"))
+                }
+            })?;
         parse(&bytes).map(ApiJson)
     }
 }

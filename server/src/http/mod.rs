@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub api_key: Option<Secret>,
     /// Request body cap in bytes.
     pub max_body: usize,
+    /// Time for a request body to arrive in full once its head has (`--body-timeout`).
+    pub body_timeout: std::time::Duration,
     pub limits: Limits,
 }
 
@@ -62,6 +64,8 @@ pub struct Shared {
     pub model_names: Vec<String>,
     pub api_key: Option<Secret>,
     pub max_body: usize,
+    /// See [`ApiConfig::body_timeout`].
+    pub body_timeout: std::time::Duration,
     /// Fired at the shutdown deadline: open streams end.
     pub cancel: CancellationToken,
     /// Unix time the server started (`created` in `/v1/models`).
@@ -101,6 +105,7 @@ impl AppState {
             model_names,
             api_key: config.api_key,
             max_body: config.max_body,
+            body_timeout: config.body_timeout,
             cancel,
             created: generate::unix_now(),
             limits: config.limits,
@@ -252,12 +257,9 @@ async fn drain_gate(State(state): State<AppState>, req: Request, next: Next) -> 
         );
         return response;
     }
-    next.run(req).await.map(|body| {
-        Body::new(CountedBody {
-            body,
-            _guard: guard,
-        })
-    })
+    next.run(req)
+        .await
+        .map(|body| Body::new(BodyWith::new(body, guard)))
 }
 
 /// One request in [`Shared::in_flight`], until dropped.
@@ -276,14 +278,24 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that holds its request's [`InFlight`] until the body is dropped (sent to
-/// the end, or the connection closed).
-struct CountedBody {
+/// A response body that holds `guard` until the body is dropped (sent to the end, or the
+/// connection closed): the request's [`InFlight`] count here, the connection's busy state in
+/// `connections`.
+pub(crate) struct BodyWith<G> {
     body: Body,
-    _guard: InFlight,
+    _guard: G,
 }
 
-impl HttpBody for CountedBody {
+impl<G> BodyWith<G> {
+    pub(crate) fn new(body: Body, guard: G) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> HttpBody for BodyWith<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -17,7 +17,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bitnet_model::LoadOptions;
-use bitnet_server::config::{RetryPolicy, ServeOptions};
+use bitnet_server::config::{self, RetryPolicy, ServeOptions};
+use bitnet_server::connections::ConnectionLimits;
 use bitnet_server::download::{DownloadOptions, ModelSource};
 use bitnet_server::engine::{
     Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, SamplerFactory,
@@ -368,6 +369,9 @@ pub struct Setup {
     pub panic_on: Option<u32>,
     /// The wait before retrying a failed model acquisition or load (every retry).
     pub retry_first: Duration,
+    /// Connection cap and timers (the server's defaults unless a test sets them).
+    pub connections: ConnectionLimits,
+    pub body_timeout: Duration,
 }
 
 impl Default for Setup {
@@ -386,6 +390,12 @@ impl Default for Setup {
             download: None,
             panic_on: None,
             retry_first: Duration::from_secs(600),
+            connections: ConnectionLimits {
+                header_timeout: Duration::from_secs_f64(config::DEFAULT_HEADER_TIMEOUT_S),
+                keep_alive_timeout: Duration::from_secs_f64(config::DEFAULT_KEEP_ALIVE_TIMEOUT_S),
+                max_connections: None,
+            },
+            body_timeout: Duration::from_secs_f64(config::DEFAULT_BODY_TIMEOUT_S),
         }
     }
 }
@@ -435,6 +445,7 @@ impl TestServer {
                 aliases: vec!["test-model.gguf".into()],
                 api_key: setup.api_key.clone().map(Secret::new),
                 max_body: setup.max_body,
+                body_timeout: setup.body_timeout,
                 limits: Limits {
                     queue_size: setup.queue_size,
                     parallel: setup.parallel,
@@ -447,6 +458,7 @@ impl TestServer {
             },
             load: LoadOptions::default(),
             shutdown_timeout: setup.shutdown_timeout,
+            connections: setup.connections,
             retry: RetryPolicy {
                 first: setup.retry_first,
                 max: setup.retry_first,
