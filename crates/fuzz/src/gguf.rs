@@ -28,7 +28,10 @@ fn check_reader(file: &GgufFile) {
     }
     for (key, value) in file.metadata() {
         // The same entry (values are compared by identity: a NaN float is not equal to itself).
-        assert!(file.get(key).is_some_and(|v| std::ptr::eq(v, value)), "{key:?}");
+        assert!(
+            file.get(key).is_some_and(|v| std::ptr::eq(v, value)),
+            "{key:?}"
+        );
         let _ = file.get_u64(key);
         let _ = file.get_f64(key);
         let _ = file.get_str(key);
