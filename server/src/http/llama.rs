@@ -19,7 +19,9 @@ use super::generate::{
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
-use crate::engine::{Event, FinishReason, GenerationRequest, LogprobInfo, TokenLogprob};
+use crate::engine::{
+    Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob,
+};
 use crate::sampling::SamplingParams;
 
 /// The most alternatives per token for `n_probs`.
@@ -197,40 +199,79 @@ fn settings(
     }
 }
 
+/// A `/completion` request with every field checked: what the handler needs besides the model
+/// name and the engine.
+#[derive(Debug)]
+pub struct CompletionSettings {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// `n_predict` (or `max_tokens`); `None` (or -1) = until the context is full.
+    pub requested: Option<usize>,
+    pub n_probs: usize,
+    pub ignore_eos: bool,
+    pub stream: bool,
+}
+
+impl CompletionRequest {
+    /// Checks every field but `model` (which needs the server's names): a 400 naming the
+    /// parameter for anything this server does not accept.
+    pub fn settings(&self) -> Result<CompletionSettings, ApiError> {
+        let prompt = params::prompt(self.prompt.as_ref())?;
+        let sampling = params::sampling(&params::raw_sampling!(self))?;
+        let stop = params::stop_list(self.stop.as_ref())?;
+        let (name, raw_n) = match self.n_predict {
+            Some(n) => ("n_predict", Some(n)),
+            None => ("max_tokens", self.max_tokens),
+        };
+        let requested = match raw_n {
+            Some(-1) | None => None,
+            other => params::max_tokens(name, other, true)?,
+        };
+        let n_probs = match self.n_probs.unwrap_or(0) {
+            n if (0..=MAX_N_PROBS).contains(&n) => n as usize,
+            n => {
+                return Err(ApiError::invalid_param(
+                    "n_probs",
+                    format!("`n_probs` must be between 0 and {MAX_N_PROBS}, got {n}"),
+                ));
+            }
+        };
+        let ignore_eos = self.ignore_eos.unwrap_or(false);
+        let stream = self.stream.unwrap_or(false);
+        Ok(CompletionSettings {
+            prompt,
+            sampling,
+            stop,
+            requested,
+            n_probs,
+            ignore_eos,
+            stream,
+        })
+    }
+}
+
 /// `POST /completion`.
 pub async fn completion(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_model(&state, req.model.as_deref())?;
-    let prompt = params::prompt(req.prompt.as_ref())?;
-    let sampling = params::sampling(&params::raw_sampling!(req))?;
-    let stop = params::stop_list(req.stop.as_ref())?;
-    let (name, raw_n) = match req.n_predict {
-        Some(n) => ("n_predict", Some(n)),
-        None => ("max_tokens", req.max_tokens),
-    };
-    let requested = match raw_n {
-        Some(-1) | None => None,
-        other => params::max_tokens(name, other, true)?,
-    };
-    let n_probs = match req.n_probs.unwrap_or(0) {
-        n if (0..=MAX_N_PROBS).contains(&n) => n as usize,
-        n => {
-            return Err(ApiError::invalid_param(
-                "n_probs",
-                format!("`n_probs` must be between 0 and {MAX_N_PROBS}, got {n}"),
-            ));
-        }
-    };
-    let ignore_eos = req.ignore_eos.unwrap_or(false);
-    let stream = req.stream.unwrap_or(false);
+    let CompletionSettings {
+        prompt,
+        sampling,
+        stop,
+        requested,
+        n_probs,
+        ignore_eos,
+        stream,
+    } = req.settings()?;
 
     let engine = ready_engine(&state)?;
     let (prompt_tokens, prompt_text) = {
         let engine = engine.clone();
         cpu_work(&state, move || {
-            let tokens = super::generate::tokenize_prompt(&engine, &prompt)?;
+            let tokens = super::generate::tokenize_prompt(&*engine.tokenizer, &prompt)?;
             let text = match prompt {
                 Prompt::Text(t) => t,
                 _ => engine.tokenizer.decode(&tokens).unwrap_or_default(),
@@ -374,36 +415,38 @@ pub async fn tokenize(
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Response, ApiError> {
     let engine = ready_engine(&state)?;
-    let body = cpu_work(&state, move || {
-        let tok = &engine.tokenizer;
-        let ids = tok
-            .encode(
-                &req.content,
-                req.add_special.unwrap_or(false),
-                req.parse_special.unwrap_or(true),
-            )
-            .map_err(|e| ApiError::invalid_param("content", format!("could not tokenize: {e}")))?;
-        drop(req.content);
-        check_token_count("content", ids.len())?;
-        let body = if req.with_pieces.unwrap_or(false) {
-            let pieces: Vec<Piece> = ids
-                .iter()
-                .map(|&id| Piece {
-                    id,
-                    piece: match String::from_utf8(tok.token_bytes(id).unwrap_or_default()) {
-                        Ok(s) => PieceText::Text(s),
-                        Err(e) => PieceText::Bytes(e.into_bytes()),
-                    },
-                })
-                .collect();
-            serde_json::to_vec(&serde_json::json!({ "tokens": pieces }))
-        } else {
-            serde_json::to_vec(&serde_json::json!({ "tokens": ids }))
-        };
-        body.map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))
-    })
-    .await?;
+    let body = cpu_work(&state, move || tokenize_body(&*engine.tokenizer, req)).await?;
     Ok(json_bytes(body))
+}
+
+/// The `/tokenize` response body for a request: the ids (or ids with pieces), serialised, or a
+/// 400 when the content is more than [`super::generate::MAX_REQUEST_TOKENS`] tokens.
+pub fn tokenize_body(tok: &dyn TokenCodec, req: TokenizeRequest) -> Result<Vec<u8>, ApiError> {
+    let ids = tok
+        .encode(
+            &req.content,
+            req.add_special.unwrap_or(false),
+            req.parse_special.unwrap_or(true),
+        )
+        .map_err(|e| ApiError::invalid_param("content", format!("could not tokenize: {e}")))?;
+    drop(req.content);
+    check_token_count("content", ids.len())?;
+    let body = if req.with_pieces.unwrap_or(false) {
+        let pieces: Vec<Piece> = ids
+            .iter()
+            .map(|&id| Piece {
+                id,
+                piece: match String::from_utf8(tok.token_bytes(id).unwrap_or_default()) {
+                    Ok(s) => PieceText::Text(s),
+                    Err(e) => PieceText::Bytes(e.into_bytes()),
+                },
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "tokens": pieces }))
+    } else {
+        serde_json::to_vec(&serde_json::json!({ "tokens": ids }))
+    };
+    body.map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))
 }
 
 /// A JSON response from already serialised bytes.
@@ -428,13 +471,17 @@ pub async fn detokenize(
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Response, ApiError> {
     let engine = ready_engine(&state)?;
-    check_token_count("tokens", req.tokens.len())?;
-    let content = cpu_work(&state, move || {
-        engine
-            .tokenizer
-            .decode(&req.tokens)
-            .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
-    })
-    .await?;
+    let content = cpu_work(&state, move || detokenize_content(&*engine.tokenizer, &req)).await?;
     Ok(Json(serde_json::json!({ "content": content })).into_response())
+}
+
+/// The `/detokenize` text for a request: a 400 for more than
+/// [`super::generate::MAX_REQUEST_TOKENS`] tokens or an id outside the vocabulary.
+pub fn detokenize_content(
+    tok: &dyn TokenCodec,
+    req: &DetokenizeRequest,
+) -> Result<String, ApiError> {
+    check_token_count("tokens", req.tokens.len())?;
+    tok.decode(&req.tokens)
+        .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
 }

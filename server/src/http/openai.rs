@@ -24,8 +24,11 @@ use super::generate::{
     sse_response, stream_failure, unix_now,
 };
 use super::json::ApiJson;
-use super::params;
-use crate::engine::{Event, FinishReason, GenerationRequest, LogprobInfo, TokenLogprob, Usage};
+use super::params::{self, Prompt};
+use crate::engine::{
+    Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob, Usage,
+};
+use crate::sampling::SamplingParams;
 use bitnet_tokenizer::ChatMessage;
 
 /// The most alternatives per token for `top_logprobs` / `logprobs`.
@@ -327,83 +330,122 @@ fn non_empty(v: &Option<Value>) -> bool {
     }
 }
 
+/// A chat request with every field checked: what the handler needs besides the model name
+/// and the engine.
+#[derive(Debug)]
+pub struct ChatSettings {
+    pub messages: Vec<ChatMessage>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// `max_completion_tokens` or `max_tokens`; `None` = until the context is full.
+    pub requested: Option<usize>,
+    pub logprobs: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub ignore_eos: bool,
+}
+
+impl ChatRequest {
+    /// Checks every field but `model` (which needs the server's names): a 400 naming the
+    /// parameter for anything this server does not accept.
+    pub fn settings(&self) -> Result<ChatSettings, ApiError> {
+        params::check_n("n", self.n)?;
+        if non_empty(&self.tools) || non_empty(&self.functions) {
+            return Err(ApiError::invalid_param(
+                "tools",
+                "tool and function calling are not supported by this server",
+            ));
+        }
+        if let Some(format) = &self.response_format {
+            let kind = format.get("type").and_then(Value::as_str);
+            if kind != Some("text") {
+                return Err(ApiError::invalid_param(
+                    "response_format",
+                    "only `response_format: {\"type\": \"text\"}` is supported",
+                ));
+            }
+        }
+        let messages = parse_messages(&self.messages)?;
+        let sampling = params::sampling(&params::raw_sampling!(self))?;
+        let stop = params::stop_list(self.stop.as_ref())?;
+        let requested = match self.max_completion_tokens {
+            Some(n) => params::max_tokens("max_completion_tokens", Some(n), false)?,
+            None => params::max_tokens("max_tokens", self.max_tokens, false)?,
+        };
+        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(ApiError::invalid_param(
+                    "top_logprobs",
+                    "`top_logprobs` requires `logprobs: true`",
+                ));
+            }
+            (true, None) => Some(0),
+            (true, Some(n)) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
+            (true, Some(n)) => {
+                return Err(ApiError::invalid_param(
+                    "top_logprobs",
+                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
+                ));
+            }
+        };
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = self
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        Ok(ChatSettings {
+            messages,
+            sampling,
+            stop,
+            requested,
+            logprobs,
+            stream,
+            include_usage,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+        })
+    }
+}
+
+/// The prompt tokens of a chat: the model's chat template, then the tokenizer with special
+/// tokens parsed (the template writes BOS itself).
+pub fn chat_prompt(tok: &dyn TokenCodec, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
+    let rendered = tok.apply_chat_template(messages, true).map_err(|e| {
+        ApiError::invalid_param(
+            "messages",
+            format!("the chat template rejected the messages: {e}"),
+        )
+    })?;
+    tok.encode(&rendered, false, true).map_err(|e| {
+        ApiError::invalid_param(
+            "messages",
+            format!("the messages could not be tokenized: {e}"),
+        )
+    })
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     check_model(&state, req.model.as_deref())?;
-    params::check_n("n", req.n)?;
-    if non_empty(&req.tools) || non_empty(&req.functions) {
-        return Err(ApiError::invalid_param(
-            "tools",
-            "tool and function calling are not supported by this server",
-        ));
-    }
-    if let Some(format) = &req.response_format {
-        let kind = format.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::invalid_param(
-                "response_format",
-                "only `response_format: {\"type\": \"text\"}` is supported",
-            ));
-        }
-    }
-    let messages = parse_messages(&req.messages)?;
-    let sampling = params::sampling(&params::raw_sampling!(req))?;
-    let stop = params::stop_list(req.stop.as_ref())?;
-    let requested = match req.max_completion_tokens {
-        Some(n) => params::max_tokens("max_completion_tokens", Some(n), false)?,
-        None => params::max_tokens("max_tokens", req.max_tokens, false)?,
-    };
-    let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
-        (false, None) => None,
-        (false, Some(_)) => {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "`top_logprobs` requires `logprobs: true`",
-            ));
-        }
-        (true, None) => Some(0),
-        (true, Some(n)) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
-        (true, Some(n)) => {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
-            ));
-        }
-    };
-    let stream = req.stream.unwrap_or(false);
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let ChatSettings {
+        messages,
+        sampling,
+        stop,
+        requested,
+        logprobs,
+        stream,
+        include_usage,
+        ignore_eos,
+    } = req.settings()?;
 
     let engine = ready_engine(&state)?;
     let prompt_tokens = {
         let engine = engine.clone();
-        generate::cpu_work(&state, move || {
-            let rendered = engine
-                .tokenizer
-                .apply_chat_template(&messages, true)
-                .map_err(|e| {
-                    ApiError::invalid_param(
-                        "messages",
-                        format!("the chat template rejected the messages: {e}"),
-                    )
-                })?;
-            engine
-                .tokenizer
-                .encode(&rendered, false, true)
-                .map_err(|e| {
-                    ApiError::invalid_param(
-                        "messages",
-                        format!("the messages could not be tokenized: {e}"),
-                    )
-                })
-        })
-        .await?
+        generate::cpu_work(&state, move || chat_prompt(&*engine.tokenizer, &messages)).await?
     };
     let max_tokens =
         params::effective_max_tokens(requested, prompt_tokens.len(), engine.handle.n_ctx());
@@ -413,7 +455,7 @@ pub async fn chat_completions(
         sampling,
         stop,
         logprobs,
-        ignore_eos: req.ignore_eos.unwrap_or(false),
+        ignore_eos,
     })?;
 
     let id = response_id("chatcmpl");
@@ -540,52 +582,97 @@ pub async fn chat_completions(
 
 // ----- completions -----
 
+/// A completion request with every field checked: what the handler needs besides the model
+/// name and the engine.
+#[derive(Debug)]
+pub struct CompletionSettings {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// `max_tokens`, 16 when absent (OpenAI's default for legacy completions).
+    pub requested: Option<usize>,
+    pub logprobs: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub ignore_eos: bool,
+}
+
+impl CompletionRequest {
+    /// Checks every field but `model` (which needs the server's names): a 400 naming the
+    /// parameter for anything this server does not accept.
+    pub fn settings(&self) -> Result<CompletionSettings, ApiError> {
+        params::check_n("n", self.n)?;
+        params::check_n("best_of", self.best_of)?;
+        if self.echo.unwrap_or(false) {
+            return Err(ApiError::invalid_param(
+                "echo",
+                "`echo: true` is not supported",
+            ));
+        }
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid_param(
+                "suffix",
+                "`suffix` (insertion) is not supported",
+            ));
+        }
+        let prompt = params::prompt(self.prompt.as_ref())?;
+        let sampling = params::sampling(&params::raw_sampling!(self))?;
+        let stop = params::stop_list(self.stop.as_ref())?;
+        // OpenAI's legacy completions default to 16 tokens.
+        let requested = params::max_tokens("max_tokens", self.max_tokens, false)?.or(Some(16));
+        let logprobs = match self.logprobs {
+            None => None,
+            Some(n) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
+            Some(n) => {
+                return Err(ApiError::invalid_param(
+                    "logprobs",
+                    format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
+                ));
+            }
+        };
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = self
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        Ok(CompletionSettings {
+            prompt,
+            sampling,
+            stop,
+            requested,
+            logprobs,
+            stream,
+            include_usage,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+        })
+    }
+}
+
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_model(&state, req.model.as_deref())?;
-    params::check_n("n", req.n)?;
-    params::check_n("best_of", req.best_of)?;
-    if req.echo.unwrap_or(false) {
-        return Err(ApiError::invalid_param(
-            "echo",
-            "`echo: true` is not supported",
-        ));
-    }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid_param(
-            "suffix",
-            "`suffix` (insertion) is not supported",
-        ));
-    }
-    let prompt = params::prompt(req.prompt.as_ref())?;
-    let sampling = params::sampling(&params::raw_sampling!(req))?;
-    let stop = params::stop_list(req.stop.as_ref())?;
-    // OpenAI's legacy completions default to 16 tokens.
-    let requested = params::max_tokens("max_tokens", req.max_tokens, false)?.or(Some(16));
-    let logprobs = match req.logprobs {
-        None => None,
-        Some(n) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
-        Some(n) => {
-            return Err(ApiError::invalid_param(
-                "logprobs",
-                format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
-            ));
-        }
-    };
-    let stream = req.stream.unwrap_or(false);
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let CompletionSettings {
+        prompt,
+        sampling,
+        stop,
+        requested,
+        logprobs,
+        stream,
+        include_usage,
+        ignore_eos,
+    } = req.settings()?;
 
     let engine = ready_engine(&state)?;
     let prompt_tokens = {
         let engine = engine.clone();
-        generate::cpu_work(&state, move || generate::tokenize_prompt(&engine, &prompt)).await?
+        generate::cpu_work(&state, move || {
+            generate::tokenize_prompt(&*engine.tokenizer, &prompt)
+        })
+        .await?
     };
     let max_tokens =
         params::effective_max_tokens(requested, prompt_tokens.len(), engine.handle.n_ctx());
@@ -595,7 +682,7 @@ pub async fn completions(
         sampling,
         stop,
         logprobs,
-        ignore_eos: req.ignore_eos.unwrap_or(false),
+        ignore_eos,
     })?;
 
     let id = response_id("cmpl");
