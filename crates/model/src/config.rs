@@ -132,6 +132,18 @@ impl ModelConfig {
         if n_ctx_train == 0 {
             return bad("context_length is 0".into());
         }
+        // The KV cache of one token (kv_bytes_per_token) must be a number this machine can
+        // hold: a hostile header (a huge block_count) must not overflow it.
+        if [n_layer, 2, n_head_kv, head_dim, 2]
+            .iter()
+            .try_fold(1usize, |acc, &x| acc.checked_mul(x))
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return bad(format!(
+                "{n_layer} layers × {n_head_kv} KV heads × head dimension {head_dim}: the KV \
+                 cache of one token overflows"
+            ));
+        }
         let eps_ok = rms_eps > 0.0 && rms_eps < 1.0;
         if !eps_ok || rope_theta.is_nan() || rope_theta <= 0.0 {
             return bad(format!(
@@ -164,7 +176,8 @@ impl ModelConfig {
         })
     }
 
-    /// Bytes of KV cache per token (f16 K and V for every layer).
+    /// Bytes of KV cache per token (f16 K and V for every layer); `from_gguf` refuses a header
+    /// for which this overflows.
     pub fn kv_bytes_per_token(&self) -> usize {
         self.n_layer * 2 * self.n_head_kv * self.head_dim * 2
     }

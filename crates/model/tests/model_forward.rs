@@ -264,3 +264,27 @@ fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
         "{e}"
     );
 }
+
+/// A header whose one-token KV cache overflows (a block_count near 2^62) is refused by
+/// `ModelConfig::from_gguf` with the figures, instead of overflowing in every caller of
+/// `kv_bytes_per_token` (the `--ctx-size` memory check reads it before the model loads).
+#[test]
+fn a_kv_cache_per_token_that_overflows_is_refused_by_the_config() {
+    let vocab = synth::toy_vocab(40);
+    let real = GgufFile::from_bytes(
+        synth::build(&SMALL, GgmlType::I2S, GgmlType::F16, &vocab, 7).to_bytes(),
+    )
+    .unwrap();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (key, value) in real.metadata() {
+        match key.as_str() {
+            "bitnet-b1.58.block_count" => w.kv(key, Value::U64(1 << 62)),
+            _ => w.kv(key, value.clone()),
+        };
+    }
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let e = bitnet_model::ModelConfig::from_gguf(&file)
+        .expect_err("an overflowing header is refused")
+        .to_string();
+    assert!(e.contains("overflows") && e.contains("layers"), "{e}");
+}
