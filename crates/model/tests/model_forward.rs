@@ -237,11 +237,8 @@ fn context_and_vocab_limits_are_errors() {
     assert!(e.contains("outside the vocabulary"), "{e}");
 }
 
-/// A header that claims more layers than the file has tensors is an error naming the first
-/// missing tensor, not an abort: `Model::load` used to reserve room for `block_count` layers
-/// before looking at any tensor (found by the `gguf` fuzz target, docs/fuzzing.md).
-#[test]
-fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
+/// The metadata of a small synthetic model, without its tensors, with `block_count` replaced.
+fn header_with_block_count(block_count: u64) -> GgufFile {
     let vocab = synth::toy_vocab(40);
     let real = GgufFile::from_bytes(
         synth::build(&SMALL, GgmlType::I2S, GgmlType::F16, &vocab, 7).to_bytes(),
@@ -250,11 +247,19 @@ fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
     let mut w = bitnet_gguf::GgufWriter::new();
     for (key, value) in real.metadata() {
         match key.as_str() {
-            "bitnet-b1.58.block_count" => w.kv(key, bitnet_gguf::Value::U64(1 << 40)),
+            "bitnet-b1.58.block_count" => w.kv(key, Value::U64(block_count)),
             _ => w.kv(key, value.clone()),
         };
     }
-    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    GgufFile::from_bytes(w.to_bytes()).unwrap()
+}
+
+/// A header that claims more layers than the file has tensors is an error naming the first
+/// missing tensor, not an abort: `Model::load` used to reserve room for `block_count` layers
+/// before looking at any tensor (found by the `gguf` fuzz target, docs/fuzzing.md).
+#[test]
+fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
+    let file = header_with_block_count(1 << 40);
     let e = Model::load(&file, &LoadOptions::default())
         .err()
         .expect("a file without tensors does not load")
@@ -270,19 +275,7 @@ fn a_block_count_beyond_the_tensors_is_a_missing_tensor_error() {
 /// `kv_bytes_per_token` (the `--ctx-size` memory check reads it before the model loads).
 #[test]
 fn a_kv_cache_per_token_that_overflows_is_refused_by_the_config() {
-    let vocab = synth::toy_vocab(40);
-    let real = GgufFile::from_bytes(
-        synth::build(&SMALL, GgmlType::I2S, GgmlType::F16, &vocab, 7).to_bytes(),
-    )
-    .unwrap();
-    let mut w = bitnet_gguf::GgufWriter::new();
-    for (key, value) in real.metadata() {
-        match key.as_str() {
-            "bitnet-b1.58.block_count" => w.kv(key, Value::U64(1 << 62)),
-            _ => w.kv(key, value.clone()),
-        };
-    }
-    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let file = header_with_block_count(1 << 62);
     let e = bitnet_model::ModelConfig::from_gguf(&file)
         .expect_err("an overflowing header is refused")
         .to_string();

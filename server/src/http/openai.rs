@@ -330,6 +330,23 @@ fn non_empty(v: &Option<Value>) -> bool {
     }
 }
 
+/// A requested number of alternatives per token (`top_logprobs` of chat, `logprobs` of legacy
+/// completions): 0 to [`MAX_TOP_LOGPROBS`], else a 400 naming `param`.
+fn logprob_count(param: &'static str, n: i64) -> Result<usize, ApiError> {
+    if (0..=MAX_TOP_LOGPROBS).contains(&n) {
+        return Ok(n as usize);
+    }
+    Err(ApiError::invalid_param(
+        param,
+        format!("`{param}` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
+    ))
+}
+
+/// `stream_options.include_usage`, false when absent.
+fn include_usage(options: Option<&StreamOptions>) -> bool {
+    options.and_then(|o| o.include_usage).unwrap_or(false)
+}
+
 /// A chat request with every field checked: what the handler needs besides the model name
 /// and the engine.
 #[derive(Debug)]
@@ -381,28 +398,16 @@ impl ChatRequest {
                 ));
             }
             (true, None) => Some(0),
-            (true, Some(n)) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
-            (true, Some(n)) => {
-                return Err(ApiError::invalid_param(
-                    "top_logprobs",
-                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
-                ));
-            }
+            (true, Some(n)) => Some(logprob_count("top_logprobs", n)?),
         };
-        let stream = self.stream.unwrap_or(false);
-        let include_usage = self
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         Ok(ChatSettings {
             messages,
             sampling,
             stop,
             requested,
             logprobs,
-            stream,
-            include_usage,
+            stream: self.stream.unwrap_or(false),
+            include_usage: include_usage(self.stream_options.as_ref()),
             ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
@@ -622,28 +627,16 @@ impl CompletionRequest {
         let requested = params::max_tokens("max_tokens", self.max_tokens, false)?.or(Some(16));
         let logprobs = match self.logprobs {
             None => None,
-            Some(n) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Some(n as usize),
-            Some(n) => {
-                return Err(ApiError::invalid_param(
-                    "logprobs",
-                    format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
-                ));
-            }
+            Some(n) => Some(logprob_count("logprobs", n)?),
         };
-        let stream = self.stream.unwrap_or(false);
-        let include_usage = self
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         Ok(CompletionSettings {
             prompt,
             sampling,
             stop,
             requested,
             logprobs,
-            stream,
-            include_usage,
+            stream: self.stream.unwrap_or(false),
+            include_usage: include_usage(self.stream_options.as_ref()),
             ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
