@@ -190,3 +190,95 @@ fn release_workflow_version_check_accepts_only_a_version() {
         assert!(!accepts(bad), "{bad:?} accepted by {re}");
     }
 }
+
+/// `[[package]]` entries of a Cargo.lock: (name, version) → (source, dependencies).
+fn lock_packages(
+    rel: &str,
+) -> std::collections::BTreeMap<(String, String), (Option<String>, Vec<String>)> {
+    let lock: toml::Value = toml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let s = |p: &toml::Value, k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    lock["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let deps = p
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                (s(p, "name").unwrap(), s(p, "version").unwrap()),
+                (s(p, "source"), deps),
+            )
+        })
+        .collect()
+}
+
+/// The fuzz crate (`fuzz/`, its own workspace, docs/fuzzing.md) has its own lock file, which
+/// drifts whenever the workspace's dependencies change. It must fuzz what ships: every package
+/// in it at a version the workspace's lock has (the fuzzing tools aside), and every workspace
+/// crate with no dependency the workspace's lock does not give it. The fix when this fails:
+/// `cp Cargo.lock fuzz/Cargo.lock && cargo metadata --manifest-path fuzz/Cargo.toml
+/// --format-version 1 > /dev/null`, which adds only the fuzzing tools.
+#[test]
+fn the_fuzz_lock_file_agrees_with_the_workspace_lock() {
+    let main = lock_packages("Cargo.lock");
+    let fuzz = lock_packages("fuzz/Cargo.lock");
+    const FUZZ_TOOLS: [&str; 4] = [
+        "bitnet-fuzz-targets",
+        "libfuzzer-sys",
+        "arbitrary",
+        "jobserver",
+    ];
+    let mut problems = Vec::new();
+    for ((name, version), (source, deps)) in &fuzz {
+        match main.get(&(name.clone(), version.clone())) {
+            None if FUZZ_TOOLS.contains(&name.as_str()) => {}
+            None => problems.push(format!("{name} {version} is not in the workspace's lock")),
+            Some((None, d)) if source.is_none() => {
+                let extra: Vec<_> = deps.iter().filter(|x| !d.contains(x)).collect();
+                if !extra.is_empty() {
+                    problems.push(format!(
+                        "workspace crate {name} depends here on {extra:?}, in the workspace not"
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "fuzz/Cargo.lock is out of step with Cargo.lock (fix: see this test's doc):\n{}",
+        problems.join("\n")
+    );
+}
+
+/// And cargo itself agrees that the fuzz lock file is complete: `cargo xtask fuzz` checks it
+/// with `cargo metadata --locked` before building (cargo-fuzz has no `--locked`), so a stale one
+/// fails there, not silently re-resolved.
+#[test]
+#[ignore = "may fetch the fuzzing tools' sources from crates.io: run by cargo xtask ci"]
+fn cargo_finds_the_fuzz_lock_file_up_to_date() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--locked",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(root().join("fuzz/Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fuzz/Cargo.lock is out of date (fix: see the_fuzz_lock_file_agrees_with_the_workspace_lock): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
