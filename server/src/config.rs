@@ -32,6 +32,9 @@ pub const DEFAULT_HEADER_TIMEOUT_S: f64 = 10.0;
 /// balancers.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT_S: f64 = 75.0;
 
+/// `--write-timeout`'s default: nginx's `send_timeout`. A reader this stalled has gone.
+pub const DEFAULT_WRITE_TIMEOUT_S: f64 = 60.0;
+
 /// `--body-timeout`'s default: a `--max-body` of 2 MiB at 40 KB/s.
 pub const DEFAULT_BODY_TIMEOUT_S: f64 = 60.0;
 
@@ -113,6 +116,17 @@ pub struct ServeArgs {
         help_heading = "Server"
     )]
     pub keep_alive_timeout: f64,
+
+    /// Seconds a response may wait for a client that stopped reading (no byte could be sent
+    /// for this long) before the connection is closed and its generation cancelled. A client
+    /// that reads slowly but steadily is not affected.
+    #[arg(
+        long,
+        env = "BITNET_WRITE_TIMEOUT",
+        default_value_t = DEFAULT_WRITE_TIMEOUT_S,
+        help_heading = "Server"
+    )]
+    pub write_timeout: f64,
 
     /// Seconds for a request body to arrive in full once its headers have; a slower one gets
     /// 408.
@@ -386,13 +400,15 @@ impl ServeArgs {
         let read_timeout = seconds("--download-read-timeout", self.download_read_timeout)?;
         let header_timeout = seconds("--header-timeout", self.header_timeout)?;
         let body_timeout = seconds("--body-timeout", self.body_timeout)?;
-        for (flag, value) in [
-            ("--header-timeout", header_timeout),
-            ("--body-timeout", body_timeout),
+        let write_timeout = seconds("--write-timeout", self.write_timeout)?;
+        for (flag, value, what) in [
+            ("--header-timeout", header_timeout, "sends"),
+            ("--body-timeout", body_timeout, "sends"),
+            ("--write-timeout", write_timeout, "reads"),
         ] {
             if value.is_zero() {
                 return Err(err(format!(
-                    "{flag} must be more than 0: without it a client that sends slowly holds \
+                    "{flag} must be more than 0: without it a client that {what} slowly holds \
                      its connection forever"
                 )));
             }
@@ -476,6 +492,7 @@ impl ServeArgs {
             connections: ConnectionLimits {
                 header_timeout,
                 keep_alive_timeout,
+                write_timeout,
                 max_connections: self.max_connections,
             },
             retry: RetryPolicy::default(),
@@ -598,6 +615,7 @@ mod tests {
         let o = parse(&["--model", "a"]).unwrap();
         assert_eq!(o.connections.header_timeout, Duration::from_secs(10));
         assert_eq!(o.connections.keep_alive_timeout, Duration::from_secs(75));
+        assert_eq!(o.connections.write_timeout, Duration::from_secs(60));
         assert_eq!(o.connections.max_connections, None);
         assert_eq!(o.api.body_timeout, Duration::from_secs(60));
         let o = parse(&[
@@ -617,6 +635,7 @@ mod tests {
         for bad in [
             ["--header-timeout", "0"],
             ["--body-timeout", "0"],
+            ["--write-timeout", "0"],
             ["--keep-alive-timeout", "nan"],
             ["--max-connections", "0"],
         ] {

@@ -17,6 +17,11 @@
 //!   than a load balancer's idle timeout (60 s on many) can coexist with a short head timeout.
 //!   hyper's own `header_read_timeout` cannot do that: it also runs while a kept-alive
 //!   connection waits, so idle connections could never outlive the head timeout.
+//! - **Stalled writes.** A response the client stops reading (its receive window closed, the
+//!   socket's send buffer full) may wait at most `write_timeout` for the next byte to go out;
+//!   then the connection is closed, which drops the response body and so cancels its
+//!   generation (`http::generate`), freeing the engine slot. A client that reads slowly but
+//!   steadily is not affected: every byte written restarts the timer.
 //! - A request body that trickles in is bounded by `--body-timeout` where bodies are read
 //!   (`http::json`).
 //!
@@ -65,6 +70,8 @@ pub struct ConnectionLimits {
     /// Time a kept-alive connection may wait idle for its next request; zero turns keep-alive
     /// off (every response ends its connection).
     pub keep_alive_timeout: Duration,
+    /// Time a write may wait for the client to make room (see the module docs).
+    pub write_timeout: Duration,
     /// The most connections open at once; `None` sizes it from the open-file limit
     /// ([`default_max_connections`]).
     pub max_connections: Option<usize>,
@@ -268,6 +275,8 @@ enum Phase {
 #[derive(Debug)]
 struct Activity {
     phase: Mutex<Phase>,
+    /// Since when a write has been waiting for the client to make room, if one is.
+    write_blocked: Mutex<Option<Instant>>,
     /// Woken on every phase change, so the connection task re-arms its timer.
     changed: Notify,
 }
@@ -276,6 +285,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             phase: Mutex::new(Phase::Head(Instant::now())),
+            write_blocked: Mutex::new(None),
             changed: Notify::new(),
         }
     }
@@ -287,8 +297,11 @@ impl Activity {
         self.changed.notify_one();
     }
 
-    /// When the current phase's timer fires, if it has one.
+    /// When the current phase's timer (or a stalled write's) fires, if one runs.
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if let Some(since) = *self.write_blocked.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Some(since + limits.write_timeout);
+        }
         match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
             Phase::Head(since) => Some(since + limits.header_timeout),
             // Without keep-alive hyper closes the connection once the response is written;
@@ -309,6 +322,17 @@ impl Activity {
                 Phase::Idle(_) => Phase::Head(Instant::now()),
                 other => other,
             });
+        }
+    }
+
+    /// A write could not go out (`Pending`, `blocked`) or did (`!blocked`); the connection
+    /// task is woken only when that changes, not on every write.
+    fn write_blocked(&self, blocked: bool) {
+        let mut since = self.write_blocked.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_some() != blocked {
+            *since = blocked.then(Instant::now);
+            drop(since);
+            self.changed.notify_one();
         }
     }
 
@@ -335,7 +359,7 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The TCP stream, telling [`Activity`] when bytes arrive.
+/// The TCP stream, telling [`Activity`] when bytes arrive and when writes stall.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
@@ -362,7 +386,9 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -370,7 +396,9 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

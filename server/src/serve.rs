@@ -149,6 +149,7 @@ pub async fn run_with(
         max_connections = connections::max_connections(&options.connections),
         header_timeout_s = options.connections.header_timeout.as_secs_f64(),
         keep_alive_timeout_s = options.connections.keep_alive_timeout.as_secs_f64(),
+        write_timeout_s = options.connections.write_timeout.as_secs_f64(),
         body_timeout_s = options.api.body_timeout.as_secs_f64(),
         "connection limits"
     );

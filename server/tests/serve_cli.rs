@@ -186,6 +186,7 @@ fn help_documents_env_vars_and_hides_secrets() {
         "BITNET_HEADER_TIMEOUT",
         "BITNET_KEEP_ALIVE_TIMEOUT",
         "BITNET_BODY_TIMEOUT",
+        "BITNET_WRITE_TIMEOUT",
         "BITNET_MAX_CONNECTIONS",
         "BITNET_LOG_FORMAT",
         "BITNET_API_KEY",
@@ -1043,6 +1044,7 @@ async fn timers_leave_streams_whole_and_a_trickled_body_gets_408() {
         connections: ConnectionLimits {
             header_timeout: Duration::from_millis(300),
             keep_alive_timeout: Duration::from_millis(300),
+            write_timeout: Duration::from_millis(300),
             max_connections: None,
         },
         body_timeout: Duration::from_millis(500),
@@ -1095,5 +1097,72 @@ async fn timers_leave_streams_whole_and_a_trickled_body_gets_408() {
         answer.contains("--body-timeout") && answer.contains("request_timeout"),
         "{answer}"
     );
+    s.shutdown().await.unwrap();
+}
+
+/// Issue 16, item 2 (slow readers): a client that asks for a long stream and then stops
+/// reading fills the socket's buffers; once no byte could go out for `--write-timeout` the
+/// server closes the connection, which cancels the generation and frees its sequence. Without
+/// the timer the generation runs on to `n_predict` (minutes here) and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_stream_is_cut_and_its_generation_cancelled() {
+    use bitnet_server::connections::ConnectionLimits;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    const WRITE: Duration = Duration::from_millis(500);
+    const N_PREDICT: usize = 1_000_000;
+    let s = TestServer::ready(Setup {
+        endless: true,
+        n_ctx: N_PREDICT + 64,
+        step_delay: Duration::from_micros(200),
+        connections: ConnectionLimits {
+            write_timeout: WRITE,
+            ..Setup::default().connections
+        },
+        ..Setup::default()
+    })
+    .await;
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    // A small receive buffer, so that the server's writes stall after little data.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let body = format!(r#"{{"prompt":"a","n_predict":{N_PREDICT},"temperature":0,"stream":true}}"#);
+    tcp.write_all(
+        format!(
+            "POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Never read. The generation starts, the buffers fill, the writes stall.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    while s.stats.created.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the generation never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while !s.stats.was_freed(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the generation still runs {:?} after the client stopped reading (steps so far: \
+             {:?})",
+            started.elapsed(),
+            s.stats.steps.lock().unwrap().get(&0)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    let steps = s.stats.steps.lock().unwrap().get(&0).copied().unwrap_or(0);
+    eprintln!(
+        "a stream nobody reads: cut and its generation cancelled after {took:?} ({steps} of \
+         {N_PREDICT} tokens generated; write timeout {WRITE:?})"
+    );
+    assert!(steps < N_PREDICT, "it ran to the end: {steps}");
+    assert!(took >= WRITE, "cut before the write timeout: {took:?}");
+    drop(tcp);
     s.shutdown().await.unwrap();
 }

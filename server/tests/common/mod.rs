@@ -393,6 +393,7 @@ impl Default for Setup {
             connections: ConnectionLimits {
                 header_timeout: Duration::from_secs_f64(config::DEFAULT_HEADER_TIMEOUT_S),
                 keep_alive_timeout: Duration::from_secs_f64(config::DEFAULT_KEEP_ALIVE_TIMEOUT_S),
+                write_timeout: Duration::from_secs_f64(config::DEFAULT_WRITE_TIMEOUT_S),
                 max_connections: None,
             },
             body_timeout: Duration::from_secs_f64(config::DEFAULT_BODY_TIMEOUT_S),
