@@ -223,7 +223,8 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                         &format!("the static build of tier {}", p.name),
                     ));
                     // The server's TLS provider (ring) compiles C for every target; the build
-                    // sets CC_<triple> to this compiler when the graph has C (images/mod.rs).
+                    // sets CC_<triple> to this compiler when the graph has C
+                    // (xtask/src/images/mod.rs).
                     out.extend(c_compiler(&p.target)?.0);
                 }
                 let uses_lld = p.rustflags.iter().any(|f| f.contains("linker=rust-lld"));
