@@ -264,6 +264,21 @@ fn copy_toolchain(run_dir: &Path) -> Result<String> {
         }
     }
     std::fs::write(rustlib.join("components"), components)?;
+    // rustup (1.28+) reads what is installed from multirust-config.toml, not from `components`:
+    // without this the copy's `rustup target list --installed` still names the host's other
+    // targets, the preflight installs none of them, and the tier builds find no `core`.
+    let config_path = rustlib.join("multirust-config.toml");
+    if let Ok(text) = std::fs::read_to_string(&config_path) {
+        let mut config: toml::Table =
+            toml::from_str(&text).with_context(|| format!("reading {}", config_path.display()))?;
+        if let Some(toml::Value::Array(list)) = config.get_mut("components") {
+            list.retain(|c| {
+                let field = |k: &str| c.get(k).and_then(|v| v.as_str());
+                field("pkg") != Some("rust-std") || field("target") == Some(host.as_str())
+            });
+        }
+        std::fs::write(&config_path, toml::to_string(&config)?)?;
+    }
     std::fs::write(
         rustup_home.join("settings.toml"),
         format!("version = \"12\"\ndefault_toolchain = \"{name}\"\nprofile = \"default\"\n"),
