@@ -43,6 +43,26 @@ struct Totals {
     done: Option<String>,
     /// `stat::number_of_executed_units`.
     execs: Option<u64>,
+    /// The fuzzing time alone, from `Done N runs in S second(s)` (the build not counted).
+    seconds: Option<u64>,
+}
+
+impl Totals {
+    /// Keep what one line of libFuzzer's output says of the totals.
+    fn read(&mut self, line: &str) {
+        // `#351524\tDONE   cov: …` (a tab after the count).
+        if line.split_whitespace().nth(1) == Some("DONE") {
+            self.done = Some(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        if let Some(rest) = line.strip_prefix("Done ") {
+            self.seconds = rest
+                .split_once(" runs in ")
+                .and_then(|(_, t)| t.split_whitespace().next()?.parse().ok());
+        }
+        if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+            self.execs = n.trim().parse().ok();
+        }
+    }
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
@@ -92,11 +112,11 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             "-timeout=10".into(),
         ]);
         let totals = run_libfuzzer(&mut cmd, target)?;
+        let unknown = || "?".to_string();
         let line = format!(
-            "{target}: {} executions in {:.0?}; {}",
-            totals
-                .execs
-                .map_or_else(|| "?".to_string(), |n| n.to_string()),
+            "{target}: {} executions in {} s of fuzzing ({:.0?} with the build); {}",
+            totals.execs.map_or_else(unknown, |n| n.to_string()),
+            totals.seconds.map_or_else(unknown, |n| n.to_string()),
             started.elapsed(),
             totals.done.as_deref().unwrap_or("no DONE line")
         );
@@ -175,12 +195,7 @@ fn run_libfuzzer(cmd: &mut Command, target: &str) -> Result<Totals> {
     for line in BufReader::new(stderr).lines() {
         let line = line.context("reading libFuzzer's output")?;
         eprintln!("{line}");
-        if line.contains(" DONE ") {
-            totals.done = Some(line.trim().to_string());
-        }
-        if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
-            totals.execs = n.trim().parse().ok();
-        }
+        totals.read(&line);
     }
     let status = child.wait()?;
     if !status.success() {
@@ -191,4 +206,31 @@ fn run_libfuzzer(cmd: &mut Command, target: &str) -> Result<Totals> {
         );
     }
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    /// The last lines of a real `cargo xtask fuzz gguf` run (libFuzzer, -print_final_stats=1).
+    #[test]
+    fn totals_are_read_from_libfuzzers_last_lines() {
+        let mut t = Totals::default();
+        for line in [
+            "#351524\tDONE   cov: 3580 ft: 6097 corp: 358/8672Kb lim: 69408 exec/s: 584 rss: 69Mb",
+            "Done 351524 runs in 601 second(s)",
+            "stat::number_of_executed_units: 351524",
+            "stat::average_exec_per_sec:     584",
+        ] {
+            t.read(line);
+        }
+        assert_eq!(t.execs, Some(351_524));
+        assert_eq!(t.seconds, Some(601));
+        assert_eq!(
+            t.done.as_deref(),
+            Some(
+                "#351524 DONE cov: 3580 ft: 6097 corp: 358/8672Kb lim: 69408 exec/s: 584 rss: 69Mb"
+            )
+        );
+    }
 }
