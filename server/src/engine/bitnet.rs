@@ -11,7 +11,7 @@ use super::{
 };
 use crate::sampling::{Sampler, SamplingParams};
 use bitnet_gguf::GgufFile;
-use bitnet_model::{KvCache, LoadOptions, Logits, Model, SeqInput};
+use bitnet_model::{KvCache, LoadOptions, Logits, Model, ModelKind, SeqInput};
 use bitnet_tokenizer::{self as tok, ChatMessage, ChatTemplate};
 use std::collections::HashMap;
 use std::path::Path;
@@ -171,6 +171,19 @@ impl Backend for BitnetBackend {
     fn free(&mut self, seq: SeqId) {
         self.seqs.remove(&seq);
     }
+
+    fn embedding_dim(&self) -> Option<usize> {
+        match self.model.kind() {
+            ModelKind::Embedding { dim, .. } => Some(dim),
+            ModelKind::Generation => None,
+        }
+    }
+
+    fn embed(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.model
+            .embed(inputs)
+            .map_err(|e| BackendError(e.to_string()))
+    }
 }
 
 /// The tokenizer and chat template as the server sees them.
@@ -197,6 +210,10 @@ impl TokenCodec for BitnetTokenizer {
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizeError> {
         Ok(self.tokenizer.encode(text, add_bos, parse_special))
+    }
+
+    fn encode_for_embedding(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        Ok(self.tokenizer.encode_for_embedding(text, true))
     }
 
     fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
