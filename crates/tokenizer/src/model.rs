@@ -653,7 +653,11 @@ fn has_byte_fallback(tokens: &[String]) -> bool {
 /// writes them).
 fn byte_token_value(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if hex.len() != 2
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
@@ -684,9 +688,18 @@ fn merges_from_scores(
     let n = types.len();
     let score = |id: usize| scores.get(id).copied().unwrap_or(0.0);
     let mut order: Vec<u32> = (0..n as u32)
-        .filter(|&id| matches!(types[id as usize], token_type::NORMAL | token_type::UNDEFINED))
+        .filter(|&id| {
+            matches!(
+                types[id as usize],
+                token_type::NORMAL | token_type::UNDEFINED
+            )
+        })
         .collect();
-    order.sort_by(|&a, &b| score(b as usize).total_cmp(&score(a as usize)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        score(b as usize)
+            .total_cmp(&score(a as usize))
+            .then(a.cmp(&b))
+    });
     let mut table = Merges::with_capacity(order.len());
     for (rank, &id) in order.iter().enumerate() {
         let bytes = store.get(id);
@@ -695,7 +708,10 @@ fn merges_from_scores(
             continue;
         }
         for cut in 1..bytes.len() {
-            if let (Some(l), Some(r)) = (index.get(store, &bytes[..cut]), index.get(store, &bytes[cut..])) {
+            if let (Some(l), Some(r)) = (
+                index.get(store, &bytes[..cut]),
+                index.get(store, &bytes[cut..]),
+            ) {
                 table.insert(l, r, rank as u32, id);
             }
         }
@@ -918,9 +934,9 @@ mod tests {
 
         let mut d = toy();
         d.pre = Some("deepseek-llm".into());
-        assert!(err(d).contains(
-            "pre-tokenizer \"deepseek-llm\" (tokenizer.ggml.pre) is not supported"
-        ));
+        assert!(
+            err(d).contains("pre-tokenizer \"deepseek-llm\" (tokenizer.ggml.pre) is not supported")
+        );
 
         // "default" is accepted only for a SentencePiece-style vocabulary.
         let mut d = toy();
@@ -929,7 +945,9 @@ mod tests {
 
         let mut d = toy();
         d.model = Some("bert".into());
-        assert!(err(d).contains("tokenizer model \"bert\" (tokenizer.ggml.model) is not supported"));
+        assert!(
+            err(d).contains("tokenizer model \"bert\" (tokenizer.ggml.model) is not supported")
+        );
 
         let mut d = toy();
         d.add_eos = true;
