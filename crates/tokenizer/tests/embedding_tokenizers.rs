@@ -276,6 +276,26 @@ fn qwen3_decode_inverts_encode_up_to_nfc() {
 
 #[test]
 #[ignore = "needs the Qwen vocabulary from PyPI: run by cargo xtask ci"]
+fn qwen3_metadata_round_trips_through_a_gguf_file() {
+    let ranked = RankedVocab::read_dump(&qwen_vocab_path()).unwrap();
+    let meta = vocab::qwen3_embedding(&ranked, QWEN3_N_VOCAB).unwrap();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (k, v) in meta.gguf_kvs() {
+        w.kv(&k, v);
+    }
+    let file = bitnet_gguf::GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let data = TokenizerData::from_gguf(&file).unwrap();
+    assert_eq!(data.pre.as_deref(), Some("qwen2"));
+    assert!(!data.add_bos && data.add_eos);
+    assert_eq!(data.eos_id, Some(vocab::QWEN3_ENDOFTEXT));
+    let tok = Tokenizer::new(data).unwrap();
+    for case in corpus("qwen3").iter().step_by(7) {
+        assert_eq!(tok.encode(&case.text, false, case.special), case.ids);
+    }
+}
+
+#[test]
+#[ignore = "needs the Qwen vocabulary from PyPI: run by cargo xtask ci"]
 fn qwen3_special_ids_and_embedding_encoding() {
     let tok = qwen();
     assert_eq!(tok.vocab_size(), QWEN3_N_VOCAB);
@@ -376,4 +396,38 @@ fn gemma_synthetic_specials_and_embedding_encoding() {
     // Control tokens are text unless parsed; the converter types <start_of_turn> CONTROL.
     assert_eq!(tok.encode("<bos>", false, true), [2]);
     assert!(tok.encode("<bos>", false, false).len() > 1);
+}
+
+/// The metadata the builders produce survives a GGUF file: written with `gguf_kvs`, read back
+/// with `TokenizerData::from_gguf`, the tokenizer encodes the same as one built directly.
+#[test]
+fn gemma_synthetic_metadata_round_trips_through_a_gguf_file() {
+    let meta = vocab::gemma3_embedding(gemma_vocab(), 12_100).unwrap();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    w.kv(
+        "general.architecture",
+        bitnet_gguf::Value::String("gemma3".into()),
+    );
+    for (k, v) in meta.gguf_kvs() {
+        w.kv(&k, v);
+    }
+    let file = bitnet_gguf::GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let data = TokenizerData::from_gguf(&file).unwrap();
+    assert_eq!(data.model.as_deref(), Some("gpt2"));
+    assert_eq!(data.pre.as_deref(), Some("default"));
+    assert!(data.add_bos && !data.add_eos);
+    let tok = Tokenizer::new(data).unwrap();
+    assert_eq!(tok.vocab_size(), 12_100, "padded with [PAD…] entries");
+    assert_eq!(tok.token_type(12_050), Some(5));
+    for case in corpus("gemma").iter().step_by(7) {
+        assert_eq!(
+            tok.encode(&case.text, false, case.special),
+            case.ids,
+            "{:?}",
+            case.text
+        );
+    }
+    // The padding entries are never produced from their text.
+    assert!(!tok.encode("[PAD12050]", false, true).contains(&12_050));
+    assert!(vocab::gemma3_embedding(gemma_vocab(), 100).is_err());
 }
