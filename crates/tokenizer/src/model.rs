@@ -959,6 +959,116 @@ mod tests {
         assert!(err(d).contains("byte 0x61 has no token"));
     }
 
+    /// A SentencePiece-style toy: specials, 256 byte tokens, then "▁", "h", "e", "he", "▁he",
+    /// "l", "lo", "hel"… in score order.
+    fn spm_toy() -> TokenizerData {
+        let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>"]
+            .map(String::from)
+            .to_vec();
+        let mut token_types = vec![
+            token_type::CONTROL,
+            token_type::CONTROL,
+            token_type::CONTROL,
+            token_type::UNKNOWN,
+            token_type::CONTROL,
+        ];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            token_types.push(token_type::NORMAL); // as Microsoft's converter types them
+        }
+        for t in [
+            "\u{2581}",
+            "h",
+            "e",
+            "l",
+            "o",
+            "he",
+            "ll",
+            "\u{2581}he",
+            "llo",
+            "hello",
+        ] {
+            tokens.push(t.to_string());
+            token_types.push(token_type::NORMAL);
+        }
+        tokens.push("[PAD271]".into());
+        token_types.push(token_type::UNUSED);
+        let scores = (0..tokens.len()).map(|i| -(i as f32)).collect();
+        TokenizerData {
+            tokens,
+            token_types,
+            merges: ["h e", "l l", "\u{2581} he", "ll o", "he llo"]
+                .map(String::from)
+                .to_vec(),
+            bos_id: Some(2),
+            eos_id: Some(1),
+            add_bos: true,
+            model: Some("gpt2".into()),
+            pre: Some("default".into()),
+            scores,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sentencepiece_style_encodes_with_byte_fallback() {
+        for merges in [true, false] {
+            let mut d = spm_toy();
+            if !merges {
+                d.merges.clear();
+                d.model = Some("llama".into());
+            }
+            let tok = Tokenizer::new(d).unwrap();
+            assert!(tok.is_sentencepiece());
+            let id = |t: &str| tok.token_id(t).unwrap();
+            assert_eq!(tok.encode("hello", false, false), [id("hello")]);
+            // A space is "▁"; no dummy prefix; "▁" in the text means a space too.
+            assert_eq!(tok.encode(" he", false, false), [id(" he")]);
+            assert_eq!(tok.encode("\u{2581}he", false, false), [id(" he")]);
+            // "x" and "é" are not tokens: their UTF-8 bytes (<0x78>, <0xC3> <0xA9>).
+            assert_eq!(
+                tok.encode("xé", false, false),
+                [5 + 0x78, 5 + 0xC3, 5 + 0xA9]
+            );
+            assert_eq!(
+                tok.decode(&tok.encode("xé hello", false, false)),
+                "xé hello"
+            );
+            assert_eq!(tok.encode_for_embedding("he", false), [2, id("he")]);
+            assert_eq!(tok.encode("<start_of_turn>", false, true), [4]);
+            // The padding entry is never produced from text.
+            assert!(!tok.encode("[PAD271]", false, true).contains(&271));
+        }
+    }
+
+    #[test]
+    fn sentencepiece_style_rejects_incomplete_data() {
+        let mut d = spm_toy();
+        d.tokens[5 + 0x41] = "<0x4G>".into();
+        // Without every byte token, "default" is not a SentencePiece-style vocabulary.
+        assert!(err(d).contains("pre-tokenizer \"default\""));
+        let mut d = spm_toy();
+        d.tokens[5 + 0x41] = "<0x4G>".into();
+        d.model = Some("llama".into());
+        assert!(err(d).contains("has no byte token <0x41>"));
+        let mut d = spm_toy();
+        d.model = Some("llama".into());
+        d.merges.clear();
+        d.scores.pop();
+        assert!(
+            err(d).contains(
+                "tokenizer.ggml.scores has 271 entries but tokenizer.ggml.tokens has 272"
+            )
+        );
+        assert_eq!(
+            byte_token_value("<0xab>"),
+            None,
+            "SentencePiece writes upper-case hex"
+        );
+        assert_eq!(byte_token_value("<0xAB>"), Some(0xAB));
+        assert_eq!(byte_token_value("<0xABC>"), None);
+    }
+
     #[test]
     fn accepts_llama3_aliases_missing_types_and_non_byte_tokens() {
         for pre in ["llama3", "llama-bpe", "llama-v3"] {
