@@ -16,6 +16,12 @@ Writes, into OUT_DIR (crates/tokenizer/tests/data/gemma/):
                  line's "special" flag; the corpus only puts user-defined symbols in special
                  lines).
 
+With PyPI `tokenizers` installed (0.23.3 was used), the script also builds the Hugging Face BPE
+tokenizer that Microsoft's converter's input would be — the same pieces, merges derived the way
+bitnet_tokenizer::vocab::SpmVocab::to_gguf_merges derives them, byte fallback, spaces -> `▁`,
+no pre-tokenizer — and checks that it gives sentencepiece's ids on every line, so the GGUF
+"gpt2" + merges form and SentencePiece's own algorithm agree on this corpus.
+
 The training text is the ordinary lines of the corpus itself (deterministic: one thread, fixed
 seed). Usage:
 
@@ -96,12 +102,46 @@ def main():
         "vocab_sha256": hashlib.sha256(vocab).hexdigest(),
         "lines": len(rows),
     })]
-    for row in rows:
-        ids = sp.encode(row["text"])
+    all_ids = [sp.encode(row["text"]) for row in rows]
+    for ids in all_ids:
         out.append(json.dumps({"ids": ids}, separators=(",", ":")))
+    check_with_hf_tokenizers(sp, types, rows, all_ids)
     with open(os.path.join(out_dir, "expected.jsonl"), "w", encoding="utf-8", newline="\n") as f:
         f.write("\n".join(out) + "\n")
     print(f"wrote {n} pieces and {len(rows)} expected encodings to {out_dir}", file=sys.stderr)
+
+
+def check_with_hf_tokenizers(sp, types, rows, all_ids):
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    except ImportError:
+        print("tokenizers not installed: skipping the Hugging Face cross-check", file=sys.stderr)
+        return
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    normal = {p: i for i, p in enumerate(pieces) if types[i] == 1}
+    order = sorted(normal.values(), key=lambda i: (-sp.get_score(i), i))
+    merges = []
+    for i in order:
+        p = pieces[i]
+        parts = sorted((normal[p[:k]], normal[p[k:]]) for k in range(1, len(p))
+                       if p[:k] in normal and p[k:] in normal)
+        merges += [(pieces[l], pieces[r]) for l, r in parts]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True,
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    tok.add_tokens([AddedToken(p, normalized=False, special=False) for i, p in enumerate(pieces)
+                    if types[i] == 4])
+    bad = [r["text"] for r, ids in zip(rows, all_ids)
+           if tok.encode(r["text"], add_special_tokens=False).ids != ids]
+    if bad:
+        sys.exit(f"Hugging Face tokenizers disagrees with sentencepiece on {len(bad)} lines, "
+                 f"e.g. {bad[0][:80]!r}")
+    print(f"Hugging Face tokenizers agrees with sentencepiece on all {len(rows)} lines",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
