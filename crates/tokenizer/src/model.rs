@@ -1069,6 +1069,29 @@ mod tests {
         assert_eq!(byte_token_value("<0xABC>"), None);
     }
 
+    proptest::proptest! {
+        /// Any text round-trips (`▁` comes back as a space), every id is in range, and the
+        /// merges form and the scores form agree (each toy token has one split, so merge
+        /// rank and SentencePiece's score rule coincide). Long inputs take the heap path.
+        #[test]
+        fn sentencepiece_style_round_trips(
+            text in proptest::string::string_regex("[hel o\u{2581}éx😀\n]{0,120}").unwrap(),
+            other in proptest::prelude::any::<String>(),
+        ) {
+            let by_merges = Tokenizer::new(spm_toy()).unwrap();
+            let mut d = spm_toy();
+            d.merges.clear();
+            d.model = Some("llama".into());
+            let by_scores = Tokenizer::new(d).unwrap();
+            for s in [&text, &other] {
+                let ids = by_merges.encode(s, false, false);
+                proptest::prop_assert!(ids.iter().all(|&id| (id as usize) < by_merges.vocab_size()));
+                proptest::prop_assert_eq!(by_merges.decode(&ids), s.replace('\u{2581}', " "));
+                proptest::prop_assert_eq!(&ids, &by_scores.encode(s, false, false));
+            }
+        }
+    }
+
     #[test]
     fn accepts_llama3_aliases_missing_types_and_non_byte_tokens() {
         for pre in ["llama3", "llama-bpe", "llama-v3"] {

@@ -273,6 +273,27 @@ mod tests {
         assert_eq!(q(text), split(text));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn qwen2_pieces_cover_any_input(text in proptest::prelude::any::<String>()) {
+            let q: Vec<&str> = pieces(PreSplit::Qwen2, &text).collect();
+            proptest::prop_assert_eq!(q.concat(), text.clone());
+            proptest::prop_assert!(q.iter().all(|p| !p.is_empty()));
+            // Qwen2 only cuts number runs further: joining its pieces at LLaMA-3's boundaries
+            // gives LLaMA-3's pieces.
+            let ends = |ps: &[&str]| {
+                ps.iter()
+                    .scan(0, |at, p| {
+                        *at += p.len();
+                        Some(*at)
+                    })
+                    .collect::<std::collections::BTreeSet<usize>>()
+            };
+            let l: Vec<&str> = llama3_pieces(&text).collect();
+            proptest::prop_assert!(ends(&l).is_subset(&ends(&q)));
+        }
+    }
+
     #[test]
     fn pieces_cover_the_input() {
         let text = "Mixed: ñ, 中文, 123456, \t\r\n  tabs\u{3000}and 😀👍🏽!!\n";
