@@ -100,7 +100,10 @@ fn embeddings(s: &ServerProcess, body: Value) -> Vec<Vec<f64>> {
 fn error_of(s: &ServerProcess, path: &str, body: &Value) -> (Value, String) {
     let (status, reply) = s.json("POST", path, body);
     assert_eq!(status, 400, "{path} {body} -> {reply}");
-    let message = reply["error"]["message"].as_str().unwrap_or_default().to_string();
+    let message = reply["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     (reply["error"].clone(), message)
 }
 
@@ -117,10 +120,19 @@ fn both_families_serve_unit_vectors_and_batches_equal_single_inputs() {
         assert_eq!(batch.len(), texts.len());
         for (text, v) in texts.iter().zip(&batch) {
             assert_eq!(v.len(), shape.n_embd);
-            assert!((norm(v) - 1.0).abs() < 1e-4, "{}: norm {}", shape.name, norm(v));
+            assert!(
+                (norm(v) - 1.0).abs() < 1e-4,
+                "{}: norm {}",
+                shape.name,
+                norm(v)
+            );
             let alone = &embeddings(&s, json!({ "input": text }))[0];
             let c = cosine(v, alone);
-            assert!(c > 0.99999, "{}: {text:?} batched vs alone: cosine {c}", shape.name);
+            assert!(
+                c > 0.99999,
+                "{}: {text:?} batched vs alone: cosine {c}",
+                shape.name
+            );
         }
         // Different texts give different vectors.
         assert!(cosine(&batch[0], &batch[1]) < 0.999, "{}", shape.name);
@@ -135,7 +147,10 @@ fn both_families_serve_unit_vectors_and_batches_equal_single_inputs() {
         assert_eq!(status, 200, "{reply}");
         let raw = vector(&reply[0]["embedding"][0]);
         assert!(cosine(&raw, &batch[0]) > 0.99999);
-        assert!((norm(&raw) - 1.0).abs() > 1e-3, "embd_normalize -1 must not normalise");
+        assert!(
+            (norm(&raw) - 1.0).abs() > 1e-3,
+            "embd_normalize -1 must not normalise"
+        );
 
         // Base64 is the f32 little-endian bytes of the same vector; `dimensions` renormalises
         // the leading values.
@@ -145,7 +160,9 @@ fn both_families_serve_unit_vectors_and_batches_equal_single_inputs() {
             &json!({"input": texts[0], "encoding_format": "base64", "dimensions": 64}),
         );
         let b64 = reply["data"][0]["embedding"].as_str().unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let v: Vec<f64> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
@@ -160,7 +177,9 @@ fn both_families_serve_unit_vectors_and_batches_equal_single_inputs() {
 #[test]
 fn concurrent_requests_get_the_vectors_they_get_alone() {
     let s = ServerProcess::start(&embed_model(&EmbedShape::QWEN3_TINY), &["--parallel", "8"]);
-    let texts: Vec<String> = (0..16).map(|i| format!("document number {i} {}", "x".repeat(i))).collect();
+    let texts: Vec<String> = (0..16)
+        .map(|i| format!("document number {i} {}", "x".repeat(i)))
+        .collect();
     let alone: Vec<Vec<f64>> = texts
         .iter()
         .map(|t| embeddings(&s, json!({ "input": t })).remove(0))
@@ -193,9 +212,17 @@ fn bad_input_is_a_clear_400_and_the_server_keeps_serving() {
     let s = ServerProcess::start(&embed_model(shape), &[]);
     let n_ctx = shape.n_ctx;
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("/v1/embeddings", json!({"input": ""}), "`input[0]` is empty"),
+        (
+            "/v1/embeddings",
+            json!({"input": ""}),
+            "`input[0]` is empty",
+        ),
         ("/v1/embeddings", json!({"input": []}), "empty array"),
-        ("/v1/embeddings", json!({"input": vec!["a"; 2049]}), "2049 inputs"),
+        (
+            "/v1/embeddings",
+            json!({"input": vec!["a"; 2049]}),
+            "2049 inputs",
+        ),
         (
             "/v1/embeddings",
             json!({"input": [[1, 2, shape.n_vocab]]}),
@@ -211,21 +238,37 @@ fn bad_input_is_a_clear_400_and_the_server_keeps_serving() {
             json!({"input": "word ".repeat(4 * n_ctx)}),
             "context",
         ),
-        ("/v1/embeddings", json!({"input": "a", "dimensions": 0}), "dimensions"),
+        (
+            "/v1/embeddings",
+            json!({"input": "a", "dimensions": 0}),
+            "dimensions",
+        ),
         (
             "/v1/embeddings",
             json!({"input": "a", "encoding_format": "hex"}),
             "encoding_format",
         ),
-        ("/embedding", json!({"content": ""}), "`content[0]` is empty"),
-        ("/embedding", json!({"content": "a", "embd_normalize": -2}), "embd_normalize"),
+        (
+            "/embedding",
+            json!({"content": ""}),
+            "`content[0]` is empty",
+        ),
+        (
+            "/embedding",
+            json!({"content": "a", "embd_normalize": -2}),
+            "embd_normalize",
+        ),
     ];
     for (path, body, needle) in &cases {
         let (_, message) = error_of(&s, path, body);
         assert!(message.contains(needle), "{path} {body}: {message}");
     }
     // The context error names the input and its length.
-    let (err, message) = error_of(&s, "/v1/embeddings", &json!({"input": ["ok", vec![7u32; 600]]}));
+    let (err, message) = error_of(
+        &s,
+        "/v1/embeddings",
+        &json!({"input": ["ok", vec![7u32; 600]]}),
+    );
     assert_eq!(err["code"], "context_length_exceeded");
     assert!(message.contains("input 1 is 600 tokens"), "{message}");
     // With truncate the same input is cut to the context and embedded.
@@ -233,7 +276,10 @@ fn bad_input_is_a_clear_400_and_the_server_keeps_serving() {
     assert_eq!(v[0].len(), shape.n_embd);
     // An embedding model refuses generation.
     for (path, body) in [
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}]})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ),
         ("/v1/completions", json!({"prompt": "hi"})),
         ("/completion", json!({"prompt": "hi"})),
     ] {

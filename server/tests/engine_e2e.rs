@@ -6,13 +6,13 @@
 mod common;
 
 use bitnet_gguf::GgmlType;
-use common::process::{ServerProcess, python_with_openai, workspace};
 use bitnet_synth::{self as synth, Shape};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::process::{ServerProcess, http, python_with_openai, workspace};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SHAPE: Shape = Shape {
     name: "e2e",
@@ -128,9 +128,7 @@ fn concurrent_streams_all_complete_and_overload_is_503() {
                 let body = format!(
                     r#"{{"model":"e2e","prompt":"story {i}","max_tokens":24,"stream":true,"temperature":0.7,"seed":{i}}}"#
                 );
-                let srv = Server { child: Command::new("true").spawn().unwrap(), port };
-                let (status, text) = srv.request("POST", "/v1/completions", &body).unwrap();
-                drop(srv);
+                let (status, text) = http(port, "POST", "/v1/completions", &body).unwrap();
                 (status, text.matches("data: {").count(), text.contains("data: [DONE]"))
             })
         })
@@ -149,11 +147,7 @@ fn concurrent_streams_all_complete_and_overload_is_503() {
             let port = s.port;
             std::thread::spawn(move || {
                 let body = format!(r#"{{"prompt":"x {i}","n_predict":64,"ignore_eos":true}}"#);
-                let srv = Server {
-                    child: Command::new("true").spawn().unwrap(),
-                    port,
-                };
-                srv.request("POST", "/completion", &body).unwrap().0
+                http(port, "POST", "/completion", &body).unwrap().0
             })
         })
         .collect();
@@ -188,7 +182,7 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 #[test]
 fn four_tokenize_bombs_at_once_stay_under_100_mb() {
     let s = Server::start(&[]);
-    let pid = s.child.id();
+    let pid = s.pid();
     // Warm up the allocator and the tokenizer with a small request first.
     let (status, _) = s
         .request(
@@ -232,15 +226,9 @@ fn four_tokenize_bombs_at_once_stay_under_100_mb() {
     let bombs: Vec<_> = (0..4)
         .map(|_| {
             let (port, body) = (s.port, body.clone());
-            std::thread::spawn(move || {
-                let srv = Server {
-                    child: Command::new("true").spawn().unwrap(),
-                    port,
-                };
-                match srv.request("POST", "/tokenize", &body) {
-                    Ok((status, text)) => (status, text.len(), text.chars().take(300).collect()),
-                    Err(e) => (0, 0, e.to_string()),
-                }
+            std::thread::spawn(move || match http(port, "POST", "/tokenize", &body) {
+                Ok((status, text)) => (status, text.len(), text.chars().take(300).collect()),
+                Err(e) => (0, 0, e.to_string()),
             })
         })
         .collect();

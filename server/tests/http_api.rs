@@ -817,7 +817,10 @@ async fn a_generation_model_refuses_the_embedding_endpoints_with_a_clear_400() {
     ] {
         let (status, reply) = post(&s.url(path), body).await;
         assert_eq!(status, 400, "{path}: {reply}");
-        assert_eq!(reply["error"]["code"], "model_not_embedding", "{path}: {reply}");
+        assert_eq!(
+            reply["error"]["code"], "model_not_embedding",
+            "{path}: {reply}"
+        );
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(
             message.contains("generation model") && message.contains("embedding model"),

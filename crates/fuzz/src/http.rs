@@ -77,8 +77,14 @@ pub fn run(data: &[u8]) {
             let ids = embeddings::tokenize_inputs(tok, "input", inputs, EMBED_CTX, truncate)?;
             assert_eq!(ids.len(), n, "one id list per input");
             for input in &ids {
-                assert!(!input.is_empty(), "an accepted input has at least one token");
-                assert!(!truncate || input.len() <= EMBED_CTX, "truncation fits the context");
+                assert!(
+                    !input.is_empty(),
+                    "an accepted input has at least one token"
+                );
+                assert!(
+                    !truncate || input.len() <= EMBED_CTX,
+                    "truncation fits the context"
+                );
             }
             Ok(())
         }),

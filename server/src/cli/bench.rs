@@ -153,7 +153,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// The embedding benchmark: texts of `-p` random tokens, embedded one per call and `-b` per
 /// call (one batched pass, as the server batches concurrent requests), `-r` timed repetitions
 /// after a warm-up; tokens/s and texts/s per batch size.
-fn run_embed(args: &BenchArgs, model: &Model, dim: usize, load_s: f64, file_bytes: u64) -> Result<()> {
+fn run_embed(
+    args: &BenchArgs,
+    model: &Model,
+    dim: usize,
+    load_s: f64,
+    file_bytes: u64,
+) -> Result<()> {
     let n_vocab = model.config.n_vocab as u64;
     let mut rng = SplitMix64(0x5eed);
     let mut batches = vec![1, args.batch];

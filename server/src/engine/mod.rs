@@ -77,7 +77,8 @@ pub trait Backend: Send {
         None
     }
     /// Embed every input (each non-empty and within [`Backend::n_ctx`]) from an empty state:
-    /// one pooled, normalised vector per input, in order. Needs no sequence slot.
+    /// one pooled vector per input, in order (not normalised: the HTTP layer
+    /// scales it as the request asks). Needs no sequence slot.
     fn embed(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
         let _ = inputs;
         Err(BackendError(

@@ -736,7 +736,13 @@ mod tests {
         }
     }
 
-    fn embedder(prefill_chunk: usize) -> (super::super::Engine, Arc<Mutex<Vec<Vec<Vec<u32>>>>>, Arc<(Mutex<bool>, Condvar)>) {
+    fn embedder(
+        prefill_chunk: usize,
+    ) -> (
+        super::super::Engine,
+        Arc<Mutex<Vec<Vec<Vec<u32>>>>>,
+        Arc<(Mutex<bool>, Condvar)>,
+    ) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new((Mutex::new(true), Condvar::new()));
         let model = super::super::LoadedModel {
@@ -755,7 +761,11 @@ mod tests {
             queue_size: 4,
             prefill_chunk,
         };
-        (super::super::Engine::start(model, config).unwrap(), calls, hold)
+        (
+            super::super::Engine::start(model, config).unwrap(),
+            calls,
+            hold,
+        )
     }
 
     fn release(hold: &(Mutex<bool>, Condvar)) {
@@ -802,12 +812,18 @@ mod tests {
         release(&hold);
         let h = &engine.handle;
         let long = h.submit_embedding(vec![vec![1; 10]]).unwrap();
-        assert_eq!(long.blocking_recv().unwrap().unwrap(), vec![vec![10.0, 1.0, 0.0]]);
+        assert_eq!(
+            long.blocking_recv().unwrap().unwrap(),
+            vec![vec![10.0, 1.0, 0.0]]
+        );
         let poisoned = h.submit_embedding(vec![vec![3]]).unwrap();
         let err = poisoned.blocking_recv().unwrap().unwrap_err();
         assert!(err.contains("id 3 is poison"), "{err}");
         let fine = h.submit_embedding(vec![vec![2]]).unwrap();
-        assert_eq!(fine.blocking_recv().unwrap().unwrap(), vec![vec![1.0, 2.0, 0.0]]);
+        assert_eq!(
+            fine.blocking_recv().unwrap().unwrap(),
+            vec![vec![1.0, 2.0, 0.0]]
+        );
         assert_eq!(calls.lock().unwrap().len(), 3);
         engine.stop();
     }
@@ -817,7 +833,9 @@ mod tests {
         let (engine, _, hold) = embedder(8);
         release(&hold);
         let h = &engine.handle;
-        let err = |r: Result<_, SubmitError>| r.map(|_| ()).unwrap_err();
+        fn err<T>(r: Result<T, SubmitError>) -> SubmitError {
+            r.map(|_| ()).unwrap_err()
+        }
         assert_eq!(
             err(h.submit_embedding(vec![vec![1], vec![]])),
             SubmitError::EmptyInput { index: 1 }

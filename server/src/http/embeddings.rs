@@ -189,8 +189,10 @@ async fn embed(
     }
     let tok = engine.tokenizer.clone();
     let n_ctx = engine.handle.n_ctx();
-    let ids =
-        cpu_work(state, move || tokenize_inputs(&*tok, param, inputs, n_ctx, truncate)).await?;
+    let ids = cpu_work(state, move || {
+        tokenize_inputs(&*tok, param, inputs, n_ctx, truncate)
+    })
+    .await?;
     let tokens = ids.iter().map(Vec::len).sum();
     let rx = engine.handle.submit_embedding(ids).map_err(|e| {
         let input_error = matches!(
@@ -200,7 +202,11 @@ async fn embed(
                 | SubmitError::TokenOutOfRange { .. }
         );
         let err = ApiError::from(e);
-        if input_error { err.with_param(param) } else { err }
+        if input_error {
+            err.with_param(param)
+        } else {
+            err
+        }
     })?;
     let vectors = rx
         .await

@@ -59,6 +59,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -69,9 +74,17 @@ impl ServerProcess {
     }
 
     /// A JSON request: status and parsed body (`Null` when the body is not JSON).
-    pub fn json(&self, method: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let (status, text) = self.request(method, path, &body.to_string()).unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The sum of a counter's series in `/metrics`.
