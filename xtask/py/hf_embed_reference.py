@@ -28,6 +28,7 @@ What it does NOT do
 
 Usage (from the workspace root; versions pinned in xtask/py/requirements-reference.txt)
     target/pyenv/bin/python xtask/py/hf_embed_reference.py MODEL.gguf OUT.json [--lengths 1,7,33,300]
+        [--input-seed N] [--beyond-context]
     target/pyenv/bin/python xtask/py/hf_embed_reference.py make-fixtures [--out-dir DIR]
 """
 
@@ -507,13 +508,29 @@ def make_inputs(hp: EHparams, lengths: list[int], seed: int) -> list[list[int]]:
     return out
 
 
-def run_reference(path: Path, out_json: Path, lengths: list[int], seed: int, allow_other: bool, gen_model: dict | None = None) -> dict:
+def run_reference(
+    path: Path,
+    out_json: Path,
+    lengths: list[int],
+    seed: int,
+    allow_other: bool,
+    gen_model: dict | None = None,
+    beyond_context: bool = False,
+) -> dict:
     versions = hr.check_versions(allow_other)
     g = hr.read_gguf(path)
     w = load_embed_weights(g)
     hp = w.hp
+    n_ctx_override = None
     if max(lengths) > hp.n_ctx:
-        raise RefError(f"an input of {max(lengths)} tokens exceeds context_length {hp.n_ctx}")
+        if not beyond_context:
+            raise RefError(
+                f"an input of {max(lengths)} tokens exceeds context_length {hp.n_ctx}; pass "
+                "--beyond-context to run it anyway (the engine must then be loaded with a larger n_ctx)"
+            )
+        # RoPE without scaling does not depend on the context length; only the engine's limit does.
+        n_ctx_override = max(lengths)
+        hp.n_ctx = n_ctx_override
     inputs = make_inputs(hp, lengths, seed)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="hf-embed-ref-") as tmp:
@@ -570,6 +587,9 @@ def run_reference(path: Path, out_json: Path, lengths: list[int], seed: int, all
             "gen_model": gen_model,
         },
         "model": hp.as_dict(),
+        # Set when an input is longer than the file's context_length: the context the engine
+        # must be loaded with (model.n_ctx then holds this value too).
+        "n_ctx_override": n_ctx_override,
         "input_seed": seed,
         "cases": [
             {"len": len(ids), "input_ids": ids, "embedding": [float(x) for x in e], "numpy_cosine": c}
@@ -588,7 +608,8 @@ def run_reference(path: Path, out_json: Path, lengths: list[int], seed: int, all
 
 
 # name, gen-model preset, seed, input lengths, input seed. gemma3 gets one input longer than the
-# stock HF sliding window (512) to pin full attention.
+# stock HF sliding window (512) to pin full attention; the tiny preset declares a 512-token
+# context, so that case records n_ctx_override.
 FIXTURE_CASES = [
     ("qwen3-embed-tiny", "qwen3-embed-tiny", 1, [1, 7, 33, 300], 21),
     ("gemma3-embed-tiny", "gemma3-embed-tiny", 1, [1, 7, 33, 300, 600], 22),
@@ -600,11 +621,12 @@ def make_fixtures(out_dir: Path, workspace: Path, allow_other: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="hf-embed-models-") as tmp:
         for name, preset, seed, lengths, input_seed in FIXTURE_CASES:
             path = Path(tmp) / f"{preset}-s{seed}.gguf"
-            cmd = ["cargo", "xtask", "gen-model", "--preset", preset, "--seed", str(seed), "--out", str(path)]
+            cmd = ["cargo", "xtask", "gen-model", "--preset", preset, "--format", "i2_s", "--seed", str(seed),
+                   "--out", str(path)]
             print("+ " + " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, cwd=workspace, check=True)
             run_reference(path, out_dir / f"{name}.json", lengths, input_seed, allow_other,
-                          {"preset": preset, "format": "i2_s", "seed": seed})
+                          {"preset": preset, "format": "i2_s", "seed": seed}, beyond_context=True)
 
 
 def main(argv: list[str]) -> int:
@@ -622,6 +644,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lengths", default="1,7,33,300")
     ap.add_argument("--input-seed", type=int, default=21)
     ap.add_argument("--allow-other-versions", action="store_true")
+    ap.add_argument("--beyond-context", action="store_true", help="allow inputs longer than context_length")
     a = ap.parse_args(argv)
     try:
         lengths = [int(t) for t in a.lengths.split(",") if t.strip()]
@@ -629,7 +652,7 @@ def main(argv: list[str]) -> int:
         raise RefError(f"--lengths must be comma-separated integers, got {a.lengths!r}") from None
     if not lengths or min(lengths) < 1:
         raise RefError("--lengths must list positive lengths")
-    run_reference(a.gguf, a.out_json, lengths, a.input_seed, a.allow_other_versions)
+    run_reference(a.gguf, a.out_json, lengths, a.input_seed, a.allow_other_versions, beyond_context=a.beyond_context)
     return 0
 
 
