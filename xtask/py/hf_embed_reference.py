@@ -17,7 +17,11 @@ What it does
     Checks recorded with every fixture (crates/model/tests/data/reference/README.md):
     * agreement: a plain numpy implementation of the same model, written from docs/model.md and the
       issue-17 data flow (it multiplies Gemma's stored norm weights directly where transformers
-      computes x·(1 + (stored − 1))), must give cosine >= 0.999 on every input or the script fails;
+      computes x·(1 + (stored − 1))), must give cosine >= 0.999 (--agreement-threshold) on every
+      input or the script fails; so must the same numpy model with f16 keys/values, as our engine
+      keeps them;
+    * the stock Gemma 3 layer pattern (512-token sliding window) run in transformers: identical up
+      to 512 tokens (checked), different beyond (recorded);
     * mutants: deliberately wrong numpy variants (no per-projection norm, HF's stock Gemma 3 sliding
       window, ...) with their lowest cosine against transformers; the required ones must fail.
 
@@ -30,6 +34,9 @@ Usage (from the workspace root; versions pinned in xtask/py/requirements-referen
     target/pyenv/bin/python xtask/py/hf_embed_reference.py MODEL.gguf OUT.json [--lengths 1,7,33,300]
         [--input-seed N] [--beyond-context] [--no-mutants] [--agreement-threshold 0.999]
     target/pyenv/bin/python xtask/py/hf_embed_reference.py make-fixtures [--out-dir DIR]
+
+    ``make-fixtures`` runs ``cargo xtask gen-model`` for every case in FIXTURE_CASES and rewrites
+    crates/model/tests/data/reference/embed/ (about a minute once xtask is built).
 """
 
 from __future__ import annotations
