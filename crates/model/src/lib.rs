@@ -101,6 +101,7 @@ pub struct LoadOptions {
     /// attention all run with this variant's code ([`Kernels::simd`]).
     pub kernels: Option<&'static Kernels>,
     /// How the output head multiplies (the embedding is always used as stored for lookups).
+    /// Ignored for an embedding model, which has no output head.
     pub head: HeadKind,
 }
 

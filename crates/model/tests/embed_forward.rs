@@ -4,7 +4,9 @@
 
 use bitnet_gguf::{GgmlType, GgufFile, Value};
 use bitnet_kernels::Kernels;
-use bitnet_model::{LoadOptions, Logits, Model, ModelError, ModelKind, Pooling, SeqInput};
+use bitnet_model::{
+    Activation, Graph, LoadOptions, Logits, Model, ModelError, ModelKind, Pooling, SeqInput,
+};
 use bitnet_synth::{self as synth, EmbedShape, Shape};
 
 const SHAPES: [EmbedShape; 2] = [EmbedShape::QWEN3_TINY, EmbedShape::GEMMA3_TINY];
@@ -78,6 +80,19 @@ fn embeddings_are_unit_length_varied_and_declared() {
         );
         assert_eq!(m.config.head_dim, shape.head_dim);
         assert_ne!(m.config.head_dim * m.config.n_head, m.config.n_embd);
+        let (activation, graph, embd_scale) = match shape.family {
+            synth::Family::Qwen3 => (Activation::Silu, Graph::Qwen3, 1.0),
+            synth::Family::Gemma3 => (
+                Activation::GeluTanh,
+                Graph::Gemma3,
+                (shape.n_embd as f32).sqrt(),
+            ),
+        };
+        assert_eq!(
+            (m.config.activation, m.config.graph, m.config.embd_scale),
+            (activation, graph, embd_scale)
+        );
+        assert_eq!(m.config.rope_theta, shape.rope_theta);
         let ins = inputs(shape.n_vocab);
         let out = m.embed(&refs(&ins)).unwrap();
         assert_eq!(out.len(), ins.len());
@@ -419,23 +434,101 @@ fn unsupported_metadata_is_refused_and_a_missing_pooling_is_flagged() {
     }
 }
 
+/// A copy of `bytes` with metadata `edit`ed (`None` drops the key) and only the tensors `keep`
+/// accepts.
+fn rewrite(
+    bytes: Vec<u8>,
+    edit: impl Fn(&str, &Value) -> Option<Value>,
+    keep: impl Fn(&str) -> bool,
+) -> bitnet_gguf::GgufWriter {
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (k, v) in f.metadata() {
+        if let Some(v) = edit(k, v) {
+            w.kv(k, v);
+        }
+    }
+    for t in f.tensors() {
+        if keep(&t.name) {
+            w.tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec());
+        }
+    }
+    w
+}
+
 /// A missing per-projection norm is a missing-tensor error naming it, not a silently different
 /// graph.
 #[test]
 fn a_missing_norm_in_is_named() {
-    let shape = EmbedShape::QWEN3_TINY;
-    let vocab = synth::placeholder_vocab(shape.family, shape.n_vocab);
-    let full = synth::build_embedding(&shape, GgmlType::I2S, &vocab, 3).to_bytes();
-    let f = GgufFile::from_bytes(full).unwrap();
-    let mut w = bitnet_gguf::GgufWriter::new();
-    for (k, v) in f.metadata().iter() {
-        w.kv(k, v.clone());
-    }
-    for t in f.tensors() {
-        if t.name != "blk.1.ffn_up_norm_in.weight" {
-            w.tensor(&t.name, &t.dims, t.ty, f.tensor_data(t).to_vec());
-        }
-    }
+    let bytes = writer(&EmbedShape::QWEN3_TINY).to_bytes();
+    let w = rewrite(
+        bytes,
+        |_, v| Some(v.clone()),
+        |name| name != "blk.1.ffn_up_norm_in.weight",
+    );
     let e = load_err(&w);
-    assert!(e.contains("blk.1.ffn_up_norm_in.weight"), "{e}");
+    assert!(
+        e.contains("blk.1.ffn_up_norm_in.weight") && e.contains("missing"),
+        "{e}"
+    );
+}
+
+/// The head dimension comes from key_length / value_length, which must agree; without them it
+/// would be n_embd / n_head, and the tensors no longer match.
+#[test]
+fn head_dim_comes_from_key_and_value_length() {
+    let shape = EmbedShape::GEMMA3_TINY;
+    let bytes = writer(&shape).to_bytes();
+    let w = rewrite(
+        bytes.clone(),
+        |k, v| match k {
+            "gemma3.attention.value_length" => Some(Value::U32(64)),
+            _ => Some(v.clone()),
+        },
+        |_| true,
+    );
+    let e = load_err(&w);
+    assert!(
+        e.contains("key_length 128 differs from attention.value_length 64"),
+        "{e}"
+    );
+    let w = rewrite(
+        bytes,
+        |k, v| match k {
+            "gemma3.attention.key_length"
+            | "gemma3.attention.value_length"
+            | "gemma3.rope.dimension_count" => None,
+            _ => Some(v.clone()),
+        },
+        |_| true,
+    );
+    let e = load_err(&w);
+    assert!(
+        e.contains("blk.0.attn_q.weight") && e.contains("[384, 384]"),
+        "{e}"
+    );
+}
+
+/// gemma3's attention scale is 1/√query_pre_attn_scalar when the file sets it: equal to the
+/// head dimension it changes nothing (bit for bit), another value changes the vectors.
+#[test]
+fn query_pre_attn_scalar_sets_the_attention_scale() {
+    let shape = EmbedShape::GEMMA3_TINY;
+    let bytes = writer(&shape).to_bytes();
+    let ins = inputs(shape.n_vocab);
+    let embed = |scalar: Option<f32>| {
+        let mut w = rewrite(bytes.clone(), |_, v| Some(v.clone()), |_| true);
+        if let Some(s) = scalar {
+            w.kv("gemma3.attention.query_pre_attn_scalar", Value::F32(s));
+        }
+        let m = load_bytes(w.to_bytes(), &opts()).unwrap();
+        m.embed(&refs(&ins)).unwrap()
+    };
+    let plain = embed(None);
+    assert_eq!(embed(Some(shape.head_dim as f32)), plain);
+    let other = embed(Some(16.0));
+    assert!(1.0 - cosine(&other[3], &plain[3]) > 5e-3);
+    let mut w = rewrite(bytes.clone(), |_, v| Some(v.clone()), |_| true);
+    w.kv("gemma3.attention.query_pre_attn_scalar", Value::F32(-1.0));
+    assert!(load_err(&w).contains("query_pre_attn_scalar -1"));
 }
