@@ -162,10 +162,12 @@ fn check(name: &str, doc: &Value, file: &GgufFile, min_cosine: f64) {
             .map(|x| x.as_f64().unwrap())
             .collect();
         assert_eq!(emb.len(), golden.len(), "{name}: embedding width");
+        // `Model::embed` pools and leaves normalising to the server; the cosine below does not
+        // depend on the scale.
         let norm: f64 = emb.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         assert!(
-            (norm - 1.0).abs() < 1e-4,
-            "{name}: {} tokens: norm {norm}, not L2-normalised",
+            norm.is_finite() && norm > 0.0,
+            "{name}: {} tokens: norm {norm}",
             ids.len()
         );
         let c = cosine(emb, &golden);
