@@ -1,7 +1,10 @@
 //! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_synth`). Generation
 //! presets get the real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project
-//! venv and cached under `target/`; the embedding presets (`qwen3-embed-*`, `gemma3-embed-*`)
-//! get a placeholder vocabulary of the right size with the special tokens at their real ids.
+//! venv and cached under `target/`. The full embedding presets get the real Qwen vocabulary
+//! (`qwen3-embed-0.6b`, same package) or the synthetic Gemma-style SentencePiece vocabulary
+//! committed in `crates/tokenizer/tests/data/gemma/` (`gemma3-embed-270m`), padded to the
+//! preset's size; the tiny ones (`*-embed-tiny`) a placeholder vocabulary of the right size
+//! with the special tokens at their real ids.
 
 use crate::pyenv;
 use anyhow::{Context, Result, bail};
