@@ -134,8 +134,8 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Tokenize the inputs for embedding and apply the context limit: inputs longer than `n_ctx`
 /// are cut when `truncate` is set (keeping a final end-of-generation token, which a
-/// last-token-pooled model reads its summary from), else they are left for the engine to
-/// refuse by index. 400 past [`MAX_REQUEST_TOKENS`] in all.
+/// last-token-pooled model reads its summary from), else refused with a 400 naming the input.
+/// 400 past [`super::generate::MAX_REQUEST_TOKENS`] in all.
 pub fn tokenize_inputs(
     tok: &dyn TokenCodec,
     param: &str,
@@ -161,7 +161,17 @@ pub fn tokenize_inputs(
                 format!("`{param}[{i}]` is empty after tokenization"),
             ));
         }
-        if truncate && ids.len() > n_ctx {
+        if ids.len() > n_ctx {
+            if !truncate {
+                // Refused here, before the per-request token count, so the error names the
+                // context, the specific problem with this input.
+                let err = SubmitError::InputTooLong {
+                    index: i,
+                    tokens: ids.len(),
+                    n_ctx,
+                };
+                return Err(ApiError::from(err).with_param(param));
+            }
             let last = *ids.last().expect("non-empty");
             ids.truncate(n_ctx);
             if tok.is_eog(last) {
