@@ -692,8 +692,8 @@ mod tests {
     /// An embedding backend whose vector for an input is (its length, its first id, 0, ...):
     /// records the inputs of every call, and can hold the first call until released.
     struct Embedder {
-        calls: Arc<Mutex<Vec<Vec<Vec<u32>>>>>,
-        hold: Arc<(Mutex<bool>, Condvar)>,
+        calls: Calls,
+        hold: Hold,
     }
 
     impl Backend for Embedder {
@@ -736,13 +736,12 @@ mod tests {
         }
     }
 
-    fn embedder(
-        prefill_chunk: usize,
-    ) -> (
-        super::super::Engine,
-        Arc<Mutex<Vec<Vec<Vec<u32>>>>>,
-        Arc<(Mutex<bool>, Condvar)>,
-    ) {
+    /// The inputs of each `embed` call, in order.
+    type Calls = Arc<Mutex<Vec<Vec<Vec<u32>>>>>;
+    /// While `true`, `embed` waits (notified through the condvar).
+    type Hold = Arc<(Mutex<bool>, Condvar)>;
+
+    fn embedder(prefill_chunk: usize) -> (super::super::Engine, Calls, Hold) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new((Mutex::new(true), Condvar::new()));
         let model = super::super::LoadedModel {
