@@ -16,10 +16,9 @@ mod common;
 use base64::Engine as _;
 use bitnet_gguf::GgmlType;
 use bitnet_synth::{self as synth, EmbedShape, Shape};
-use common::process::{ServerProcess, http, python_with, workspace};
+use common::process::{ServerProcess, http, python_with, run_client_script};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::Command;
 
 /// Writes `name` once per test process (tests run in parallel threads), renamed into place.
 fn cached(name: &str, bytes: impl FnOnce() -> Vec<u8>) -> PathBuf {
@@ -299,17 +298,9 @@ fn the_openai_client_langchain_and_a_rag_round_trip_work() {
     };
     let embed = ServerProcess::start(&embed_model(&EmbedShape::QWEN3_TINY), &[]);
     let chat = ServerProcess::start(&chat_model(), &[]);
-    let out = Command::new(python)
-        .arg(workspace().join("xtask/py/embeddings_client_test.py"))
-        .arg(embed.base())
-        .arg(chat.base())
-        .args(["--timeout", "60"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && stdout.contains("0 failure(s)"),
-        "{stdout}"
+    run_client_script(
+        &python,
+        "embeddings_client_test.py",
+        &[&embed.base(), &chat.base(), "--timeout", "60"],
     );
 }

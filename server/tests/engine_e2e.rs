@@ -7,7 +7,7 @@ mod common;
 
 use bitnet_gguf::GgmlType;
 use bitnet_synth::{self as synth, Shape};
-use common::process::{ServerProcess, http, python_with_openai, workspace};
+use common::process::{ServerProcess, http, python_with_openai, run_client_script};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -61,17 +61,10 @@ fn the_openai_client_works_against_the_real_engine() {
         return;
     };
     let s = Server::start(&[]);
-    let out = Command::new(python)
-        .arg(workspace().join("xtask/py/openai_client_test.py"))
-        .arg(s.base())
-        .args(["--timeout", "60"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && stdout.contains("0 failure(s)"),
-        "{stdout}"
+    run_client_script(
+        &python,
+        "openai_client_test.py",
+        &[&s.base(), "--timeout", "60"],
     );
 }
 

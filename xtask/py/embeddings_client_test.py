@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - environment problem, reported clearly
     sys.exit("the `openai` package is not installed: pip install openai")
 
-FAILURES = []
+from client_checks import check, report, run
 
 DOCUMENTS = [
     "Neo4j stores data as nodes and relationships in a property graph.",
@@ -48,20 +48,6 @@ DOCUMENTS = [
     "The Eiffel Tower was finished in 1889 for the World's Fair.",
     "Kubernetes restarts containers whose health checks fail.",
 ]
-
-
-def check(name, condition, detail=""):
-    status = "ok" if condition else "FAIL"
-    print(f"[{status}] {name}" + (f": {detail}" if detail and not condition else ""))
-    if not condition:
-        FAILURES.append(f"{name}: {detail}")
-
-
-def run(name, fn):
-    try:
-        fn()
-    except Exception as exc:  # any client error is a failed check, not a crash
-        check(name, False, f"{type(exc).__name__}: {exc}")
 
 
 def norm(v):
@@ -97,7 +83,7 @@ def main():
     dim = health.get("embedding_dim")
     check("/health reports the embedding width", isinstance(dim, int) and dim > 0, str(health))
     if not isinstance(dim, int):
-        return finish()
+        return report()
 
     emb = openai.OpenAI(
         base_url=args.embed_url.rstrip("/") + "/v1", api_key=args.api_key, timeout=args.timeout
@@ -210,14 +196,7 @@ def main():
               and reply.usage.prompt_tokens > 10, str(reply))
 
     run("rag round trip", rag)
-    return finish()
-
-
-def finish():
-    print(f"{len(FAILURES)} failure(s)")
-    for f in FAILURES:
-        print(f"  - {f}")
-    return 1 if FAILURES else 0
+    return report()
 
 
 if __name__ == "__main__":

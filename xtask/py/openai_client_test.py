@@ -25,21 +25,7 @@ try:
 except ImportError:  # pragma: no cover - environment problem, reported clearly
     sys.exit("the `openai` package is not installed: pip install openai")
 
-FAILURES = []
-
-
-def check(name, condition, detail=""):
-    status = "ok" if condition else "FAIL"
-    print(f"[{status}] {name}" + (f": {detail}" if detail and not condition else ""))
-    if not condition:
-        FAILURES.append(f"{name}: {detail}")
-
-
-def run(name, fn):
-    try:
-        fn()
-    except Exception as exc:  # any client error is a failed check, not a crash
-        check(name, False, f"{type(exc).__name__}: {exc}")
+from client_checks import check, report, run
 
 
 def main():
@@ -145,12 +131,7 @@ def main():
                      ("completions stream", completions_stream), ("seed", seeded), ("logprobs", logprobs),
                      ("errors", errors)]:
         run(name, fn)
-    print(f"{len(FAILURES)} failure(s) in {time.time() - started:.1f}s")
-    if FAILURES:
-        for f in FAILURES:
-            print(f"  - {f}")
-        return 1
-    return 0
+    return report(f" in {time.time() - started:.1f}s")
 
 
 if __name__ == "__main__":

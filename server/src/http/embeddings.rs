@@ -33,6 +33,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::generate::{check_model, check_token_count, cpu_work, ready_engine};
 use super::json::ApiJson;
+use super::params::type_name;
 use crate::engine::{SubmitError, TokenCodec};
 
 /// The most inputs one request may carry (OpenAI's limit).
@@ -93,7 +94,7 @@ pub fn parse_inputs(param: &str, v: Option<&Value>) -> Result<Vec<Input>, ApiErr
                     other => {
                         return Err(bad(format!(
                             "`{param}[{i}]` must be a string or an array of token ids, got {}",
-                            kind_of(other)
+                            type_name(other)
                         )));
                     }
                 });
@@ -103,7 +104,7 @@ pub fn parse_inputs(param: &str, v: Option<&Value>) -> Result<Vec<Input>, ApiErr
         Some(other) => {
             return Err(bad(format!(
                 "`{param}` must be a string, an array of strings, or token ids; got {}",
-                kind_of(other)
+                type_name(other)
             )));
         }
     };
@@ -119,17 +120,6 @@ pub fn parse_inputs(param: &str, v: Option<&Value>) -> Result<Vec<Input>, ApiErr
         }
     }
     Ok(inputs)
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Tokenize the inputs for embedding and apply the context limit: inputs longer than `n_ctx`

@@ -149,6 +149,22 @@ pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// Runs `xtask/py/<script>` with `python` and `args`, shows its output, and fails the test
+/// unless it exits 0 having printed `0 failure(s)` (the scripts' `client_checks.report`).
+pub fn run_client_script(python: &Path, script: &str, args: &[&str]) {
+    let out = Command::new(python)
+        .arg(workspace().join("xtask/py").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("0 failure(s)"),
+        "{script} failed:\n{stdout}"
+    );
+}
+
 /// [`python_with`] the `openai` client.
 pub fn python_with_openai() -> Option<PathBuf> {
     python_with(&["openai"])
