@@ -2,7 +2,9 @@
 //! v1.29 (Debian 12's) brings each profile up with the image `build-images --load` made, the
 //! service turns healthy and answers through the published port, a download from a hub-style
 //! server on the Docker host resumes after a kill and refuses a wrong sha256, two replicas started
-//! together on one fresh model-cache volume both become ready (30 rounds), bad input gives a
+//! together on one fresh model-cache volume both become ready (30 rounds), the full-stack
+//! profile's chat and embedding servers turn healthy and an application container extending
+//! `compose/rag-env.yaml` reaches both at the base URLs of its environment, bad input gives a
 //! clear message, and `--check` catches a hand edit. Compose v2 (Debian 13's, unpacked under
 //! `target/tools/` by the ci preflight, `xtask/src/debtool.rs`) reads every profile the same way,
 //! serves the volume-mount profile and rejects an unknown profile.
