@@ -310,10 +310,18 @@ fn variables(inp: &Inputs) -> Vec<Var> {
         Var {
             name: "BITNET_EMBED_MEM_LIMIT",
             default: Some(format!("{embed_mem}m")),
-            help: "Memory limit of the embedding server, by the rule of BITNET_MEM_LIMIT at the \
-                   same BITNET_CTX_SIZE and BITNET_PARALLEL. Default sized for the 0.6b \
+            help: "Memory limit of the embedding server, by the rule of BITNET_MEM_LIMIT with \
+                   BITNET_EMBED_CTX_SIZE and BITNET_PARALLEL. Default sized for the 0.6b \
                    embedding model (28 layers, 8 KV heads, head dim 128; file about 0.7 GB, an \
-                   estimate)."
+                   estimate) at context 4096, parallel 4."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_CTX_SIZE",
+            default: Some(CTX.to_string()),
+            help: "Longest input of the embedding server, in tokens (at most the model's trained \
+                   context: 2048 for the 270m model; raise BITNET_EMBED_MEM_LIMIT with it)."
                 .into(),
             profiles: "full-stack",
         },
@@ -323,7 +331,7 @@ fn variables(inp: &Inputs) -> Vec<Var> {
             help: format!(
                 "Width of the embedding vectors, for applications (EMBEDDING_DIMENSION in \
                  rag-env.yaml): {EMBED_DIM} for the 0.6b model, {EMBED_DIM_270M} for the 270m \
-                 one. The server does not read it; it must match the mounted model."
+                 one. The servers do not read it; it must match the mounted model."
             )
             .into(),
             profiles: "full-stack",
@@ -424,6 +432,7 @@ struct Server {
     profile: &'static str,
     source: Source,
     mem_limit: &'static str,
+    ctx_size: &'static str,
     publish_port: &'static str,
     /// The variable whose value the server reports as its model id (`BITNET_MODEL_ID`), if any.
     model_id: Option<&'static str>,
@@ -443,7 +452,7 @@ fn server_service(inp: &Inputs, vars: &[Var], s: Server) -> Result<Y> {
         "BITNET_HOST=0.0.0.0".to_string(),
         format!("BITNET_PORT={port}"),
         format!("BITNET_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT_S}"),
-        format!("BITNET_CTX_SIZE={}", v("BITNET_CTX_SIZE")),
+        format!("BITNET_CTX_SIZE={}", v(s.ctx_size)),
         format!("BITNET_PARALLEL={}", v("BITNET_PARALLEL")),
         format!("BITNET_LOG_FORMAT={}", v("BITNET_LOG_FORMAT")),
     ];
@@ -602,6 +611,7 @@ fn compose_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
         profile,
         source,
         mem_limit: "BITNET_MEM_LIMIT",
+        ctx_size: "BITNET_CTX_SIZE",
         publish_port: "BITNET_PUBLISH_PORT",
         model_id: None,
         app_env: false,
@@ -641,6 +651,7 @@ fn compose_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
                         file: "BITNET_EMBED_MODEL_FILE",
                     },
                     mem_limit: "BITNET_EMBED_MEM_LIMIT",
+                    ctx_size: "BITNET_EMBED_CTX_SIZE",
                     publish_port: "BITNET_EMBED_PUBLISH_PORT",
                     model_id: Some("BITNET_EMBED_MODEL_ID"),
                     app_env: false,
@@ -886,6 +897,11 @@ mod tests {
             ),
             "{embed}"
         );
+        // Its own context (the 270m model is trained for 2048 tokens, the chat model for 4096).
+        assert!(
+            embed.contains("\"BITNET_CTX_SIZE=${BITNET_EMBED_CTX_SIZE:-4096}\""),
+            "{embed}"
+        );
         // Memory by the same rule, for the 0.6b shape: 3072 MiB at context 4096 × 4.
         let mib = memory_limit_mib(&MODEL_EMBED_0_6B, CTX, PARALLEL);
         assert_eq!(mib, 3072);
@@ -964,6 +980,7 @@ mod tests {
             "#BITNET_EMBED_MODEL_FILE=bitnet-embeddings-0.6b-bf16-i2_s.gguf",
             "#BITNET_EMBED_PUBLISH_PORT=8081",
             "#BITNET_EMBED_MEM_LIMIT=3072m",
+            "#BITNET_EMBED_CTX_SIZE=4096",
             "#EMBEDDING_DIMENSION=1024",
         ] {
             assert!(example.contains(&format!("{v}\n")), "{v}");

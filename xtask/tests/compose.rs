@@ -192,6 +192,7 @@ impl Project {
             ("BITNET_EMBED_MEM_LIMIT".into(), "1g".into()),
             ("BITNET_CPUS".into(), "1".into()),
             ("BITNET_CTX_SIZE".into(), "256".into()),
+            ("BITNET_EMBED_CTX_SIZE".into(), "256".into()),
         ];
         for (k, v) in env {
             all.retain(|(a, _)| a != k);
