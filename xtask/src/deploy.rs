@@ -90,10 +90,11 @@ pub const MODEL_2B4T: ModelSize = ModelSize {
     head_dim: 128,
 };
 /// The 0.6b embedding model ([`EMBED_HF_FILE`]): 28 layers, 8 KV heads, head_dim 128. The file
-/// size, 0.7 GB, is an ESTIMATE, not the published file's measured size: from the shapes, the F16
-/// token embedding is 151936 × 1024 × 2 B = 0.31 GB and the 28 × 7 I2_S projections (15.7 M
-/// weights a layer at 2 bits) 0.11 GB, so about 0.43 GB plus the vocabulary; 0.7 GB keeps a
-/// margin (for tensors stored wider than that) until the real size replaces it.
+/// size, 0.7 GB, is an ESTIMATE, not the published file's measured size. The converter's tensor
+/// list with an F16 token embedding (151936 × 1024 × 2 B = 0.31 GB) and I2_S projections (28 × 7,
+/// 0.11 GB) gives 0.43 GB (`cargo xtask gen-model --preset qwen3-embed-0.6b` writes 425,237,728
+/// bytes); an F32 token embedding would make it 0.74 GB. The rule gives 3072 MiB for any size
+/// from 0.68 to 0.94 GB and 2816 MiB at 0.43 GB, so the estimate errs on the safe side.
 pub const MODEL_EMBED_0_6B: ModelSize = ModelSize {
     file_bytes: 700_000_000,
     n_layer: 28,
