@@ -94,7 +94,7 @@ pub const MODEL_2B4T: ModelSize = ModelSize {
 /// list with an F16 token embedding (151936 × 1024 × 2 B = 0.31 GB) and I2_S projections (28 × 7,
 /// 0.11 GB) gives 0.43 GB (`cargo xtask gen-model --preset qwen3-embed-0.6b` writes 425,237,728
 /// bytes); an F32 token embedding would make it 0.74 GB. The rule gives 3072 MiB for any size
-/// from 0.68 to 0.94 GB and 2816 MiB at 0.43 GB, so the estimate errs on the safe side.
+/// above 0.54 GB up to 0.81 GB and 2816 MiB at 0.43 GB, so the estimate errs on the safe side.
 pub const MODEL_EMBED_0_6B: ModelSize = ModelSize {
     file_bytes: 700_000_000,
     n_layer: 28,
