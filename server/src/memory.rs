@@ -194,6 +194,10 @@ mod tests {
             rms_eps: 1e-5,
             rope_theta: 500_000.0,
             activation: bitnet_model::Activation::Relu2,
+            graph: bitnet_model::Graph::BitnetB158,
+            kind: bitnet_model::ModelKind::Generation,
+            attn_scale: 1.0 / 128f32.sqrt(),
+            embd_scale: 1.0,
         }
     }
 

@@ -170,6 +170,42 @@ SPECIALS = [
     "<|reserved_special_token_0|>", "<|reserved_special_token_5|>", "<|reserved_special_token_250|>",
 ]
 
+# Special-token names for the other vocabularies (only used with a vocabulary argument, so the
+# LLaMA-3 corpus stays as it was). Gemma's are the synthetic model's user-defined symbols.
+RENAME = {
+    "qwen3": {
+        "<|begin_of_text|>": "<|im_start|>", "<|end_of_text|>": "<|endoftext|>",
+        "<|eot_id|>": "<|im_end|>", "<|start_header_id|>": "<think>",
+        "<|end_header_id|>": "</think>", "<|reserved_special_token_0|>": "<tool_call>",
+        "<|reserved_special_token_5|>": "<|fim_prefix|>",
+        "<|reserved_special_token_250|>": "<|vision_pad|>",
+        "<|reserved_special_token_999|>": "<|vision_pad_9|>",
+        "<|reserved_special_token_|>": "<|fim_|>", "<|EOT_ID|>": "<|IM_END|>",
+    },
+    "gemma": {
+        "<|begin_of_text|>": "<start_of_turn>", "<|end_of_text|>": "<end_of_turn>",
+        "<|eot_id|>": "<end_of_turn>", "<|start_header_id|>": "<start_of_image>",
+        "<|end_header_id|>": "<end_of_image>", "<|reserved_special_token_0|>": "<mask>",
+        "<|reserved_special_token_5|>": "[multimodal]",
+        "<|reserved_special_token_250|>": "<start_of_image>",
+        "<|reserved_special_token_999|>": "<mask_1>", "<|reserved_special_token_|>": "<mask_>",
+        "<|EOT_ID|>": "<END_OF_TURN>",
+    },
+}
+
+# More lines for the newer vocabularies: decomposed and composed forms (Qwen normalises to NFC),
+# ▁ itself (Gemma's space), spelled-out special names of the other vocabularies, byte-like text.
+EXTRA = [
+    "e\u0301", "E\u0301cole", "Cafe\u0301 au lait", "\u00e9\u0301", "A\u030a", "\u212b", "\u2126hm",
+    "\u1e9b\u0323", "q\u0307\u0323", "\u0928\u093c", "\u1100\u1161\u11a8", "\uac00\u11a8",
+    "\u0041\u0308\u0304", "n\u0303o", "Zo\u0308e", "\u00c5ngstro\u0308m \u212bngstr\u00f6m",
+    "\u2581", "\u2581\u2581x", "a\u2581b", " \u2581 ", "\u2581hello world", "x\u2581\u2581\u2581",
+    "<bos>", "<eos>", "<pad>", "<unk>", "<bos>hello<eos>", "<|endoftext|>", "<|im_start|>user",
+    "<0x41>", "<0xFF><0x00>", "<0x>", "\\xff\\xfe", "\\u00e9", "%C3%A9", "&#233;", "\ufffd\ufffd",
+    "1\u00bd 2\u00be", "0123456789" * 5, "12 345 6789", "\u0661\u0662\u0663 123 \u0967\u0968",
+    "\u6771\u4eac\u30bf\u30ef\u30fc 333m \ud55c\uad6d\uc5b4 \u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+]
+
 WS = [" ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u3000", "\u2028", "\u2029", "\x0b", "\x0c", "\u0085",
       "\u2009", "\u1680", "\u202f", "\u205f"]
 
@@ -215,7 +251,7 @@ def random_codepoint(rng):
     return chr(cp)
 
 
-def generate():
+def generate(vocab="llama3"):
     rng = random.Random(SEED)
     ordinary = []
     special = []
@@ -317,8 +353,11 @@ def generate():
         rng.shuffle(pieces)
         ordinary.append("".join(pieces[: rng.randrange(2, len(pieces) + 1)]))
 
+    # Special tokens (parsed), written with LLaMA-3's names and renamed for other vocabularies.
+    specials = SPECIALS if vocab == "llama3" else [RENAME[vocab].get(t, t) for t in SPECIALS]
+    special_start = len(special)
     # Special tokens (parsed): alone, adjacent, inside text and words, partial look-alikes.
-    for s in SPECIALS:
+    for s in specials:
         special += [s, s + s, "x" + s + "y", " " + s + " ", s + "\n\n", "Hello" + s + "world"]
     special += [
         "<|begin_of_text|>User: Hey, are you conscious?<|eot_id|>Assistant: ",
@@ -331,10 +370,18 @@ def generate():
     ]
     for _ in range(80):
         parts = [rng.choice(all_sentences)[: rng.randrange(1, 30)] for _ in range(3)]
-        special.append(rng.choice(SPECIALS).join(parts) + rng.choice(["", rng.choice(SPECIALS)]))
+        special.append(rng.choice(specials).join(parts) + rng.choice(["", rng.choice(specials)]))
 
-    # The special lines also appear as ordinary text (specials not parsed).
-    ordinary += special
+    if vocab != "llama3":
+        for i in range(special_start, len(special)):
+            for old, new in RENAME[vocab].items():
+                special[i] = special[i].replace(old, new)
+        ordinary += EXTRA
+
+    # The special lines also appear as ordinary text (specials not parsed), except for the
+    # SentencePiece vocabulary, whose reference always matches its user-defined tokens.
+    if vocab != "gemma":
+        ordinary += special
 
     seen = set()
     rows = []
@@ -347,9 +394,9 @@ def generate():
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: gen_tokenizer_corpus.py OUT.jsonl")
-    rows = generate()
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in RENAME):
+        sys.exit("usage: gen_tokenizer_corpus.py OUT.jsonl [qwen3|gemma]  (default: llama3)")
+    rows = generate(sys.argv[2] if len(sys.argv) == 3 else "llama3")
     with open(sys.argv[1], "w", encoding="utf-8", newline="\n") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -59,9 +59,12 @@ pub fn run(args: &CiArgs) -> Result<()> {
         })
     })?;
     let vocab = gen_model::llama3_vocab_dump()?;
+    let qwen3_vocab = gen_model::qwen3_vocab_dump()?;
     // SAFETY of set_var: single-threaded at this point; children inherit it.
     unsafe {
         std::env::set_var("BITNET_LLAMA3_VOCAB", &vocab);
+        // The Qwen3 tokenizer reference tests (crates/tokenizer/tests/embedding_tokenizers.rs).
+        std::env::set_var("BITNET_QWEN3_VOCAB", &qwen3_vocab);
         // The openai-client tests must run in CI, not skip.
         std::env::set_var("BITNET_REQUIRE_OPENAI_TEST", "1");
         // So are the compose tests (Docker and docker-compose are CI prerequisites).

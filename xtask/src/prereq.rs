@@ -338,7 +338,7 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
             out.push(Need::python("the Python test clients"));
             out.push(Need::pip(
                 gen_model::QUICKTOK,
-                "the tokenizer reference tests",
+                "the tokenizer reference tests (LLaMA-3 and Qwen3 vocabularies)",
             ));
             out.push(Need::pip(OPENAI, "the openai-client tests"));
             out.push(Need::pip(

@@ -99,8 +99,7 @@ pub fn data() -> TokenizerData {
         bos_id: Some(n_ordinary as u32),
         eos_id: Some(n_ordinary as u32 + 1),
         add_bos: true,
-        pre: None,
-        chat_template: None,
+        ..Default::default()
     }
 }
 

@@ -40,12 +40,12 @@ pub(super) struct Attention<'a> {
     pub caches: &'a [&'a KvCache],
     pub seq: &'a [usize],
     pub pos: &'a [usize],
-    /// The batch's rotated queries (n × n_embd).
+    /// The batch's rotated queries (n × q_dim, q_dim = n_head · head_dim).
     pub q: &'a [f32],
 }
 
 impl Attention<'_> {
-    /// Writes `att` (n × n_embd) with the code generation of `kernels` ([`Kernels::simd`]).
+    /// Writes `att` (n × q_dim) with the code generation of `kernels` ([`Kernels::simd`]).
     pub fn run(&self, kernels: &Kernels, pool: &ThreadPool, att: &mut [f32]) {
         // The variant, not a `Simd`, is the argument: a selected `Kernels` vouches that the CPU
         // has what its `Simd` needs.
@@ -58,7 +58,7 @@ impl Attention<'_> {
             pos,
             q,
         } = *self;
-        let nkv = c.n_head_kv;
+        let (nkv, qd) = (c.n_head_kv, c.q_dim());
         let chunks = chunks(seq, CHUNK);
         let out = SyncPtr(att.as_mut_ptr());
         pool.parallel_for(chunks.len() * nkv, |i| {
@@ -68,8 +68,8 @@ impl Attention<'_> {
                 cache: caches[seq[t0]],
                 layer,
                 pos: &pos[t0..t1],
-                q: &q[t0 * c.n_embd..t1 * c.n_embd],
-                out: SyncPtr(out.get().wrapping_add(t0 * c.n_embd)),
+                q: &q[t0 * qd..t1 * qd],
+                out: SyncPtr(out.get().wrapping_add(t0 * qd)),
                 kvh: i % nkv,
             };
             SCRATCH.with(|s| {
@@ -193,7 +193,7 @@ impl Unit<'_> {
             vc[src..src + hd].convert_to_f32_slice(&mut v[p * hd..(p + 1) * hd]);
         }
 
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attn_scale;
         let n_rows = self.pos.len() * group;
         let mut r0 = 0;
         while r0 < n_rows {
@@ -234,7 +234,7 @@ impl Block<'_> {
     ) {
         let u = self.unit;
         let c = u.c;
-        let (d, hd) = (c.n_embd, c.head_dim);
+        let (d, hd) = (c.q_dim(), c.head_dim);
         let group = c.n_head / c.n_head_kv;
         let lp = self.lp;
         // (token in chunk, query head) of each row, its keys, and its query.
@@ -376,13 +376,15 @@ mod tests {
     use crate::Activation;
     use bitnet_rng::SplitMix64;
 
+    /// A config whose model width is unrelated to the attention width (n_head · head_dim), as
+    /// in the embedding models: attention must only use the latter.
     fn config(n_head: usize, n_head_kv: usize, head_dim: usize) -> ModelConfig {
         ModelConfig {
-            arch: "bitnet-b1.58".into(),
+            arch: "qwen3".into(),
             name: None,
             n_vocab: 16,
             n_ctx_train: 512,
-            n_embd: n_head * head_dim,
+            n_embd: 24,
             n_layer: 2,
             n_head,
             n_head_kv,
@@ -391,6 +393,10 @@ mod tests {
             rms_eps: 1e-5,
             rope_theta: 10_000.0,
             activation: Activation::Relu2,
+            graph: crate::Graph::Qwen3,
+            kind: crate::ModelKind::Generation,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embd_scale: 1.0,
         }
     }
 
@@ -404,7 +410,7 @@ mod tests {
         pos: &[usize],
         q: &[f32],
     ) -> Vec<f64> {
-        let (d, hd, kvd) = (c.n_embd, c.head_dim, c.n_head_kv * c.head_dim);
+        let (d, hd, kvd) = (c.q_dim(), c.head_dim, c.n_head_kv * c.head_dim);
         let group = c.n_head / c.n_head_kv;
         let mut out = vec![0f64; seq.len() * d];
         for t in 0..seq.len() {
@@ -476,7 +482,7 @@ mod tests {
                     }
                 }
             }
-            let q = rand(seq.len() * c.n_embd);
+            let q = rand(seq.len() * c.q_dim());
             let refs: Vec<&KvCache> = caches.iter().collect();
             let want = naive(&c, 1, &refs, &seq, &pos, &q);
             // One variant per code generation (AVX-512, AVX2, baseline) this CPU runs.
@@ -487,7 +493,7 @@ mod tests {
                 }
                 seen.push(k.simd());
                 let variant = k.simd();
-                let mut att = vec![f32::NAN; seq.len() * c.n_embd];
+                let mut att = vec![f32::NAN; seq.len() * c.q_dim()];
                 let batch = Attention {
                     c: &c,
                     layer: 1,

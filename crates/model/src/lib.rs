@@ -1,5 +1,9 @@
-//! The BitNet b1.58 forward pass (docs/model.md): loading typed weight views from a GGUF file
-//! and running batches of tokens from one or many sequences through the decoder.
+//! The forward pass of the BitNet model family (docs/model.md): loading typed weight views from
+//! a GGUF file and running batches of tokens from one or many sequences through the decoder.
+//! BitNet b1.58 generation models give logits ([`Model::forward`]); the BitNet embedding models
+//! (`qwen3`, `gemma3`) give one pooled, L2-normalised vector per input ([`Model::embed`]). Both
+//! run the same layer code, which executes whichever optional parts a layer has (per-projection
+//! input norms, per-head Q/K norms, post norms).
 //!
 //! This crate owns the graph and its numerics. It does not tokenize, sample or schedule
 //! requests; matrix products go through `linear` and the per-row pieces through `ops`.
@@ -11,7 +15,7 @@ mod linear;
 mod ops;
 
 pub use cache::KvCache;
-pub use config::{Activation, ConfigError, ModelConfig};
+pub use config::{Activation, ConfigError, Graph, ModelConfig, ModelKind, Pooling};
 
 use bitnet_gguf::quant;
 use bitnet_gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
@@ -60,7 +64,30 @@ pub enum ModelError {
         "the sequence would reach {needed} tokens but its context is limited to {limit}; shorten the prompt or lower max_tokens (or raise --ctx-size up to the model's limit)"
     )]
     ContextFull { needed: usize, limit: usize },
+    #[error(
+        "this is an embedding model ({arch}): it has no output head and gives no logits; use Model::embed"
+    )]
+    NoOutputHead { arch: String },
+    #[error(
+        "this is a generation model ({arch}): it has no pooling and gives no embeddings; load a BitNet embedding model (qwen3 or gemma3) for embeddings"
+    )]
+    NotEmbedding { arch: String },
+    #[error("input {index} has no tokens; an embedding needs at least one token")]
+    EmptyInput { index: usize },
+    #[error(
+        "input {index} has {len} tokens but the context is limited to {limit}; shorten or split the input (or raise --ctx-size up to the model's limit)"
+    )]
+    InputTooLong {
+        index: usize,
+        len: usize,
+        limit: usize,
+    },
 }
+
+/// Tokens per forward pass of [`Model::embed`]: bounds the activations of one pass (a few
+/// hundred KiB per token for the published shapes) while keeping the weight pass shared by
+/// many tokens.
+pub const DEFAULT_EMBED_BATCH_TOKENS: usize = 1024;
 
 /// Options that change how a model is loaded.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +101,7 @@ pub struct LoadOptions {
     /// attention all run with this variant's code ([`Kernels::simd`]).
     pub kernels: Option<&'static Kernels>,
     /// How the output head multiplies (the embedding is always used as stored for lookups).
+    /// Ignored for an embedding model, which has no output head.
     pub head: HeadKind,
 }
 
@@ -88,18 +116,39 @@ pub enum HeadKind {
     Q8,
 }
 
+/// One ternary projection and the RMS norm (if any) applied to its input just before the
+/// activation quantization.
+struct Proj {
+    norm_in: Option<Vec<f32>>,
+    w: TernaryTensor,
+}
+
+/// One decoder layer. The parts every member of the family has are plain fields; the rest are
+/// `Option`s, set by `Model::load` from the architecture's tensor list
+/// (docs/model.md#the-model-family), and the forward pass runs whichever are present.
 struct Layer {
+    /// The input norm of the attention block.
     attn_norm: Vec<f32>,
-    q: TernaryTensor,
-    k: TernaryTensor,
-    v: TernaryTensor,
-    attn_sub_norm: Vec<f32>,
-    o: TernaryTensor,
+    /// Q, K, V; with `norm_in` (embedding models) each re-normalises the normed input.
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    /// Per-head RMS norms of Q and K (width head_dim), before RoPE.
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    /// The output projection; its `norm_in` is `attn_sub_norm` (b1.58) or
+    /// `attn_output_norm_in` (embedding models), the same operation under two names.
+    o: Proj,
+    /// Gemma3: norm of the attention output before the residual add.
+    post_attn_norm: Option<Vec<f32>>,
+    /// The input norm of the FFN block.
     ffn_norm: Vec<f32>,
-    gate: TernaryTensor,
-    up: TernaryTensor,
-    ffn_sub_norm: Vec<f32>,
-    down: TernaryTensor,
+    gate: Proj,
+    up: Proj,
+    /// Its `norm_in` is `ffn_sub_norm` (b1.58) or `ffn_down_norm_in`.
+    down: Proj,
+    /// Gemma3: norm of the FFN output before the residual add.
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// The token embedding, also the tied output head.
@@ -147,7 +196,13 @@ impl Model {
         let config = ModelConfig::from_gguf(file)?;
         let c = &config;
         let (d, kv) = (c.n_embd as u64, (c.n_head_kv * c.head_dim) as u64);
-        let hint = "the file is not a complete BitNet b1.58 model";
+        let (qd, hd) = (c.q_dim() as u64, c.head_dim as u64);
+        let hint = match c.graph {
+            Graph::BitnetB158 => "the file is not a complete BitNet b1.58 model",
+            Graph::Qwen3 | Graph::Gemma3 => {
+                "the file is not a complete BitNet embedding model (Microsoft's converter writes an input norm per projection, *_norm_in)"
+            }
+        };
         let get = |name: &str, dims: &[u64]| -> Result<&TensorInfo, ModelError> {
             let t = file.require_tensor(name, hint)?;
             if t.dims != dims {
@@ -212,21 +267,66 @@ impl Model {
         // `block_count` comes from the file: reserve no more layers than it has tensors (11 per
         // layer), so a hostile count is a missing-tensor error below instead of an abort here.
         let mut layers = Vec::with_capacity(c.n_layer.min(file.tensors().len() / 11));
+        // Which optional parts the architecture's layers have.
+        let embed = c.graph != Graph::BitnetB158;
+        let gemma = c.graph == Graph::Gemma3;
         for l in 0..c.n_layer {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             let ff = c.n_ff as u64;
+            // `norm_in` names the projection's own input norm; b1.58 has none before Q/K/V and
+            // gate/up, and calls the ones before O and down sub norms.
+            let mut proj = |w: &str, norm_in: Option<&str>, cols: u64, rows: u64| {
+                let norm_in = match norm_in {
+                    Some(name) => Some(norm(&n(name), cols)?),
+                    None => None,
+                };
+                Ok::<_, ModelError>(Proj {
+                    norm_in,
+                    w: ternary(&n(w), cols, rows)?,
+                })
+            };
+            let opt = |on: bool, name: &'static str| on.then_some(name);
+            let opt_norm = |on: bool, name: &str, width: u64| match on {
+                true => norm(&n(name), width).map(Some),
+                false => Ok(None),
+            };
+            // In file order, so that a file without tensors reports the first one.
+            let attn_norm = norm(&n("attn_norm"), d)?;
+            let q = proj("attn_q", opt(embed, "attn_q_norm_in"), d, qd)?;
+            let k = proj("attn_k", opt(embed, "attn_k_norm_in"), d, kv)?;
+            let v = proj("attn_v", opt(embed, "attn_v_norm_in"), d, kv)?;
+            let q_norm = opt_norm(embed, "attn_q_norm", hd)?;
+            let k_norm = opt_norm(embed, "attn_k_norm", hd)?;
+            let o_norm = if embed {
+                "attn_output_norm_in"
+            } else {
+                "attn_sub_norm"
+            };
+            let o = proj("attn_output", Some(o_norm), qd, d)?;
+            let post_attn_norm = opt_norm(gemma, "post_attention_norm", d)?;
+            let ffn_norm = norm(&n("ffn_norm"), d)?;
+            let gate = proj("ffn_gate", opt(embed, "ffn_gate_norm_in"), d, ff)?;
+            let up = proj("ffn_up", opt(embed, "ffn_up_norm_in"), d, ff)?;
+            let down_norm = if embed {
+                "ffn_down_norm_in"
+            } else {
+                "ffn_sub_norm"
+            };
+            let down = proj("ffn_down", Some(down_norm), ff, d)?;
             layers.push(Layer {
-                attn_norm: norm(&n("attn_norm"), d)?,
-                q: ternary(&n("attn_q"), d, d)?,
-                k: ternary(&n("attn_k"), d, kv)?,
-                v: ternary(&n("attn_v"), d, kv)?,
-                attn_sub_norm: norm(&n("attn_sub_norm"), d)?,
-                o: ternary(&n("attn_output"), d, d)?,
-                ffn_norm: norm(&n("ffn_norm"), d)?,
-                gate: ternary(&n("ffn_gate"), d, ff)?,
-                up: ternary(&n("ffn_up"), d, ff)?,
-                ffn_sub_norm: norm(&n("ffn_sub_norm"), ff)?,
-                down: ternary(&n("ffn_down"), ff, d)?,
+                attn_norm,
+                q,
+                k,
+                v,
+                q_norm,
+                k_norm,
+                o,
+                post_attn_norm,
+                ffn_norm,
+                gate,
+                up,
+                down,
+                post_ffn_norm: opt_norm(gemma, "post_ffw_norm", d)?,
             });
         }
         let output_norm = norm("output_norm.weight", d)?;
@@ -280,7 +380,8 @@ impl Model {
             q8_head: None,
             rope,
         };
-        if opts.head == HeadKind::Q8 {
+        // An embedding model has no output head to requantize.
+        if opts.head == HeadKind::Q8 && model.config.kind == ModelKind::Generation {
             let (rows, cols) = (model.config.n_vocab, model.config.n_embd);
             let q8 = Q8Matrix::from_f16(&model.pool, model.embedding_rows(), rows, cols)?;
             model.q8_head = Some(q8);
@@ -291,6 +392,13 @@ impl Model {
     /// Context limit (tokens per sequence).
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// What the model is for: [`ModelKind::Generation`] ([`Model::forward`] with logits) or
+    /// [`ModelKind::Embedding`] ([`Model::embed`]; its `dim`, `pooling` and whether the pooling
+    /// was defaulted because the file does not say).
+    pub fn kind(&self) -> ModelKind {
+        self.config.kind
     }
 
     /// The ternary format of the weights (I2_S, TQ2_0 or TQ1_0).
@@ -344,9 +452,207 @@ impl Model {
     /// Runs a batch: every sequence's new tokens go through the decoder together (one weight
     /// pass for all of them), each attending to its own cache. Returns, per sequence, the
     /// logits it asked for (`Last`: one row; `All`: one row per new token; `None`: empty).
+    /// An embedding model has no output head: asking it for logits is
+    /// [`ModelError::NoOutputHead`] (`Logits::None` still fills the caches).
     pub fn forward(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let c = &self.config;
-        let (d, hd, nkv, ff) = (c.n_embd, c.head_dim, c.n_head_kv, c.n_ff);
+        if c.kind != ModelKind::Generation && batch.iter().any(|s| s.logits != Logits::None) {
+            return Err(ModelError::NoOutputHead {
+                arch: c.arch.clone(),
+            });
+        }
+        let d = c.n_embd;
+        let x = self.decode(batch)?;
+        if x.is_empty() {
+            return Ok(batch.iter().map(|_| Vec::new()).collect());
+        }
+        let (kern, pool) = (self.kernels, &self.pool);
+        // Output head on the rows that were asked for.
+        let mut wanted = Vec::new();
+        let mut start = 0;
+        for s in batch.iter() {
+            let len = s.tokens.len();
+            match s.logits {
+                Logits::None => {}
+                Logits::Last if len > 0 => wanted.push(start + len - 1),
+                Logits::Last => {}
+                Logits::All => wanted.extend(start..start + len),
+            }
+            start += len;
+        }
+        let mut hn = vec![0f32; wanted.len() * d];
+        for (o, &t) in hn.chunks_mut(d).zip(&wanted) {
+            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, o);
+        }
+        let nv = c.n_vocab;
+        let mut logits = vec![0f32; wanted.len() * nv];
+        if !wanted.is_empty() {
+            match &self.q8_head {
+                Some(q8) => kern.q8_matmul(pool, q8, &hn, &mut logits, nv),
+                None => kern.f16_matmul(pool, self.embedding_rows(), nv, d, &hn, &mut logits, nv),
+            }
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for s in batch.iter() {
+            let rows = match s.logits {
+                Logits::None => 0,
+                Logits::Last => usize::from(!s.tokens.is_empty()),
+                Logits::All => s.tokens.len(),
+            };
+            out.push(logits[row * nv..(row + rows) * nv].to_vec());
+            row += rows;
+        }
+        Ok(out)
+    }
+
+    /// Embeds inputs with the default token budget per pass ([`DEFAULT_EMBED_BATCH_TOKENS`]);
+    /// see [`Model::embed_with_budget`].
+    pub fn embed(&self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed_with_budget(inputs, DEFAULT_EMBED_BATCH_TOKENS)
+    }
+
+    /// One embedding per input: each input (token ids, special tokens included — the caller
+    /// adds BOS/EOS as the tokenizer metadata says) runs from an empty state; the hidden states
+    /// after `output_norm` are pooled as the model's [`Pooling`] says (mean over every token,
+    /// the first token, or the last) and L2-normalised. Returns `inputs.len()` vectors of
+    /// n_embd values, in input order.
+    ///
+    /// At most `max_batch_tokens` tokens (at least 1) go through each forward pass: inputs are
+    /// packed into passes in order, and an input longer than what is left of a pass continues
+    /// in the next through its own KV cache. A cache exists only while its input is in flight,
+    /// so memory stays near one pass's activations plus the caches of the inputs in that pass
+    /// (at most one of them carried over from the pass before), never the sum of all inputs.
+    /// The numbers do not depend on the budget or on which inputs share a pass.
+    ///
+    /// Errors, before any work: a generation model ([`ModelError::NotEmbedding`]), an empty
+    /// input, a token id outside the vocabulary, an input longer than the context limit.
+    pub fn embed_with_budget(
+        &self,
+        inputs: &[&[u32]],
+        max_batch_tokens: usize,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let c = &self.config;
+        let ModelKind::Embedding { pooling, .. } = c.kind else {
+            return Err(ModelError::NotEmbedding {
+                arch: c.arch.clone(),
+            });
+        };
+        for (index, toks) in inputs.iter().enumerate() {
+            if toks.is_empty() {
+                return Err(ModelError::EmptyInput { index });
+            }
+            if let Some(&id) = toks.iter().find(|&&t| t as usize >= c.n_vocab) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: c.n_vocab,
+                });
+            }
+            if toks.len() > self.n_ctx {
+                return Err(ModelError::InputTooLong {
+                    index,
+                    len: toks.len(),
+                    limit: self.n_ctx,
+                });
+            }
+        }
+        let budget = max_batch_tokens.max(1);
+        let d = c.n_embd;
+        /// An input in flight: its cache, how far it got, and its pooling accumulator.
+        struct InFlight {
+            index: usize,
+            cache: KvCache,
+            done: usize,
+            take: usize,
+            acc: Vec<f64>,
+        }
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+        let mut flight: Vec<InFlight> = Vec::new();
+        let mut next = 0;
+        let mut row = vec![0f32; d];
+        loop {
+            // Fill the pass: inputs already in flight first, then new ones while room is left.
+            let mut left = budget;
+            for f in flight.iter_mut() {
+                f.take = (inputs[f.index].len() - f.done).min(left);
+                left -= f.take;
+            }
+            while left > 0 && next < inputs.len() {
+                let take = inputs[next].len().min(left);
+                flight.push(InFlight {
+                    index: next,
+                    cache: self.new_cache(),
+                    done: 0,
+                    take,
+                    acc: vec![0.0; d],
+                });
+                left -= take;
+                next += 1;
+            }
+            if flight.is_empty() {
+                break;
+            }
+            let x = {
+                let mut batch: Vec<SeqInput<'_>> = flight
+                    .iter_mut()
+                    .filter(|f| f.take > 0)
+                    .map(|f| SeqInput {
+                        tokens: &inputs[f.index][f.done..f.done + f.take],
+                        cache: &mut f.cache,
+                        logits: Logits::None,
+                    })
+                    .collect();
+                self.decode(&mut batch)?
+            };
+            let mut t0 = 0;
+            for f in flight.iter_mut().filter(|f| f.take > 0) {
+                let len = inputs[f.index].len();
+                let mut pool_row = |t: usize, acc: &mut Vec<f64>| {
+                    ops::rms_norm(
+                        &x[t * d..(t + 1) * d],
+                        &self.output_norm,
+                        c.rms_eps,
+                        &mut row,
+                    );
+                    for (a, &v) in acc.iter_mut().zip(&row) {
+                        *a += f64::from(v);
+                    }
+                };
+                match pooling {
+                    Pooling::Mean => {
+                        for t in t0..t0 + f.take {
+                            pool_row(t, &mut f.acc);
+                        }
+                    }
+                    Pooling::Cls if f.done == 0 => pool_row(t0, &mut f.acc),
+                    Pooling::Last if f.done + f.take == len => {
+                        pool_row(t0 + f.take - 1, &mut f.acc)
+                    }
+                    Pooling::Cls | Pooling::Last => {}
+                }
+                t0 += f.take;
+                f.done += f.take;
+                if f.done == len {
+                    if pooling == Pooling::Mean {
+                        for a in f.acc.iter_mut() {
+                            *a /= len as f64;
+                        }
+                    }
+                    out[f.index] = l2_normalized(&f.acc);
+                }
+            }
+            // Finished inputs give their caches back.
+            flight.retain(|f| f.done < inputs[f.index].len());
+        }
+        Ok(out)
+    }
+
+    /// Checks a batch and runs its tokens through every layer, appending their keys and values
+    /// to the caches (committed on success). Returns the final hidden states before
+    /// `output_norm`, one n_embd row per token in batch order (empty for an empty batch).
+    fn decode(&self, batch: &mut [SeqInput<'_>]) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        let (d, hd, nkv, ff, qd) = (c.n_embd, c.head_dim, c.n_head_kv, c.n_ff, c.q_dim());
         let kvd = nkv * hd;
         for s in batch.iter() {
             if let Some(&id) = s.tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
@@ -374,7 +680,7 @@ impl Model {
         }
         let n = seq.len();
         if n == 0 {
-            return Ok(batch.iter().map(|_| Vec::new()).collect());
+            return Ok(Vec::new());
         }
         let emb = self.embedding_rows();
         let mut x = vec![0f32; n * d];
@@ -384,20 +690,33 @@ impl Model {
             for (row, &id) in x.chunks_mut(d).zip(ids) {
                 let id = id as usize;
                 emb[id * d..(id + 1) * d].convert_to_f32_slice(row);
+                if c.embd_scale != 1.0 {
+                    for v in row.iter_mut() {
+                        *v *= c.embd_scale;
+                    }
+                }
             }
         }
-        let mut q = vec![0f32; n * d];
+        let mut q = vec![0f32; n * qd];
         let mut k = vec![0f32; n * kvd];
         let mut v = vec![0f32; n * kvd];
-        let mut att = vec![0f32; n * d];
+        let mut att = vec![0f32; n * qd];
         let mut g = vec![0f32; n * ff];
         let mut u = vec![0f32; n * ff];
+        // A projection's output before the residual add (O and down).
+        let mut y = vec![0f32; n * d];
         let mut acts = QuantActs::new();
         let angles: Vec<Vec<(f32, f32)>> = pos.iter().map(|&p| self.rope.angles(p)).collect();
         let (kern, pool, file) = (self.kernels, &self.pool, &self.file);
-        // Norm (and the FFN activation) fused into the activation quantization, token-parallel.
+        // Norms fused into the activation quantization, token-parallel: each row of `src` is
+        // normed with `first` (if any), then with `second` (a projection's own input norm, if
+        // any), then quantized.
         let eps = c.rms_eps;
-        let normed = |src: &[f32], w: &[f32], width: usize, acts: &mut QuantActs| {
+        let normed = |src: &[f32],
+                      first: Option<&[f32]>,
+                      second: Option<&[f32]>,
+                      width: usize,
+                      acts: &mut QuantActs| {
             // Inlined into `quantize_rows`' SIMD entry points, so the norm gets their code
             // generation (a closure is otherwise compiled for the crate's baseline).
             acts.quantize_rows(
@@ -407,41 +726,71 @@ impl Model {
                 width,
                 #[inline(always)]
                 |t, row| {
-                    ops::rms_norm(&src[t * width..(t + 1) * width], w, eps, row);
+                    let src = &src[t * width..(t + 1) * width];
+                    match first {
+                        Some(w) => ops::rms_norm(src, w, eps, row),
+                        None => row.copy_from_slice(src),
+                    }
+                    if let Some(w) = second {
+                        ops::rms_norm_in_place(row, w, eps);
+                    }
                 },
             );
         };
+        // Rows of `y` (width `width`) normed in place, when the layer has that norm.
+        let norm_rows = |y: &mut [f32], w: Option<&Vec<f32>>, width: usize| {
+            if let Some(w) = w {
+                for row in y.chunks_mut(width) {
+                    ops::rms_norm_in_place(row, w, eps);
+                }
+            }
+        };
 
         for (li, layer) in self.layers.iter().enumerate() {
-            normed(&x, &layer.attn_norm, d, &mut acts);
-            let (wq, wk, wv) = (layer.q.view(file), layer.k.view(file), layer.v.view(file));
-            kern.ternary_matmul_many(
-                pool,
-                &acts,
-                &mut [
-                    TernaryJob {
-                        w: &wq,
-                        y: &mut q,
-                        y_stride: d,
-                    },
-                    TernaryJob {
-                        w: &wk,
-                        y: &mut k,
-                        y_stride: kvd,
-                    },
-                    TernaryJob {
-                        w: &wv,
-                        y: &mut v,
-                        y_stride: kvd,
-                    },
-                ],
-            );
+            // Q, K, V. Without per-projection norms they share one quantized input and one
+            // scheduling of the three products; with them, each has its own input.
+            let (pq, pk, pv) = (&layer.q, &layer.k, &layer.v);
+            if pq.norm_in.is_none() && pk.norm_in.is_none() && pv.norm_in.is_none() {
+                normed(&x, Some(&layer.attn_norm), None, d, &mut acts);
+                let (wq, wk, wv) = (pq.w.view(file), pk.w.view(file), pv.w.view(file));
+                kern.ternary_matmul_many(
+                    pool,
+                    &acts,
+                    &mut [
+                        TernaryJob {
+                            w: &wq,
+                            y: &mut q,
+                            y_stride: qd,
+                        },
+                        TernaryJob {
+                            w: &wk,
+                            y: &mut k,
+                            y_stride: kvd,
+                        },
+                        TernaryJob {
+                            w: &wv,
+                            y: &mut v,
+                            y_stride: kvd,
+                        },
+                    ],
+                );
+            } else {
+                for (p, out, stride) in [(pq, &mut q, qd), (pk, &mut k, kvd), (pv, &mut v, kvd)] {
+                    let norm_in = p.norm_in.as_deref();
+                    normed(&x, Some(&layer.attn_norm), norm_in, d, &mut acts);
+                    kern.ternary_matmul(pool, &p.w.view(file), &acts, out, stride);
+                }
+            }
             for t in 0..n {
                 let angles = &angles[t];
-                ops::Rope::apply(angles, &mut q[t * d..(t + 1) * d]);
-                ops::Rope::apply(angles, &mut k[t * kvd..(t + 1) * kvd]);
+                let (qt, kt) = (&mut q[t * qd..(t + 1) * qd], &mut k[t * kvd..(t + 1) * kvd]);
+                // Per-head Q/K norms come before RoPE.
+                norm_rows(qt, layer.q_norm.as_ref(), hd);
+                norm_rows(kt, layer.k_norm.as_ref(), hd);
+                ops::Rope::apply(angles, qt);
+                ops::Rope::apply(angles, kt);
                 let cache = &mut batch[seq[t]].cache;
-                cache.push(li, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
+                cache.push(li, kt, &v[t * kvd..(t + 1) * kvd]);
             }
             {
                 let caches: Vec<&KvCache> = batch.iter().map(|s| &*s.cache).collect();
@@ -455,29 +804,41 @@ impl Model {
                 };
                 batch.run(kern, pool, &mut att);
             }
-            normed(&att, &layer.attn_sub_norm, d, &mut acts);
-            kern.ternary_matmul(pool, &layer.o.view(file), &acts, &mut q, d);
-            for (xv, ov) in x.iter_mut().zip(&q) {
+            normed(&att, layer.o.norm_in.as_deref(), None, qd, &mut acts);
+            kern.ternary_matmul(pool, &layer.o.w.view(file), &acts, &mut y, d);
+            norm_rows(&mut y, layer.post_attn_norm.as_ref(), d);
+            for (xv, ov) in x.iter_mut().zip(&y) {
                 *xv += ov;
             }
-            normed(&x, &layer.ffn_norm, d, &mut acts);
-            let (wg, wu) = (layer.gate.view(file), layer.up.view(file));
-            kern.ternary_matmul_many(
-                pool,
-                &acts,
-                &mut [
-                    TernaryJob {
-                        w: &wg,
-                        y: &mut g,
-                        y_stride: ff,
-                    },
-                    TernaryJob {
-                        w: &wu,
-                        y: &mut u,
-                        y_stride: ff,
-                    },
-                ],
-            );
+            let (pg, pu) = (&layer.gate, &layer.up);
+            if pg.norm_in.is_none() && pu.norm_in.is_none() {
+                normed(&x, Some(&layer.ffn_norm), None, d, &mut acts);
+                let (wg, wu) = (pg.w.view(file), pu.w.view(file));
+                kern.ternary_matmul_many(
+                    pool,
+                    &acts,
+                    &mut [
+                        TernaryJob {
+                            w: &wg,
+                            y: &mut g,
+                            y_stride: ff,
+                        },
+                        TernaryJob {
+                            w: &wu,
+                            y: &mut u,
+                            y_stride: ff,
+                        },
+                    ],
+                );
+            } else {
+                for (p, out) in [(pg, &mut g), (pu, &mut u)] {
+                    let norm_in = p.norm_in.as_deref();
+                    normed(&x, Some(&layer.ffn_norm), norm_in, d, &mut acts);
+                    kern.ternary_matmul(pool, &p.w.view(file), &acts, out, ff);
+                }
+            }
+            // The activation (and down's input norm) fused into the quantization.
+            let down_norm = layer.down.norm_in.as_deref();
             acts.quantize_rows(
                 kern,
                 Some(pool),
@@ -489,56 +850,31 @@ impl Model {
                     match c.activation {
                         Activation::Relu2 => ops::relu2_mul(gt, ut, row),
                         Activation::Silu => ops::silu_mul(gt, ut, row),
+                        Activation::GeluTanh => ops::gelu_tanh_mul(gt, ut, row),
                     }
-                    ops::rms_norm_in_place(row, &layer.ffn_sub_norm, eps);
+                    if let Some(w) = down_norm {
+                        ops::rms_norm_in_place(row, w, eps);
+                    }
                 },
             );
-            kern.ternary_matmul(pool, &layer.down.view(file), &acts, &mut q, d);
-            for (xv, dv) in x.iter_mut().zip(&q) {
+            kern.ternary_matmul(pool, &layer.down.w.view(file), &acts, &mut y, d);
+            norm_rows(&mut y, layer.post_ffn_norm.as_ref(), d);
+            for (xv, dv) in x.iter_mut().zip(&y) {
                 *xv += dv;
             }
         }
         for s in batch.iter_mut() {
             s.cache.commit(s.tokens.len());
         }
-        // Output head on the rows that were asked for.
-        let mut wanted = Vec::new();
-        let mut start = 0;
-        for s in batch.iter() {
-            let len = s.tokens.len();
-            match s.logits {
-                Logits::None => {}
-                Logits::Last if len > 0 => wanted.push(start + len - 1),
-                Logits::Last => {}
-                Logits::All => wanted.extend(start..start + len),
-            }
-            start += len;
-        }
-        let mut hn = vec![0f32; wanted.len() * d];
-        for (o, &t) in hn.chunks_mut(d).zip(&wanted) {
-            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, o);
-        }
-        let nv = c.n_vocab;
-        let mut logits = vec![0f32; wanted.len() * nv];
-        if !wanted.is_empty() {
-            match &self.q8_head {
-                Some(q8) => kern.q8_matmul(pool, q8, &hn, &mut logits, nv),
-                None => kern.f16_matmul(pool, emb, nv, d, &hn, &mut logits, nv),
-            }
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        let mut row = 0;
-        for s in batch.iter() {
-            let rows = match s.logits {
-                Logits::None => 0,
-                Logits::Last => usize::from(!s.tokens.is_empty()),
-                Logits::All => s.tokens.len(),
-            };
-            out.push(logits[row * nv..(row + rows) * nv].to_vec());
-            row += rows;
-        }
-        Ok(out)
+        Ok(x)
     }
+}
+
+/// `v / ‖v‖` in f32 (a zero vector stays zero).
+fn l2_normalized(v: &[f64]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    v.iter().map(|&x| (x * inv) as f32).collect()
 }
 
 fn bytemuck_f16(bytes: &[u8]) -> &[f16] {

@@ -100,6 +100,23 @@ pub fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `out = gelu_tanh(g) ⊙ u`, with PyTorch's `gelu(approximate="tanh")`:
+/// `0.5 · g · (1 + tanh(√(2/π) · (g + 0.044715 · g³)))`.
+#[inline]
+pub fn gelu_tanh_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = gelu_tanh(g) * u;
+    }
+}
+
+/// PyTorch's tanh-approximated GELU of one value (computed in f32, as PyTorch does for f32).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    0.5 * x * (1.0 + inner.tanh())
+}
+
 /// In-place softmax. The loops are split (max, exponentials, sum, scale) so that each one
 /// vectorises: the exponential is [`exp_nonpositive`], the max and the sum keep 16 partials.
 /// Inlined, so it gets the code generation of the caller's `#[target_feature]` entry point.
@@ -234,6 +251,32 @@ mod tests {
             let total: f64 = y.iter().map(|&v| f64::from(v)).sum();
             assert!((total - 1.0).abs() < 1e-5);
         }
+    }
+
+    /// Values of PyTorch's `gelu(x, approximate="tanh")` (float64 formula), to f32 precision.
+    #[test]
+    fn gelu_tanh_matches_the_formula() {
+        for &x in &[
+            -6.0f32, -3.0, -1.5, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.5, 8.0,
+        ] {
+            let xd = f64::from(x);
+            let want = 0.5
+                * xd
+                * (1.0
+                    + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+            let got = f64::from(gelu_tanh(x));
+            assert!(
+                (got - want).abs() <= 2e-7 * want.abs().max(1.0),
+                "x={x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        // gelu(1) ≈ 0.8412 and gelu(-1) ≈ -0.1588 (tanh form).
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+        assert!((gelu_tanh(-1.0) + 0.158_808).abs() < 1e-5);
+        let mut out = [0.0; 2];
+        gelu_tanh_mul(&[1.0, -1.0], &[2.0, 3.0], &mut out);
+        assert_eq!(out, [2.0 * gelu_tanh(1.0), 3.0 * gelu_tanh(-1.0)]);
     }
 
     #[test]

@@ -1,16 +1,24 @@
-//! Byte-level BPE tokenizer read from GGUF metadata (LLaMA-3 vocabulary and pre-split), the
-//! streaming detokenizer, and chat formatting.
+//! BPE tokenizers read from GGUF metadata (byte-level LLaMA-3 and Qwen2/3 vocabularies, and
+//! SentencePiece-style Gemma vocabularies with byte fallback), the streaming detokenizer, and
+//! chat formatting.
 //!
 //! * [`Tokenizer`] — built from [`TokenizerData`] (the `tokenizer.ggml.*` values; the GGUF reader
-//!   fills it in): `encode`, `decode`, special tokens, end-of-generation ids.
+//!   fills it in): `encode`, `encode_for_embedding` (BOS/EOS as the file's `add_bos_token` /
+//!   `add_eos_token` say), `decode`, special tokens, end-of-generation ids.
 //! * [`TextStream`] — generated token bytes to text that never splits a UTF-8 character and
 //!   never shows any part of a stop string.
 //! * [`ChatTemplate`] — messages to prompt text (BitNet's format, or the model's Jinja template).
 //!
-//! Token ids match the reference (PyPI `quicktok-v1`'s `llama3` encoding, the same split and
-//! merges as LLaMA-3's `tokenizer.json`) on the committed corpus in
-//! `crates/tokenizer/tests/data/tokenizer/`. SentencePiece vocabularies (`tokenizer.ggml.model = "llama"`)
-//! and pre-tokenizers other than LLaMA-3's are not supported.
+//! * [`vocab`] — GGUF tokenizer metadata for synthetic files (LLaMA-3, and the qwen3 / gemma3
+//!   embedding files: [`vocab::qwen3_embedding`], [`vocab::gemma3_embedding`]).
+//!
+//! Token ids match a reference on committed corpora of over 4,000 lines each: PyPI
+//! `quicktok-v1`'s `llama3` encoding (`tests/data/tokenizer/`) and `qwen3` encoding (Qwen2's
+//! split with NFC, `tests/data/qwen3/`), and PyPI `sentencepiece` on a SYNTHETIC Gemma-style
+//! vocabulary (`tests/data/gemma/`; Gemma 3's real tokenizer is not installable here). The
+//! Gemma path is read both as Microsoft's converter writes it (`"gpt2"` + `"default"` + merges)
+//! and in llama.cpp's classic `"llama"` + scores form. SentencePiece unigram vocabularies and
+//! pre-tokenizers other than LLaMA-3's, Qwen2's and Gemma's `"default"` are refused.
 
 mod bpe;
 mod bytes;

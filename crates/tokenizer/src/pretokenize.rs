@@ -1,4 +1,5 @@
-//! The LLaMA-3 pre-split: cutting text into the pieces that BPE then encodes one by one.
+//! The LLaMA-3 and Qwen2 pre-splits: cutting text into the pieces that BPE then encodes one by
+//! one.
 //!
 //! LLaMA-3's `tokenizer.json` (and tiktoken's `llama3` encoding) split with the regex
 //!
@@ -6,7 +7,12 @@
 //! (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //! ```
 //!
-//! applied left to right with backtracking semantics (the first alternative that matches wins,
+//! Qwen2's (also used by Qwen2.5 and Qwen3, `tokenizer.ggml.pre = "qwen2"`) is the same regex
+//! character for character except that a number is a single digit: `\p{N}` instead of
+//! `\p{N}{1,3}`. [`PreSplit`] names the two; the only difference in the scanner is the longest
+//! digit run a piece may hold.
+//!
+//! The regex is applied left to right with backtracking semantics (the first alternative that matches wins,
 //! not the longest). This module is a hand-written scanner that produces exactly the matches of
 //! that regex, without a regex engine: each alternative is a few lines below, in the regex's
 //! order. Two details that are easy to get wrong:
@@ -22,18 +28,47 @@
 
 use super::unicode::{CharClass, class_of};
 
-/// Iterator over the LLaMA-3 pre-split pieces of a text.
+/// Which pre-split regex to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreSplit {
+    /// LLaMA-3: digits in runs of up to three.
+    Llama3,
+    /// Qwen2 / Qwen2.5 / Qwen3: every digit is its own piece.
+    Qwen2,
+}
+
+impl PreSplit {
+    /// How many further digits may follow the first one in a number piece.
+    fn extra_digits(self) -> usize {
+        match self {
+            PreSplit::Llama3 => 2,
+            PreSplit::Qwen2 => 0,
+        }
+    }
+}
+
+/// Iterator over the pre-split pieces of a text.
 #[derive(Debug, Clone)]
-pub struct Llama3Pieces<'a> {
+pub struct Pieces<'a> {
     rest: &'a str,
+    extra_digits: usize,
 }
 
 /// Splits `text` the way LLaMA-3's pre-tokenizer regex does.
-pub fn llama3_pieces(text: &str) -> Llama3Pieces<'_> {
-    Llama3Pieces { rest: text }
+#[cfg(test)]
+pub fn llama3_pieces(text: &str) -> Pieces<'_> {
+    pieces(PreSplit::Llama3, text)
 }
 
-impl<'a> Iterator for Llama3Pieces<'a> {
+/// Splits `text` the way the `split` pre-tokenizer regex does.
+pub fn pieces(split: PreSplit, text: &str) -> Pieces<'_> {
+    Pieces {
+        rest: text,
+        extra_digits: split.extra_digits(),
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
     type Item = &'a str;
 
     #[inline]
@@ -41,7 +76,7 @@ impl<'a> Iterator for Llama3Pieces<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let len = piece_len(self.rest);
+        let len = piece_len(self.rest, self.extra_digits);
         let (piece, rest) = self.rest.split_at(len);
         self.rest = rest;
         Some(piece)
@@ -53,7 +88,7 @@ fn is_line_break(c: char) -> bool {
 }
 
 /// Byte length of the regex match starting at the beginning of the non-empty `s`.
-fn piece_len(s: &str) -> usize {
+fn piece_len(s: &str, extra_digits: usize) -> usize {
     let mut chars = s.chars();
     let Some(c0) = chars.next() else { return 0 };
     let c1 = chars.next();
@@ -78,9 +113,9 @@ fn piece_len(s: &str) -> usize {
         let start = n0 + c1.len_utf8();
         return start + run_len(&s[start..], CharClass::Letter, usize::MAX);
     }
-    // \p{N}{1,3}
+    // \p{N}{1,3} (LLaMA-3) or \p{N} (Qwen2)
     if k0 == CharClass::Number {
-        return n0 + run_len(&s[n0..], CharClass::Number, 2);
+        return n0 + run_len(&s[n0..], CharClass::Number, extra_digits);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     let other_start = if k0 == CharClass::Other {
@@ -225,6 +260,38 @@ mod tests {
         assert_eq!(split(" \n1"), [" \n", "1"]);
         assert_eq!(split("  1"), [" ", " ", "1"]);
         assert_eq!(split("\r\nabc"), ["\r\n", "abc"]);
+    }
+
+    #[test]
+    fn qwen2_splits_every_digit() {
+        let q = |s| pieces(PreSplit::Qwen2, s).collect::<Vec<_>>();
+        assert_eq!(q("12345678"), ["1", "2", "3", "4", "5", "6", "7", "8"]);
+        assert_eq!(q("a1b22 ٣٤"), ["a", "1", "b", "2", "2", " ", "٣", "٤"]);
+        assert_eq!(q("½¾5Ⅻ"), ["½", "¾", "5", "Ⅻ"]);
+        // Everything else is LLaMA-3's split.
+        let text = "I'LL see  you\n\n at 3pm!!\r\n 😀😀 x\u{00A0}y";
+        assert_eq!(q(text), split(text));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn qwen2_pieces_cover_any_input(text in proptest::prelude::any::<String>()) {
+            let q: Vec<&str> = pieces(PreSplit::Qwen2, &text).collect();
+            proptest::prop_assert_eq!(q.concat(), text.clone());
+            proptest::prop_assert!(q.iter().all(|p| !p.is_empty()));
+            // Qwen2 only cuts number runs further: joining its pieces at LLaMA-3's boundaries
+            // gives LLaMA-3's pieces.
+            let ends = |ps: &[&str]| {
+                ps.iter()
+                    .scan(0, |at, p| {
+                        *at += p.len();
+                        Some(*at)
+                    })
+                    .collect::<std::collections::BTreeSet<usize>>()
+            };
+            let l: Vec<&str> = llama3_pieces(&text).collect();
+            proptest::prop_assert!(ends(&l).is_subset(&ends(&q)));
+        }
     }
 
     #[test]

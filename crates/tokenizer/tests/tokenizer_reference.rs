@@ -90,8 +90,7 @@ fn tokenizer() -> &'static Tokenizer {
             bos_id: Some(128_000),
             eos_id: Some(128_001),
             add_bos: true,
-            pre: None,
-            chat_template: None,
+            ..Default::default()
         })
         .expect("the LLaMA-3 vocabulary is valid");
         eprintln!("Tokenizer::new took {:?}", started.elapsed());
