@@ -140,6 +140,10 @@ pub struct HealthReport {
     pub model: String,
     /// The kernel set chosen for this CPU, once the model is loaded.
     pub kernel: Option<String>,
+    /// For an embedding model, once loaded: the width of its vectors (what a vector index
+    /// must be created with). Absent for a generation model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_dim: Option<usize>,
     /// Human-readable detail for the current state.
     pub message: String,
     /// Byte progress while downloading or verifying.
@@ -156,6 +160,7 @@ pub struct HealthReport {
 struct Inner {
     state: ModelState,
     kernel: Option<String>,
+    embedding_dim: Option<usize>,
     since: Instant,
     /// When shutdown began (see [`Health::begin_draining`]).
     draining_since: Option<Instant>,
@@ -176,6 +181,7 @@ impl Health {
             inner: RwLock::new(Inner {
                 state: ModelState::Missing,
                 kernel: None,
+                embedding_dim: None,
                 since: Instant::now(),
                 draining_since: None,
             }),
@@ -238,9 +244,12 @@ impl Health {
             .is_some()
     }
 
-    /// Record the kernel set chosen at load time.
-    pub fn set_kernel(&self, kernel: impl Into<String>) {
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).kernel = Some(kernel.into());
+    /// Record what the load chose and found: the kernel set, and the vector width when the
+    /// model is an embedding model.
+    pub fn set_loaded(&self, kernel: impl Into<String>, embedding_dim: Option<usize>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.kernel = Some(kernel.into());
+        inner.embedding_dim = embedding_dim;
     }
 
     /// The current state.
@@ -291,6 +300,7 @@ impl Health {
                 state: "draining",
                 model: self.model.clone(),
                 kernel: inner.kernel.clone(),
+                embedding_dim: inner.embedding_dim,
                 message: "shutting down: in-flight requests are finishing; new requests get 503"
                     .to_string(),
                 progress: None,
@@ -307,6 +317,7 @@ impl Health {
             state: state.name(),
             model: self.model.clone(),
             kernel: inner.kernel.clone(),
+            embedding_dim: inner.embedding_dim,
             message: state.describe(),
             progress,
             reason: match state {
@@ -359,7 +370,7 @@ mod tests {
         let r = h.report();
         assert_eq!((r.status, r.state), ("error", "failed"));
         assert_eq!(r.reason.as_deref(), Some("sha256 mismatch"));
-        h.set_kernel("avx2");
+        h.set_loaded("avx2", None);
         h.set(ModelState::Ready);
         let r = h.report();
         assert_eq!((r.status, r.kernel.as_deref()), ("ok", Some("avx2")));

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::health::human_bytes;
 use bitnet_gguf::GgufFile;
-use bitnet_model::ModelConfig;
+use bitnet_model::{ModelConfig, ModelKind};
 
 /// Memory a new allocation can get, and where the figure comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,13 @@ pub fn check_context(
     let Some(available) = available else {
         return Ok(());
     };
-    let parallel = parallel.max(1);
+    // An embedding model keeps a cache only for the inputs of the pass in flight (at most one
+    // of them longer than the pass's token budget, `Model::embed_with_budget`), whatever the
+    // number of requests: one context's worth is its bound.
+    let parallel = match config.kind {
+        ModelKind::Embedding { .. } => 1,
+        ModelKind::Generation => parallel.max(1),
+    };
     let needed = kv_cache_bytes(config, n_ctx, parallel);
     if needed > available.bytes {
         let per_token = (config.kv_bytes_per_token() as u64)
@@ -226,6 +232,26 @@ mod tests {
             check_context(&c, Some(1 << 40), 4, true, None).is_ok(),
             "no figure, no bound"
         );
+    }
+
+    /// An embedding model holds one context's cache at most, so `--parallel` does not multiply
+    /// the bound.
+    #[test]
+    fn an_embedding_model_needs_one_context_of_cache_whatever_the_parallelism() {
+        let c = ModelConfig {
+            kind: ModelKind::Embedding {
+                dim: 2560,
+                pooling: bitnet_model::Pooling::Last,
+                pooling_defaulted: false,
+            },
+            ..config()
+        };
+        let cgroup = Available {
+            bytes: 2 << 30,
+            source: "the cgroup limit".into(),
+        };
+        assert!(check_context(&c, Some(4096), 8, false, Some(&cgroup)).is_ok());
+        assert!(check_context(&config(), Some(4096), 8, false, Some(&cgroup)).is_err());
     }
 
     #[test]

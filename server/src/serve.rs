@@ -310,8 +310,16 @@ async fn acquire_and_load(
     let kernel = model.kernel.clone();
     match Engine::start(model, options.engine.clone()) {
         Ok(engine) => {
-            tracing::info!(n_ctx = engine.handle.n_ctx(), %kernel, "model loaded");
-            health.set_kernel(kernel);
+            match engine.handle.embedding_dim() {
+                Some(dim) => tracing::info!(
+                    n_ctx = engine.handle.n_ctx(),
+                    %kernel,
+                    embedding_dim = dim,
+                    "embedding model loaded: serving /v1/embeddings and /embedding"
+                ),
+                None => tracing::info!(n_ctx = engine.handle.n_ctx(), %kernel, "model loaded"),
+            }
+            health.set_loaded(kernel, engine.handle.embedding_dim());
             if state.set_engine(Arc::new(engine)).is_ok() {
                 health.set(ModelState::Ready);
             }

@@ -3,13 +3,16 @@
 //! client, chat and completions, streaming and not), 3 (concurrent streams, none lost; a full
 //! queue gives 503s) and 4 (a client disconnect stops generation within a token).
 
+mod common;
+
 use bitnet_gguf::GgmlType;
 use bitnet_synth::{self as synth, Shape};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::process::{ServerProcess, http, python_with_openai, workspace};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 const SHAPE: Shape = Shape {
     name: "e2e",
@@ -20,13 +23,6 @@ const SHAPE: Shape = Shape {
     n_ff: 512,
     n_ctx: 1024,
 };
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Written once per test process (tests run in parallel threads), renamed into place whole.
 fn model_file() -> PathBuf {
@@ -49,108 +45,13 @@ fn model_file() -> PathBuf {
     .clone()
 }
 
-/// A running `bitnet-server serve`, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
+/// `bitnet-server serve` on the e2e model.
+struct Server;
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let model = model_file();
-        let child = Command::new(env!("CARGO_BIN_EXE_bitnet-server"))
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--threads",
-                "2",
-            ])
-            .arg("--model")
-            .arg(&model)
-            .args(extra)
-            .env_remove("BITNET_KERNEL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let s = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((200, _)) = s.request("GET", "/health", "") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "server did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn start(extra: &[&str]) -> ServerProcess {
+        ServerProcess::start(&model_file(), extra)
     }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain HTTP/1.1 request; returns the status and body.
-    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    }
-
-    fn generated_tokens(&self) -> f64 {
-        let (_, m) = self.request("GET", "/metrics", "").unwrap();
-        m.lines()
-            .filter(|l| l.starts_with("bitnet_generated_tokens_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn python_with_openai() -> Option<PathBuf> {
-    let py = workspace().join("target/pyenv/bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let required = std::env::var("BITNET_REQUIRE_OPENAI_TEST").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "BITNET_REQUIRE_OPENAI_TEST=1 but target/pyenv has no `openai` package"
-    );
-    eprintln!("SKIPPED: no target/pyenv with `openai` (cargo xtask ci creates it)");
-    None
 }
 
 #[test]
@@ -177,7 +78,7 @@ fn the_openai_client_works_against_the_real_engine() {
 #[test]
 fn disconnect_mid_stream_stops_generation_within_a_token() {
     let s = Server::start(&[]);
-    let before = s.generated_tokens();
+    let before = s.metric("bitnet_generated_tokens_total");
     let body =
         r#"{"prompt":"the cat","n_predict":500,"ignore_eos":true,"stream":true,"temperature":0}"#;
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -204,9 +105,9 @@ fn disconnect_mid_stream_stops_generation_within_a_token() {
     // server's side: generation must stop soon after the close and stay stopped. (That the
     // scheduler stops within one decode step of noticing is asserted in `concurrency.rs`.)
     std::thread::sleep(Duration::from_millis(1000));
-    let generated = s.generated_tokens() - before;
+    let generated = s.metric("bitnet_generated_tokens_total") - before;
     std::thread::sleep(Duration::from_millis(1000));
-    let settled = s.generated_tokens() - before;
+    let settled = s.metric("bitnet_generated_tokens_total") - before;
     assert_eq!(
         generated, settled,
         "generation still running after the disconnect"
@@ -227,9 +128,7 @@ fn concurrent_streams_all_complete_and_overload_is_503() {
                 let body = format!(
                     r#"{{"model":"e2e","prompt":"story {i}","max_tokens":24,"stream":true,"temperature":0.7,"seed":{i}}}"#
                 );
-                let srv = Server { child: Command::new("true").spawn().unwrap(), port };
-                let (status, text) = srv.request("POST", "/v1/completions", &body).unwrap();
-                drop(srv);
+                let (status, text) = http(port, "POST", "/v1/completions", &body).unwrap();
                 (status, text.matches("data: {").count(), text.contains("data: [DONE]"))
             })
         })
@@ -248,11 +147,7 @@ fn concurrent_streams_all_complete_and_overload_is_503() {
             let port = s.port;
             std::thread::spawn(move || {
                 let body = format!(r#"{{"prompt":"x {i}","n_predict":64,"ignore_eos":true}}"#);
-                let srv = Server {
-                    child: Command::new("true").spawn().unwrap(),
-                    port,
-                };
-                srv.request("POST", "/completion", &body).unwrap().0
+                http(port, "POST", "/completion", &body).unwrap().0
             })
         })
         .collect();
@@ -287,7 +182,7 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 #[test]
 fn four_tokenize_bombs_at_once_stay_under_100_mb() {
     let s = Server::start(&[]);
-    let pid = s.child.id();
+    let pid = s.pid();
     // Warm up the allocator and the tokenizer with a small request first.
     let (status, _) = s
         .request(
@@ -331,15 +226,9 @@ fn four_tokenize_bombs_at_once_stay_under_100_mb() {
     let bombs: Vec<_> = (0..4)
         .map(|_| {
             let (port, body) = (s.port, body.clone());
-            std::thread::spawn(move || {
-                let srv = Server {
-                    child: Command::new("true").spawn().unwrap(),
-                    port,
-                };
-                match srv.request("POST", "/tokenize", &body) {
-                    Ok((status, text)) => (status, text.len(), text.chars().take(300).collect()),
-                    Err(e) => (0, 0, e.to_string()),
-                }
+            std::thread::spawn(move || match http(port, "POST", "/tokenize", &body) {
+                Ok((status, text)) => (status, text.len(), text.chars().take(300).collect()),
+                Err(e) => (0, 0, e.to_string()),
             })
         })
         .collect();

@@ -806,3 +806,30 @@ async fn a_failed_model_is_503_with_the_reason_and_retried_until_ready() {
     assert!(reason.contains("retrying in"), "{failed}");
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_generation_model_refuses_the_embedding_endpoints_with_a_clear_400() {
+    let s = TestServer::ready(Setup::default()).await;
+    for (path, body) in [
+        ("/v1/embeddings", json!({"input": "hello"})),
+        ("/embedding", json!({"content": "hello"})),
+        ("/embeddings", json!({"input": ["a", "b"]})),
+    ] {
+        let (status, reply) = post(&s.url(path), body).await;
+        assert_eq!(status, 400, "{path}: {reply}");
+        assert_eq!(
+            reply["error"]["code"], "model_not_embedding",
+            "{path}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("generation model") && message.contains("embedding model"),
+            "{path}: {message}"
+        );
+    }
+    // Bad input is reported before the model kind matters: the request itself is wrong.
+    let (status, reply) = post(&s.url("/v1/embeddings"), json!({"input": []})).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["param"], "input");
+    s.shutdown().await.unwrap();
+}

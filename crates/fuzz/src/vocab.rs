@@ -2,8 +2,11 @@
 //! 256 byte tokens, common English, code and multi-byte pieces ranked the way tiktoken
 //! vocabularies are (merges derived by [`RankedVocab::to_gguf`], as for LLaMA-3), the LLaMA-3
 //! special tokens, and one user-defined and one unknown token so every token type is exercised.
+//! The same pieces also make a Qwen2-split tokenizer ([`qwen2_tokenizer`]) and a
+//! SentencePiece-style one with byte fallback, written as Microsoft's Gemma 3 converter writes it
+//! ([`spm_tokenizer`]).
 
-use bitnet_tokenizer::vocab::RankedVocab;
+use bitnet_tokenizer::vocab::{self, RankedVocab, SpmVocab};
 use bitnet_tokenizer::{ChatTemplate, Tokenizer, TokenizerData};
 use std::sync::OnceLock;
 
@@ -107,6 +110,58 @@ pub fn data() -> TokenizerData {
 pub fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| Tokenizer::new(data()).expect("the harness vocabulary is valid"))
+}
+
+/// The same vocabulary with the Qwen2 pre-split (single digits, NFC first).
+pub fn qwen2_tokenizer() -> &'static Tokenizer {
+    static TOK: OnceLock<Tokenizer> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let mut d = data();
+        d.pre = Some("qwen2".into());
+        Tokenizer::new(d).expect("the harness vocabulary is valid with the Qwen2 split")
+    })
+}
+
+/// A SentencePiece-style vocabulary: Gemma's specials, the 256 `<0xXX>` byte pieces, then the
+/// pieces above with `▁` for a space (higher score first), one user-defined token.
+pub fn spm_tokenizer() -> &'static Tokenizer {
+    static TOK: OnceLock<Tokenizer> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let mut pieces: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>"]
+            .map(String::from)
+            .to_vec();
+        let mut types = vec![3, 3, 3, 2, 4];
+        pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        types.extend([6; 256]);
+        // Single characters first (every piece's characters must be pieces for merges to
+        // reach it), then the multi-character pieces.
+        let mut normal: Vec<String> = Vec::new();
+        for p in PIECES {
+            let p = p.replace(' ', "\u{2581}");
+            for c in p.chars() {
+                if !normal.contains(&c.to_string()) {
+                    normal.push(c.to_string());
+                }
+            }
+        }
+        for p in PIECES {
+            let p = p.replace(' ', "\u{2581}");
+            if !normal.contains(&p) {
+                normal.push(p);
+            }
+        }
+        types.extend(std::iter::repeat_n(1, normal.len()));
+        pieces.extend(normal);
+        let scores = (0..pieces.len()).map(|i| -(i as f32)).collect();
+        let spm = SpmVocab {
+            pieces,
+            scores,
+            types,
+        };
+        let meta =
+            vocab::gemma3_embedding(&spm, spm.pieces.len() + 3).expect("padding up always works");
+        Tokenizer::new(meta.to_tokenizer_data()).expect("the SentencePiece harness vocabulary")
+    })
 }
 
 /// BitNet's chat format with this vocabulary's BOS/EOS, as the server builds it.

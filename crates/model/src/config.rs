@@ -36,7 +36,7 @@ pub enum ModelKind {
     /// Next-token logits through the tied output head (`bitnet-b1.58`, `bitnet-25`):
     /// [`crate::Model::forward`].
     Generation,
-    /// One L2-normalised vector of `dim` values per input (`qwen3`, `gemma3`):
+    /// One pooled vector of `dim` values per input (`qwen3`, `gemma3`):
     /// [`crate::Model::embed`]. `pooling_defaulted` is true when the file has no
     /// `<arch>.pooling_type` and mean pooling was assumed (as llama.cpp does).
     Embedding {

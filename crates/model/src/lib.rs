@@ -1,7 +1,7 @@
 //! The forward pass of the BitNet model family (docs/model.md): loading typed weight views from
 //! a GGUF file and running batches of tokens from one or many sequences through the decoder.
 //! BitNet b1.58 generation models give logits ([`Model::forward`]); the BitNet embedding models
-//! (`qwen3`, `gemma3`) give one pooled, L2-normalised vector per input ([`Model::embed`]). Both
+//! (`qwen3`, `gemma3`) give one pooled vector per input ([`Model::embed`]). Both
 //! run the same layer code, which executes whichever optional parts a layer has (per-projection
 //! input norms, per-head Q/K norms, post norms).
 //!
@@ -515,8 +515,9 @@ impl Model {
     /// One embedding per input: each input (token ids, special tokens included — the caller
     /// adds BOS/EOS as the tokenizer metadata says) runs from an empty state; the hidden states
     /// after `output_norm` are pooled as the model's [`Pooling`] says (mean over every token,
-    /// the first token, or the last) and L2-normalised. Returns `inputs.len()` vectors of
-    /// n_embd values, in input order.
+    /// the first token, or the last). Returns `inputs.len()` vectors of n_embd values, in
+    /// input order, NOT normalised: scaling is the caller's policy (the server L2-normalises
+    /// by default and offers llama.cpp's other `embd_normalize` modes, `server/src/http/embeddings.rs`).
     ///
     /// At most `max_batch_tokens` tokens (at least 1) go through each forward pass: inputs are
     /// packed into passes in order, and an input longer than what is left of a pass continues
@@ -638,7 +639,7 @@ impl Model {
                             *a /= len as f64;
                         }
                     }
-                    out[f.index] = l2_normalized(&f.acc);
+                    out[f.index] = f.acc.iter().map(|&x| x as f32).collect();
                 }
             }
             // Finished inputs give their caches back.
@@ -868,13 +869,6 @@ impl Model {
         }
         Ok(x)
     }
-}
-
-/// `v / ‖v‖` in f32 (a zero vector stays zero).
-fn l2_normalized(v: &[f64]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-    v.iter().map(|&x| (x * inv) as f32).collect()
 }
 
 fn bytemuck_f16(bytes: &[u8]) -> &[f16] {

@@ -1,5 +1,5 @@
 //! The BitNet embedding models (`qwen3`, `gemma3`) on small synthetic files: pooled vectors are
-//! unit length and do not depend on batching, the token budget or the kernel variant; every
+//! finite, distinct and do not depend on batching, the token budget or the kernel variant; every
 //! norm of the graph matters; bad inputs and unsupported files are clear errors.
 
 use bitnet_gguf::{GgmlType, GgufFile, Value};
@@ -67,7 +67,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 #[test]
-fn embeddings_are_unit_length_varied_and_declared() {
+fn embeddings_are_pooled_finite_varied_and_declared() {
     for shape in SHAPES {
         let m = model(&shape);
         assert_eq!(
@@ -104,8 +104,9 @@ fn embeddings_are_unit_length_varied_and_declared() {
                 shape.family
             );
             let norm: f64 = e.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            // Pooled, not normalised (the server normalises): a real length, not 1.
             assert!(
-                (norm - 1.0).abs() < 1e-5,
+                norm > 0.0 && (norm - 1.0).abs() > 1e-3,
                 "{:?} input {i}: norm {norm}",
                 shape.family
             );
@@ -227,9 +228,12 @@ fn every_kernel_variant_gives_the_scalar_embeddings() {
         for k in Kernels::available() {
             let got = with(k).embed(&refs(&ins)).unwrap();
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                let (d, dist) = (max_abs_diff(g, w), 1.0 - cosine(g, w));
+                // The largest difference relative to the vector's length (vectors are pooled,
+                // not normalised).
+                let length = w.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+                let (d, dist) = (f64::from(max_abs_diff(g, w)) / length, 1.0 - cosine(g, w));
                 eprintln!(
-                    "{:?} {} ({:?}) input {i}: max diff {d:e}, cosine distance {dist:e}",
+                    "{:?} {} ({:?}) input {i}: max relative diff {d:e}, cosine distance {dist:e}",
                     shape.family,
                     k.name,
                     k.simd()

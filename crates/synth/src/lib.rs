@@ -403,8 +403,9 @@ impl EmbedShape {
 /// A stand-in vocabulary of `n_vocab` tokens with the family's special tokens at their real ids
 /// (Qwen3: `<|endoftext|>` 151643, `<|im_start|>` 151644, `<|im_end|>` 151645 — or the last
 /// three ids of a vocabulary too small for those; Gemma3: `<pad>` 0, `<eos>` 1, `<bos>` 2,
-/// `<unk>` 3). The other tokens are the 256 GPT-2 byte tokens and numbered fillers, with no
-/// merges: enough to give the file the right size and ids, not a tokenizer of the real model.
+/// `<unk>` 3). The other tokens are the 256 byte tokens (GPT-2's byte characters for Qwen,
+/// `<0xXX>` pieces for Gemma) and numbered fillers, with no merges: enough to give the file the
+/// right size and ids and to tokenize any text byte by byte, not a tokenizer of the real model.
 pub fn placeholder_vocab(family: Family, n_vocab: usize) -> GgufVocab {
     use bitnet_tokenizer::bytes_to_token_text;
     use bitnet_tokenizer::vocab::{TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL};
@@ -439,8 +440,14 @@ pub fn placeholder_vocab(family: Family, n_vocab: usize) -> GgufVocab {
         Family::Qwen3 => 0,
         Family::Gemma3 => 4,
     };
+    // Each family's byte tokens in its own spelling, so the file tokenizes any text: GPT-2's
+    // byte-mapped characters for Qwen (byte-level BPE), SentencePiece's `<0xXX>` byte-fallback
+    // pieces for Gemma (which the tokenizer recognises as a SentencePiece-style vocabulary).
     for b in 0..=255u8 {
-        tokens[byte_start + b as usize] = bytes_to_token_text(&[b]);
+        tokens[byte_start + b as usize] = match family {
+            Family::Qwen3 => bytes_to_token_text(&[b]),
+            Family::Gemma3 => format!("<0x{b:02X}>"),
+        };
     }
     for (id, text, ty) in specials {
         tokens[id] = text.to_string();

@@ -3,12 +3,16 @@
 //! token generation (`tg`: `-n` single-token steps), peak RSS, and the bytes a decode step must
 //! read; with `--memory-bandwidth`, also the read bandwidth that bounds decode.
 //!
+//! An embedding model (`qwen3`/`gemma3` BitNet embedders) is measured the way it is used:
+//! `embed` calls of texts of `-p` tokens each, one text at a time and `-b` texts per call,
+//! reported as tokens/s and texts/s (`embed` in the JSON).
+//!
 //! `cargo xtask bench` runs this once per cell, interleaved with llama.cpp, and prints the table.
 //! Token ids are drawn from a fixed-seed generator, so no tokenizer is involved.
 
 use super::model_args::ModelArgs;
 use anyhow::{Context, Result, bail};
-use bitnet_model::{HeadKind, Logits, SeqInput};
+use bitnet_model::{HeadKind, Logits, Model, ModelKind, SeqInput};
 use bitnet_rng::SplitMix64;
 use std::time::Instant;
 
@@ -46,6 +50,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let (file, model) = margs.load_with_ctx(Some(args.n_prompt + args.n_gen))?;
     let load_s = t0.elapsed().as_secs_f64();
+    if let ModelKind::Embedding { dim, .. } = model.kind() {
+        return run_embed(args, &model, dim, load_s, file.file_size());
+    }
     let c = &model.config;
     let mut rng = SplitMix64(0x5eed);
     let mut token = || (rng.next_u64() % c.n_vocab as u64) as u32;
@@ -138,6 +145,68 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "decode_bytes_per_token": decode_bytes,
         "read_bytes_per_s": bandwidth,
         "decode_ceiling_tok_s": ceiling,
+    });
+    println!("{doc}");
+    Ok(())
+}
+
+/// The embedding benchmark: texts of `-p` random tokens, embedded one per call and `-b` per
+/// call (one batched pass, as the server batches concurrent requests), `-r` timed repetitions
+/// after a warm-up; tokens/s and texts/s per batch size.
+fn run_embed(
+    args: &BenchArgs,
+    model: &Model,
+    dim: usize,
+    load_s: f64,
+    file_bytes: u64,
+) -> Result<()> {
+    let n_vocab = model.config.n_vocab as u64;
+    let mut rng = SplitMix64(0x5eed);
+    let mut batches = vec![1, args.batch];
+    batches.dedup();
+    let most = *batches.iter().max().unwrap_or(&1);
+    let texts: Vec<Vec<u32>> = (0..most)
+        .map(|_| {
+            (0..args.n_prompt)
+                .map(|_| (rng.next_u64() % n_vocab) as u32)
+                .collect()
+        })
+        .collect();
+    let mut results = Vec::new();
+    for &b in &batches {
+        let inputs: Vec<&[u32]> = texts[..b].iter().map(Vec::as_slice).collect();
+        model.embed(&inputs)?; // warm-up: faults the weights in, settles the pool
+        let mut tok_s = Vec::new();
+        let mut texts_s = Vec::new();
+        for _ in 0..args.reps {
+            let t = Instant::now();
+            let out = model.embed(&inputs)?;
+            let secs = t.elapsed().as_secs_f64();
+            if out.len() != b || out.iter().any(|v| v.len() != dim) {
+                bail!("embed returned {} vectors for {b} texts", out.len());
+            }
+            tok_s.push((b * args.n_prompt) as f64 / secs);
+            texts_s.push(b as f64 / secs);
+        }
+        results.push(serde_json::json!({
+            "batch": b,
+            "tok_s": tok_s,
+            "texts_s": texts_s,
+        }));
+    }
+    let doc = serde_json::json!({
+        "engine": "bitnet-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "arch": model.config.arch,
+        "kernel": model.kernels().name,
+        "format": model.ternary_type().to_string(),
+        "threads": model.threads(),
+        "embedding_dim": dim,
+        "n_prompt": args.n_prompt,
+        "load_s": load_s,
+        "embed": results,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "file_bytes": file_bytes,
     });
     println!("{doc}");
     Ok(())

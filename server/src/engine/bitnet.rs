@@ -11,7 +11,7 @@ use super::{
 };
 use crate::sampling::{Sampler, SamplingParams};
 use bitnet_gguf::GgufFile;
-use bitnet_model::{KvCache, LoadOptions, Logits, Model, SeqInput};
+use bitnet_model::{KvCache, LoadOptions, Logits, Model, ModelKind, SeqInput};
 use bitnet_tokenizer::{self as tok, ChatMessage, ChatTemplate};
 use std::collections::HashMap;
 use std::path::Path;
@@ -49,13 +49,32 @@ pub fn loaded_model(
         id.map(|i| String::from_utf8_lossy(tokenizer.token_bytes(i)).into_owned())
             .unwrap_or_default()
     };
-    let chat = ChatTemplate::for_model(
-        &model.config.arch,
-        tokenizer.chat_template(),
-        &text_of(tokenizer.bos_id()),
-        &text_of(tokenizer.eos_id()),
-    )
-    .map_err(|e| err(&e))?;
+    // An embedding model is never prompted with a conversation: it has no chat template (and
+    // the generation endpoints refuse it before any prompt work).
+    let chat = match model.kind() {
+        ModelKind::Generation => Some(
+            ChatTemplate::for_model(
+                &model.config.arch,
+                tokenizer.chat_template(),
+                &text_of(tokenizer.bos_id()),
+                &text_of(tokenizer.eos_id()),
+            )
+            .map_err(|e| err(&e))?,
+        ),
+        ModelKind::Embedding {
+            pooling,
+            pooling_defaulted: true,
+            ..
+        } => {
+            tracing::warn!(
+                ?pooling,
+                "the file has no pooling_type: assuming mean pooling, as llama.cpp does; check \
+                 the model's documentation"
+            );
+            None
+        }
+        ModelKind::Embedding { .. } => None,
+    };
     let kernel = format!("{} ({} threads)", model.kernels().name, model.threads());
     tracing::info!(
         kernel = %kernel,
@@ -76,7 +95,7 @@ pub fn loaded_model(
             next: 0,
             max_seqs: parallel.max(1),
         }),
-        tokenizer: Arc::new(BitnetTokenizer::new(tokenizer, chat)),
+        tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
         sampler,
         kernel,
     })
@@ -171,17 +190,34 @@ impl Backend for BitnetBackend {
     fn free(&mut self, seq: SeqId) {
         self.seqs.remove(&seq);
     }
+
+    fn embedding_dim(&self) -> Option<usize> {
+        match self.model.kind() {
+            ModelKind::Embedding { dim, .. } => Some(dim),
+            ModelKind::Generation => None,
+        }
+    }
+
+    fn embed(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.model
+            .embed(inputs)
+            .map_err(|e| BackendError(e.to_string()))
+    }
 }
 
-/// The tokenizer and chat template as the server sees them.
+/// The tokenizer and chat template as the server sees them (an embedding model has no
+/// template).
 pub struct BitnetTokenizer {
     tokenizer: tok::Tokenizer,
-    chat: ChatTemplate,
+    chat: Option<ChatTemplate>,
 }
 
 impl BitnetTokenizer {
     pub fn new(tokenizer: tok::Tokenizer, chat: ChatTemplate) -> Self {
-        Self { tokenizer, chat }
+        Self {
+            tokenizer,
+            chat: Some(chat),
+        }
     }
 }
 
@@ -197,6 +233,10 @@ impl TokenCodec for BitnetTokenizer {
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizeError> {
         Ok(self.tokenizer.encode(text, add_bos, parse_special))
+    }
+
+    fn encode_for_embedding(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        Ok(self.tokenizer.encode_for_embedding(text, true))
     }
 
     fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
@@ -217,8 +257,10 @@ impl TokenCodec for BitnetTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizeError> {
-        self.chat
-            .render(messages, add_generation_prompt)
+        let chat = self.chat.as_ref().ok_or_else(|| {
+            TokenizeError("the loaded model is an embedding model: it has no chat template".into())
+        })?;
+        chat.render(messages, add_generation_prompt)
             .map_err(|e| TokenizeError(e.to_string()))
     }
 }

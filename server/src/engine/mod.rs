@@ -70,6 +70,21 @@ pub trait Backend: Send {
     fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError>;
     /// Release a sequence's KV cache. Unknown ids are ignored.
     fn free(&mut self, seq: SeqId);
+    /// `Some(width)` when the model is an embedding model: [`Backend::embed`] returns vectors
+    /// of this many values and the generation calls above are not used. `None` (the default):
+    /// a generation model.
+    fn embedding_dim(&self) -> Option<usize> {
+        None
+    }
+    /// Embed every input (each non-empty and within [`Backend::n_ctx`]) from an empty state:
+    /// one pooled vector per input, in order (not normalised: the HTTP layer
+    /// scales it as the request asks). Needs no sequence slot.
+    fn embed(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let _ = inputs;
+        Err(BackendError(
+            "this model is a generation model; it does not produce embeddings".into(),
+        ))
+    }
 }
 
 /// A failure to turn text into tokens (or to render a chat template).
@@ -109,6 +124,13 @@ pub trait TokenCodec: Send + Sync {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizeError>;
+
+    /// Encode one input of an embedding request: special-token text recognised, and the
+    /// beginning/end tokens the model's metadata asks for (`tokenizer.ggml.add_bos_token`,
+    /// `add_eos_token`: a last-token-pooled model reads its summary off the appended EOS).
+    fn encode_for_embedding(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
+        self.encode(text, true, true)
+    }
 
     /// Decode ids to text; invalid UTF-8 becomes U+FFFD. Errors name the first bad id.
     fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
@@ -234,6 +256,21 @@ pub enum SubmitError {
     },
     #[error("token id {id} is out of range: the vocabulary has {n_vocab} tokens")]
     TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("input {index} is empty: every input needs at least one token")]
+    EmptyInput { index: usize },
+    #[error(
+        "input {index} is {tokens} tokens but the model's context is {n_ctx}; shorten it (or ask \
+         for truncation)"
+    )]
+    InputTooLong {
+        index: usize,
+        tokens: usize,
+        n_ctx: usize,
+    },
+    #[error("the loaded model is an embedding model; it cannot generate text")]
+    NotGenerative,
+    #[error("the loaded model is a generation model; it does not produce embeddings")]
+    NotEmbedding,
     #[error("the request queue is full ({capacity} waiting); retry shortly")]
     QueueFull { capacity: usize },
     #[error("the server is shutting down")]
@@ -275,7 +312,8 @@ pub struct EngineConfig {
     /// [`SubmitError::QueueFull`].
     pub queue_size: usize,
     /// The longest prompt chunk fed in one prefill call, so a long prompt does not stall the
-    /// decode steps of other requests for its whole length.
+    /// decode steps of other requests for its whole length. For an embedding model: the
+    /// tokens of the inputs embedded in one backend call (always at least one input).
     pub prefill_chunk: usize,
 }
 
@@ -305,10 +343,19 @@ pub(crate) struct SharedCounters {
     pub fatal: std::sync::OnceLock<String>,
 }
 
+/// What an embedding request gets back: one vector per input, in order, or why it failed.
+pub type EmbedResult = Result<Vec<Vec<f32>>, String>;
+
 /// A submitted request on its way to the scheduler.
-pub(crate) struct Job {
-    pub request: GenerationRequest,
-    pub events: mpsc::UnboundedSender<Event>,
+pub(crate) enum Job {
+    Generate {
+        request: GenerationRequest,
+        events: mpsc::UnboundedSender<Event>,
+    },
+    Embed {
+        inputs: Vec<Vec<u32>>,
+        reply: tokio::sync::oneshot::Sender<EmbedResult>,
+    },
 }
 
 /// The cloneable way in: submit requests, read stats, shut down.
@@ -319,6 +366,7 @@ pub struct EngineHandle {
     counters: Arc<SharedCounters>,
     n_ctx: usize,
     n_vocab: usize,
+    embedding_dim: Option<usize>,
     parallel: usize,
     queue_size: usize,
 }
@@ -339,6 +387,11 @@ impl EngineHandle {
         self.n_ctx
     }
 
+    /// `Some(width)` for an embedding model (see [`Backend::embedding_dim`]).
+    pub fn embedding_dim(&self) -> Option<usize> {
+        self.embedding_dim
+    }
+
     /// Check a request against the model's limits and queue it. Events arrive on the returned
     /// receiver; dropping the receiver cancels the generation (checked before every step).
     pub fn submit(
@@ -347,6 +400,9 @@ impl EngineHandle {
     ) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
         if self.counters.shutting_down.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
+        }
+        if self.embedding_dim.is_some() {
+            return Err(SubmitError::NotGenerative);
         }
         let prompt = request.prompt_tokens.len();
         if prompt == 0 {
@@ -370,6 +426,52 @@ impl EngineHandle {
             });
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        self.enqueue(Job::Generate {
+            request,
+            events: tx,
+        })?;
+        Ok(rx)
+    }
+
+    /// Check an embedding request (its inputs already tokenized) against the model's limits
+    /// and queue it. Concurrent requests are embedded together, up to the scheduler's batch
+    /// budget per pass; dropping the receiver cancels what is not yet computed.
+    pub fn submit_embedding(
+        &self,
+        inputs: Vec<Vec<u32>>,
+    ) -> Result<tokio::sync::oneshot::Receiver<EmbedResult>, SubmitError> {
+        if self.counters.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if self.embedding_dim.is_none() {
+            return Err(SubmitError::NotEmbedding);
+        }
+        for (index, input) in inputs.iter().enumerate() {
+            if input.is_empty() {
+                return Err(SubmitError::EmptyInput { index });
+            }
+            if input.len() > self.n_ctx {
+                return Err(SubmitError::InputTooLong {
+                    index,
+                    tokens: input.len(),
+                    n_ctx: self.n_ctx,
+                });
+            }
+            if let Some(&id) = input.iter().find(|&&id| id as usize >= self.n_vocab) {
+                return Err(SubmitError::TokenOutOfRange {
+                    id,
+                    n_vocab: self.n_vocab,
+                });
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(Job::Embed { inputs, reply: tx })?;
+        Ok(rx)
+    }
+
+    /// Count a job in the queue and hand it to the scheduler, or refuse it when `parallel`
+    /// running plus `queue_size` waiting are taken.
+    fn enqueue(&self, job: Job) -> Result<(), SubmitError> {
         // Free slots take requests at once; beyond them, `queue_size` may wait. Count before
         // sending so the scheduler never sees a negative queue.
         let waiting = self.counters.queued.fetch_add(1, Ordering::SeqCst);
@@ -380,13 +482,10 @@ impl EngineHandle {
                 capacity: self.queue_size,
             });
         }
-        match self.jobs.try_send(Job {
-            request,
-            events: tx,
-        }) {
+        match self.jobs.try_send(job) {
             Ok(()) => {
                 self.wake.notify();
-                Ok(rx)
+                Ok(())
             }
             Err(err) => {
                 self.counters.queued.fetch_sub(1, Ordering::SeqCst);
@@ -473,6 +572,7 @@ impl Engine {
         };
         let n_ctx = backend.n_ctx();
         let n_vocab = backend.n_vocab().min(tokenizer.vocab_size().max(1));
+        let embedding_dim = backend.embedding_dim();
         // The channel holds requests not yet admitted: up to `parallel` the scheduler has not
         // picked up yet plus `queue_size` waiting for a slot. The limit is checked in `submit`;
         // the capacity is only the hard bound.
@@ -485,6 +585,7 @@ impl Engine {
             counters: counters.clone(),
             n_ctx,
             n_vocab,
+            embedding_dim,
             parallel: config.parallel,
             queue_size: config.queue_size,
         };

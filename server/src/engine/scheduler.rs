@@ -7,6 +7,11 @@
 //! decode step over every sequence that has a token to feed, sample, and send the results. New requests thus join between steps without waiting for
 //! others to finish, and a cancelled request costs at most the step already under way.
 //!
+//! An embedding model's requests ([`Job::Embed`]) go through the same loop: each iteration
+//! embeds the next inputs of the waiting requests, oldest first, up to `prefill_chunk` tokens
+//! in one backend call, so concurrent requests share weight passes; a request is answered once
+//! all its inputs are done, and one whose client left is skipped.
+//!
 //! This is the ONE generation loop: the HTTP endpoints and the CLI `generate` subcommand both
 //! submit requests here. Per generated token it applies the one output policy: end-of-generation
 //! tokens end the request (unless `ignore_eos`), control tokens produce no text, and text goes
@@ -24,8 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    Backend, BackendError, EngineConfig, Event, FinishReason, GenerationRequest, Job, LogprobInfo,
-    SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob, TokenSampler, Usage,
+    Backend, BackendError, EmbedResult, EngineConfig, Event, FinishReason, GenerationRequest, Job,
+    LogprobInfo, SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob, TokenSampler,
+    Usage,
 };
 use bitnet_tokenizer::TextStream;
 
@@ -91,6 +97,14 @@ struct Active {
     finished: bool,
 }
 
+/// One admitted embedding request.
+struct EmbedJob {
+    inputs: Vec<Vec<u32>>,
+    /// Vectors of the inputs done so far (`inputs[..done.len()]`).
+    done: Vec<Vec<f32>>,
+    reply: tokio::sync::oneshot::Sender<EmbedResult>,
+}
+
 /// How often the tokens/s gauge is recomputed.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// How long the thread sleeps without work before re-checking flags.
@@ -105,6 +119,7 @@ pub(crate) struct Scheduler {
     wake: Arc<Wake>,
     counters: Arc<SharedCounters>,
     active: Vec<Active>,
+    embeds: Vec<EmbedJob>,
     n_vocab: usize,
     rate_window_start: Instant,
     rate_window_tokens: u64,
@@ -130,6 +145,7 @@ impl Scheduler {
             wake,
             counters,
             active: Vec::new(),
+            embeds: Vec::new(),
             n_vocab,
             rate_window_start: Instant::now(),
             rate_window_tokens: 0,
@@ -167,20 +183,22 @@ impl Scheduler {
             self.drop_finished();
             let disconnected = self.admit();
             self.update_rate();
-            if self.active.is_empty() {
+            if self.active.is_empty() && self.embeds.is_empty() {
                 if disconnected {
                     return;
                 }
                 self.wake.wait(IDLE_WAIT);
                 continue;
             }
+            self.embed_batch();
             self.prefill_chunks();
             self.drop_finished();
             self.decode_step();
         }
     }
 
-    /// Free sequences that ended or whose client disconnected.
+    /// Free sequences that ended or whose client disconnected; forget embedding requests
+    /// whose client disconnected.
     fn drop_finished(&mut self) {
         let backend = &mut self.backend;
         self.active.retain(|a| {
@@ -191,14 +209,20 @@ impl Scheduler {
                 true
             }
         });
+        self.embeds.retain(|e| !e.reply.is_closed());
+        self.store_active();
+    }
+
+    /// Publish how many requests are running (generations and embedding requests).
+    fn store_active(&self) {
         self.counters
             .active
-            .store(self.active.len(), Ordering::SeqCst);
+            .store(self.active.len() + self.embeds.len(), Ordering::SeqCst);
     }
 
     /// Move queued requests into free slots. Returns true when no handle can submit any more.
     fn admit(&mut self) -> bool {
-        while self.active.len() < self.config.parallel {
+        while self.active.len() + self.embeds.len() < self.config.parallel {
             let job = match self.jobs.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Empty) => return false,
@@ -208,18 +232,92 @@ impl Scheduler {
             // that is not there.
             self.counters
                 .active
-                .store(self.active.len() + 1, Ordering::SeqCst);
+                .store(self.active.len() + self.embeds.len() + 1, Ordering::SeqCst);
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
-            self.start(job);
-            self.counters
-                .active
-                .store(self.active.len(), Ordering::SeqCst);
+            match job {
+                Job::Generate { request, events } => self.start(request, events),
+                Job::Embed { inputs, reply } => {
+                    if !reply.is_closed() {
+                        let done = Vec::with_capacity(inputs.len());
+                        self.embeds.push(EmbedJob {
+                            inputs,
+                            done,
+                            reply,
+                        });
+                    }
+                }
+            }
+            self.store_active();
         }
         false
     }
 
-    fn start(&mut self, job: Job) {
-        let Job { request, events } = job;
+    /// Embed the next inputs of the admitted embedding requests, oldest first, up to
+    /// `prefill_chunk` tokens (at least one input) in ONE backend call; answer every request
+    /// whose inputs are all done. A backend error fails the requests of this batch.
+    fn embed_batch(&mut self) {
+        let mut budget = self.config.prefill_chunk;
+        // (request index, input index) of each input in this batch.
+        let mut picked: Vec<(usize, usize)> = Vec::new();
+        'requests: for (r, e) in self.embeds.iter().enumerate() {
+            for i in e.done.len()..e.inputs.len() {
+                let len = e.inputs[i].len();
+                if !picked.is_empty() && len > budget {
+                    break 'requests;
+                }
+                budget = budget.saturating_sub(len);
+                picked.push((r, i));
+            }
+        }
+        if picked.is_empty() {
+            return;
+        }
+        let inputs: Vec<&[u32]> = picked
+            .iter()
+            .map(|&(r, i)| self.embeds[r].inputs[i].as_slice())
+            .collect();
+        let tokens: usize = inputs.iter().map(|t| t.len()).sum();
+        let result = self.backend.embed(&inputs);
+        self.counters
+            .prompt_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        let vectors = match result {
+            Ok(v) if v.len() == picked.len() => v,
+            other => {
+                let message = match other {
+                    Err(err) => format!("embedding failed: {err}"),
+                    Ok(v) => format!(
+                        "internal error: the backend returned {} embeddings for {} inputs",
+                        v.len(),
+                        picked.len()
+                    ),
+                };
+                let mut failed: Vec<usize> = picked.iter().map(|&(r, _)| r).collect();
+                failed.dedup();
+                for r in failed.into_iter().rev() {
+                    let e = self.embeds.remove(r);
+                    let _ = e.reply.send(Err(message.clone()));
+                }
+                self.store_active();
+                return;
+            }
+        };
+        for (&(r, _), v) in picked.iter().zip(vectors) {
+            self.embeds[r].done.push(v);
+        }
+        let mut r = 0;
+        while r < self.embeds.len() {
+            if self.embeds[r].done.len() == self.embeds[r].inputs.len() {
+                let e = self.embeds.remove(r);
+                let _ = e.reply.send(Ok(e.done));
+            } else {
+                r += 1;
+            }
+        }
+        self.store_active();
+    }
+
+    fn start(&mut self, request: GenerationRequest, events: UnboundedSender<Event>) {
         if events.is_closed() {
             return; // the client left while queued
         }
@@ -451,11 +549,21 @@ impl Scheduler {
             }
         }
         self.active.clear();
+        for e in self.embeds.drain(..) {
+            let _ = e.reply.send(Err(message.to_string()));
+        }
         while let Ok(job) = self.jobs.try_recv() {
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
-            let _ = job.events.send(Event::Failed {
-                message: message.to_string(),
-            });
+            match job {
+                Job::Generate { events, .. } => {
+                    let _ = events.send(Event::Failed {
+                        message: message.to_string(),
+                    });
+                }
+                Job::Embed { reply, .. } => {
+                    let _ = reply.send(Err(message.to_string()));
+                }
+            }
         }
         self.counters.active.store(0, Ordering::SeqCst);
     }
@@ -530,6 +638,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SubmitError;
     use super::*;
 
     struct Bytes;
@@ -578,6 +687,181 @@ mod tests {
             .map(|i| f64::from(logprob_info(&raw, i, 0, &Bytes).chosen.logprob).exp())
             .sum();
         assert!((total - 1.0).abs() < 1e-5);
+    }
+
+    /// An embedding backend whose vector for an input is (its length, its first id, 0, ...):
+    /// records the inputs of every call, and can hold the first call until released.
+    struct Embedder {
+        calls: Calls,
+        hold: Hold,
+    }
+
+    impl Backend for Embedder {
+        fn n_ctx(&self) -> usize {
+            64
+        }
+        fn n_vocab(&self) -> usize {
+            4
+        }
+        fn new_sequence(&mut self) -> Result<SeqId, BackendError> {
+            Err(BackendError("no sequences in an embedder".into()))
+        }
+        fn prefill(&mut self, _: SeqId, _: &[u32]) -> Result<Vec<f32>, BackendError> {
+            unreachable!("the scheduler never prefills for an embedding request")
+        }
+        fn decode(&mut self, _: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError> {
+            unreachable!("the scheduler never decodes for an embedding request")
+        }
+        fn free(&mut self, _: SeqId) {}
+        fn embedding_dim(&self) -> Option<usize> {
+            Some(3)
+        }
+        fn embed(&mut self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+            let (held, cv) = &*self.hold;
+            let mut held = held.lock().unwrap();
+            while *held {
+                held = cv.wait(held).unwrap();
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push(inputs.iter().map(|i| i.to_vec()).collect());
+            if inputs.iter().any(|i| i[0] == 3) {
+                return Err(BackendError("id 3 is poison".into()));
+            }
+            Ok(inputs
+                .iter()
+                .map(|i| vec![i.len() as f32, i[0] as f32, 0.0])
+                .collect())
+        }
+    }
+
+    /// The inputs of each `embed` call, in order.
+    type Calls = Arc<Mutex<Vec<Vec<Vec<u32>>>>>;
+    /// While `true`, `embed` waits (notified through the condvar).
+    type Hold = Arc<(Mutex<bool>, Condvar)>;
+
+    fn embedder(prefill_chunk: usize) -> (super::super::Engine, Calls, Hold) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let hold = Arc::new((Mutex::new(true), Condvar::new()));
+        let model = super::super::LoadedModel {
+            backend: Box::new(Embedder {
+                calls: calls.clone(),
+                hold: hold.clone(),
+            }),
+            tokenizer: Arc::new(Bytes),
+            sampler: Arc::new(|_: &crate::sampling::SamplingParams| {
+                Box::new(|_: &mut [f32], _: &[u32]| 0u32) as Box<dyn TokenSampler>
+            }),
+            kernel: "test".into(),
+        };
+        let config = EngineConfig {
+            parallel: 4,
+            queue_size: 4,
+            prefill_chunk,
+        };
+        (
+            super::super::Engine::start(model, config).unwrap(),
+            calls,
+            hold,
+        )
+    }
+
+    fn release(hold: &(Mutex<bool>, Condvar)) {
+        *hold.0.lock().unwrap() = false;
+        hold.1.notify_all();
+    }
+
+    #[test]
+    fn concurrent_embedding_requests_share_backend_calls_within_the_token_budget() {
+        let (engine, calls, hold) = embedder(6);
+        let h = &engine.handle;
+        assert_eq!(h.embedding_dim(), Some(3));
+        // The first request is taken while the backend is held, so the next three queue up.
+        let a = h.submit_embedding(vec![vec![1, 1]]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let b = h.submit_embedding(vec![vec![2, 2, 2], vec![1]]).unwrap();
+        let c = h.submit_embedding(vec![vec![2; 5]]).unwrap();
+        let gone = h.submit_embedding(vec![vec![1; 4]]).unwrap();
+        drop(gone); // its client left: never embedded
+        release(&hold);
+        let a = a.blocking_recv().unwrap().unwrap();
+        let b = b.blocking_recv().unwrap().unwrap();
+        let c = c.blocking_recv().unwrap().unwrap();
+        assert_eq!(a, vec![vec![2.0, 1.0, 0.0]]);
+        assert_eq!(b, vec![vec![3.0, 2.0, 0.0], vec![1.0, 1.0, 0.0]]);
+        assert_eq!(c, vec![vec![5.0, 2.0, 0.0]]);
+        let calls = calls.lock().unwrap().clone();
+        // Call 1: request a alone. Call 2: b's two inputs (4 tokens) together; c's 5 tokens
+        // would exceed the budget of 6, so call 3 is c alone.
+        assert_eq!(
+            calls,
+            vec![
+                vec![vec![1, 1]],
+                vec![vec![2, 2, 2], vec![1]],
+                vec![vec![2; 5]],
+            ]
+        );
+        engine.stop();
+    }
+
+    #[test]
+    fn an_input_longer_than_the_budget_runs_alone_and_a_backend_error_fails_only_its_batch() {
+        let (engine, calls, hold) = embedder(2);
+        release(&hold);
+        let h = &engine.handle;
+        let long = h.submit_embedding(vec![vec![1; 10]]).unwrap();
+        assert_eq!(
+            long.blocking_recv().unwrap().unwrap(),
+            vec![vec![10.0, 1.0, 0.0]]
+        );
+        let poisoned = h.submit_embedding(vec![vec![3]]).unwrap();
+        let err = poisoned.blocking_recv().unwrap().unwrap_err();
+        assert!(err.contains("id 3 is poison"), "{err}");
+        let fine = h.submit_embedding(vec![vec![2]]).unwrap();
+        assert_eq!(
+            fine.blocking_recv().unwrap().unwrap(),
+            vec![vec![1.0, 2.0, 0.0]]
+        );
+        assert_eq!(calls.lock().unwrap().len(), 3);
+        engine.stop();
+    }
+
+    #[test]
+    fn embedding_requests_are_checked_and_generation_is_refused() {
+        let (engine, _, hold) = embedder(8);
+        release(&hold);
+        let h = &engine.handle;
+        fn err<T>(r: Result<T, SubmitError>) -> SubmitError {
+            r.map(|_| ()).unwrap_err()
+        }
+        assert_eq!(
+            err(h.submit_embedding(vec![vec![1], vec![]])),
+            SubmitError::EmptyInput { index: 1 }
+        );
+        assert_eq!(
+            err(h.submit_embedding(vec![vec![1; 65]])),
+            SubmitError::InputTooLong {
+                index: 0,
+                tokens: 65,
+                n_ctx: 64
+            }
+        );
+        assert_eq!(
+            err(h.submit_embedding(vec![vec![4]])),
+            SubmitError::TokenOutOfRange { id: 4, n_vocab: 4 }
+        );
+        let generation = super::super::GenerationRequest {
+            prompt_tokens: vec![1],
+            max_tokens: 1,
+            sampling: Default::default(),
+            stop: vec![],
+            logprobs: None,
+            ignore_eos: false,
+        };
+        assert_eq!(err(h.submit(generation)), SubmitError::NotGenerative);
+        assert!(!h.is_busy());
+        engine.stop();
     }
 
     #[test]

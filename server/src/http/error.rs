@@ -196,6 +196,20 @@ impl From<SubmitError> for ApiError {
             }
             .with_code("queue_full"),
             SubmitError::ShuttingDown => ApiError::shutting_down(),
+            SubmitError::EmptyInput { .. } => ApiError::invalid_param("input", message),
+            SubmitError::InputTooLong { .. } => {
+                ApiError::invalid_param("input", message).with_code("context_length_exceeded")
+            }
+            SubmitError::NotGenerative => ApiError::bad_request(format!(
+                "{message}: use POST /v1/embeddings (or /embedding), or start the server with a \
+                 generation model"
+            ))
+            .with_code("model_not_generative"),
+            SubmitError::NotEmbedding => ApiError::bad_request(format!(
+                "{message}: start a server with an embedding model (e.g. BitNet's \
+                 bitnet-embedding-0.6b) for /v1/embeddings"
+            ))
+            .with_code("model_not_embedding"),
         }
     }
 }

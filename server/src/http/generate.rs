@@ -29,6 +29,16 @@ pub fn ready_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     }
 }
 
+/// The engine of a generation model, or a 400 saying the loaded model only embeds (before any
+/// prompt work: an embedding model has no chat template to render).
+pub fn generation_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
+    let engine = ready_engine(state)?;
+    if engine.handle.embedding_dim().is_some() {
+        return Err(crate::engine::SubmitError::NotGenerative.into());
+    }
+    Ok(engine)
+}
+
 /// 404 unless `requested` (when given) names this server's model.
 pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
     match requested {

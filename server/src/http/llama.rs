@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::generate::{
-    Clock, Timings, check_model, check_token_count, collect, cpu_work, error_event, json_event,
-    ready_engine, sse_response, stream_failure,
+    Clock, Timings, check_model, check_token_count, collect, cpu_work, error_event,
+    generation_engine, json_event, ready_engine, sse_response, stream_failure,
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
@@ -267,7 +267,7 @@ pub async fn completion(
         stream,
     } = req.settings()?;
 
-    let engine = ready_engine(&state)?;
+    let engine = generation_engine(&state)?;
     let (prompt_tokens, prompt_text) = {
         let engine = engine.clone();
         cpu_work(&state, move || {

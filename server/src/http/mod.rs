@@ -1,14 +1,16 @@
 //! The HTTP API (axum): routes, shared state, API-key check, request metrics, and the
 //! `/health` and `/metrics` endpoints.
 //!
-//! Routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), llama.cpp
-//! (`/completion`, `/tokenize`, `/detokenize`), and operations (`/health`, `/metrics`).
+//! Routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`),
+//! llama.cpp (`/completion`, `/embedding`, `/embeddings`, `/tokenize`, `/detokenize`), and
+//! operations (`/health`, `/metrics`).
 //! The un-prefixed aliases llama.cpp's server also answers (`/chat/completions`, `/models`,
 //! `/completions`) are routed the same way. With `--api-key`, everything except `/health` and
 //! `/metrics` needs `Authorization: Bearer <key>`.
 //!
 //! This module does NOT start the listener or load the model (see `serve`).
 
+pub mod embeddings;
 pub mod error;
 pub mod generate;
 pub mod json;
@@ -128,6 +130,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/embedding", post(embeddings::llama_embedding))
+        .route("/embeddings", post(embeddings::llama_embedding))
         .route("/v1/models", get(openai::models))
         .route("/models", get(openai::models))
         .route("/completion", post(llama::completion))
@@ -191,8 +196,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 async fn not_found(State(state): State<AppState>, req: Request) -> Response {
     state.metrics.record("other", 404);
     ApiError::not_found(format!(
-        "no route for {} {}; see /v1/chat/completions, /v1/completions, /v1/models, /completion, \
-         /tokenize, /detokenize, /health, /metrics",
+        "no route for {} {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, \
+         /completion, /embedding, /tokenize, /detokenize, /health, /metrics",
         req.method(),
         req.uri().path()
     ))

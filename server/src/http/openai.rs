@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::generate::{
-    self, CollectedToken, check_model, collect, error_event, json_event, ready_engine, response_id,
-    sse_response, stream_failure, unix_now,
+    self, CollectedToken, check_model, collect, error_event, generation_engine, json_event,
+    response_id, sse_response, stream_failure, unix_now,
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
@@ -447,7 +447,7 @@ pub async fn chat_completions(
         ignore_eos,
     } = req.settings()?;
 
-    let engine = ready_engine(&state)?;
+    let engine = generation_engine(&state)?;
     let prompt_tokens = {
         let engine = engine.clone();
         generate::cpu_work(&state, move || chat_prompt(&*engine.tokenizer, &messages)).await?
@@ -659,7 +659,7 @@ pub async fn completions(
         ignore_eos,
     } = req.settings()?;
 
-    let engine = ready_engine(&state)?;
+    let engine = generation_engine(&state)?;
     let prompt_tokens = {
         let engine = engine.clone();
         generate::cpu_work(&state, move || {

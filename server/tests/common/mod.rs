@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod process;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
