@@ -9,19 +9,25 @@
 //!
 //! Three profiles: `volume-mount` (a host directory read-only at /models), `runtime-download` (the
 //! model downloaded at start into a named volume; a restart resumes a partial download) and
-//! `full-stack` (the mounted model plus Neo4j 5). The YAML is written by `yaml.rs`, not by a
+//! `full-stack` (two mounted-model servers, chat and embeddings, plus Neo4j 5). The environment
+//! an application on the full-stack profile needs (base URLs, model ids, embedding dimension,
+//! Neo4j URI and user; secrets by name only) is one table, [`rag_env`]: it is written into
+//! `compose/rag-env.yaml`, a template service an application's own compose file takes with
+//! `extends`, and documented in `.env.example`. The YAML is written by `yaml.rs`, not by a
 //! serializer: every scalar that is not a plain safe identifier is double-quoted so YAML 1.1
 //! readers (docker-compose v1) and YAML 1.2 readers (Compose v2) read the same values.
 //!
 //! This module does NOT run Docker, build images or read the server crate's code.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use crate::deploy::{
-    self, CTX, HF_ENDPOINT, HF_FILE, HF_REPO, Inputs, MODEL_2B4T, MODEL_FILE, PARALLEL, REVISION,
+    self, CTX, EMBED_DIM, EMBED_DIM_270M, EMBED_HF_FILE, EMBED_HF_REPO, HF_ENDPOINT, HF_FILE,
+    HF_REPO, Inputs, MODEL_2B4T, MODEL_EMBED_0_6B, MODEL_FILE, PARALLEL, REVISION,
     SHUTDOWN_TIMEOUT_S, STOP_GRACE_S, download_start_period_s, memory_limit_mib,
 };
 use crate::images::profile::Profile;
@@ -42,9 +48,96 @@ pub struct Args {
 /// The command that refreshes the generated files.
 pub const REFRESH: &str = "cargo xtask compose";
 
-/// Variables set on the full-stack server for applications sharing its environment; the server
-/// itself has no Neo4j client and does not read them.
-pub const STACK_ENV: &[&str] = &["NEO4J_URI", "NEO4J_USERNAME"];
+/// Default host port of the embedding server (the chat server's is 8080).
+const EMBED_PUBLISH_PORT: u16 = 8081;
+
+/// The services of the full-stack profile (their names are the host names inside the compose
+/// network).
+pub const CHAT_SERVICE: &str = "server-stack";
+pub const EMBED_SERVICE: &str = "server-embed";
+pub const NEO4J_SERVICE: &str = "neo4j";
+/// Neo4j's Bolt port and the user `NEO4J_AUTH` creates.
+const NEO4J_BOLT_PORT: u16 = 7687;
+const NEO4J_USER: &str = "neo4j";
+
+/// The file an application's compose file extends (`extends: {file: rag-env.yaml, service:
+/// rag-env}`), and the template service in it.
+pub const RAG_ENV_FILE: &str = "rag-env.yaml";
+pub const RAG_ENV_SERVICE: &str = "rag-env";
+
+/// One variable of the environment an application on the full-stack profile needs.
+struct AppVar {
+    name: &'static str,
+    /// The value as written into the compose files (`${…}` when the user may override it);
+    /// `None` for a secret, passed through by name only and never given a value in any file.
+    value: Option<String>,
+    help: &'static str,
+}
+
+/// The environment a RAG application on the full-stack profile needs: OpenAI-compatible base
+/// URLs of the two servers, their model ids, the embedding width, and Neo4j's address, user and
+/// password. The one list: `rag-env.yaml`, the chat server's environment (its non-secret part,
+/// for applications sharing the stack's settings; the server reads none of it) and the
+/// `.env.example` block are all written from it.
+fn rag_env(inp: &Inputs, vars: &[Var]) -> Result<Vec<AppVar>> {
+    let port = inp.port()?;
+    let v = |name: &str| Some(interp(vars, name));
+    Ok(vec![
+        AppVar {
+            name: "OPENAI_BASE_URL",
+            value: Some(format!("http://{CHAT_SERVICE}:{port}/v1")),
+            help: "OpenAI-compatible base URL of the chat server.",
+        },
+        AppVar {
+            name: "CHAT_MODEL",
+            value: v("BITNET_CHAT_MODEL_ID"),
+            help: "Model id the chat server answers to (BITNET_CHAT_MODEL_ID).",
+        },
+        AppVar {
+            name: "EMBEDDINGS_BASE_URL",
+            value: Some(format!("http://{EMBED_SERVICE}:{port}/v1")),
+            help: "OpenAI-compatible base URL of the embedding server.",
+        },
+        AppVar {
+            name: "EMBEDDING_MODEL",
+            value: v("BITNET_EMBED_MODEL_ID"),
+            help: "Model id the embedding server answers to (BITNET_EMBED_MODEL_ID).",
+        },
+        AppVar {
+            name: "EMBEDDING_DIMENSION",
+            value: v("EMBEDDING_DIMENSION"),
+            help: "Width of the vectors, e.g. for a Neo4j vector index.",
+        },
+        AppVar {
+            name: "NEO4J_URI",
+            value: Some(format!("bolt://{NEO4J_SERVICE}:{NEO4J_BOLT_PORT}")),
+            help: "Bolt address of Neo4j.",
+        },
+        AppVar {
+            name: "NEO4J_USERNAME",
+            value: Some(NEO4J_USER.to_string()),
+            help: "Neo4j user.",
+        },
+        AppVar {
+            name: "NEO4J_PASSWORD",
+            value: None,
+            help: "Neo4j password (from the environment of `up`; never in a file).",
+        },
+        AppVar {
+            name: "BITNET_API_KEY",
+            value: None,
+            help: "The servers' API key, if set (an OpenAI client's api_key).",
+        },
+    ])
+}
+
+/// `NAME=value`, or the bare name of a secret (its value comes from the environment at `up`).
+fn env_entry(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("{name}={value}"),
+        None => name.to_string(),
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Variables the user sets (compose interpolation), documented in .env.example.
@@ -53,7 +146,7 @@ struct Var {
     name: &'static str,
     /// `None`: passed through from the environment, never given a value in any file.
     default: Option<String>,
-    help: &'static str,
+    help: Cow<'static, str>,
     profiles: &'static str,
 }
 
@@ -77,25 +170,27 @@ fn interp(vars: &[Var], name: &str) -> String {
 
 fn variables(inp: &Inputs) -> Vec<Var> {
     let mem = memory_limit_mib(&MODEL_2B4T, CTX, PARALLEL);
+    let embed_mem = memory_limit_mib(&MODEL_EMBED_0_6B, CTX, PARALLEL);
     let s = |x: &str| Some(x.to_string());
     vec![
         Var {
             name: "BITNET_IMAGE",
             default: Some(inp.multi_arch_tag()),
             help: "Image; the default is the multi-arch tag (the best tier for this host after \
-                   `cargo xtask build-images --load`). Pin a tier with one of the tags below.",
+                   `cargo xtask build-images --load`). Pin a tier with one of the tags below."
+                .into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_PUBLISH_ADDR",
             default: s("127.0.0.1"),
-            help: "Host address the API port is published on (0.0.0.0 for every interface).",
+            help: "Host address the API port is published on (0.0.0.0 for every interface).".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_PUBLISH_PORT",
             default: s("8080"),
-            help: "Host port of the API.",
+            help: "Host port of the API.".into(),
             profiles: "all",
         },
         Var {
@@ -103,43 +198,44 @@ fn variables(inp: &Inputs) -> Vec<Var> {
             default: Some(format!("{mem}m")),
             help: "Memory limit: model file + KV cache (2 x layers x KV heads x head dim x 2 \
                    bytes x context x parallel) + 512 MiB headroom, rounded up to 256 MiB. \
-                   Default sized for the 2B-4T I2_S file (1.19 GB) at context 4096, parallel 4.",
+                   Default sized for the 2B-4T I2_S file (1.19 GB) at context 4096, parallel 4."
+                .into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_CPUS",
             default: s("2"),
-            help: "CPU limit (the server uses as many threads as the limit allows).",
+            help: "CPU limit (the server uses as many threads as the limit allows).".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_CTX_SIZE",
             default: Some(CTX.to_string()),
-            help: "Context length per sequence (raise BITNET_MEM_LIMIT with it).",
+            help: "Context length per sequence (raise BITNET_MEM_LIMIT with it).".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_PARALLEL",
             default: Some(PARALLEL.to_string()),
-            help: "Requests generating at once (raise BITNET_MEM_LIMIT with it).",
+            help: "Requests generating at once (raise BITNET_MEM_LIMIT with it).".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_LOG_FORMAT",
             default: s("text"),
-            help: "text, or json (one object per line) for log collectors.",
+            help: "text, or json (one object per line) for log collectors.".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_HEALTH_INTERVAL",
             default: Some(inp.spec.config.healthcheck.interval.clone()),
-            help: "How often Docker runs the healthcheck.",
+            help: "How often Docker runs the healthcheck.".into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_START_PERIOD",
             default: Some(inp.spec.config.healthcheck.start_period.clone()),
-            help: "Healthcheck grace period after start (failures before it do not count).",
+            help: "Healthcheck grace period after start (failures before it do not count).".into(),
             profiles: "volume-mount, full-stack",
         },
         Var {
@@ -147,89 +243,165 @@ fn variables(inp: &Inputs) -> Vec<Var> {
             default: Some(format!("{}s", download_start_period_s(&MODEL_2B4T))),
             help: "Healthcheck grace period of the download profile: long enough for the 1.19 GB \
                    2B-4T file at 1 MB/s. A failed download (e.g. a sha256 mismatch) shows as \
-                   unhealthy only after it; /health and the logs name the problem at once.",
+                   unhealthy only after it; /health and the logs name the problem at once."
+                .into(),
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_API_KEY",
             default: None,
-            help: "Require `Authorization: Bearer <key>` (passed through, never written here).",
+            help: "Require `Authorization: Bearer <key>` (passed through, never written here)."
+                .into(),
             profiles: "all",
         },
         Var {
             name: "BITNET_MODELS_DIR",
             default: s("./models"),
             help: "Host directory with the model, mounted read-only at /models (readable by uid \
-                   65532: `chmod -R a+rX`). Relative to compose/.",
+                   65532: `chmod -R a+rX`). Relative to compose/."
+                .into(),
             profiles: "volume-mount, full-stack",
         },
         Var {
             name: "BITNET_MODEL_FILE",
             default: s(MODEL_FILE),
-            help: "File name of the model inside BITNET_MODELS_DIR.",
+            help: "File name of the model inside BITNET_MODELS_DIR.".into(),
             profiles: "volume-mount, full-stack",
+        },
+        Var {
+            name: "BITNET_CHAT_MODEL_ID",
+            default: s(HF_REPO),
+            help: "Model id the full-stack chat server answers to (CHAT_MODEL in rag-env.yaml)."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_MODELS_DIR",
+            default: s("./models"),
+            help: "Host directory with the embedding model, mounted read-only at /models of the \
+                   embedding server (readable by uid 65532). Relative to compose/."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_MODEL_FILE",
+            default: s(EMBED_HF_FILE),
+            help: format!(
+                "File name of the embedding model inside BITNET_EMBED_MODELS_DIR; the default \
+                 is the published file of the Hugging Face repo {EMBED_HF_REPO}. The server \
+                 serves embeddings because the file is an embedding model; no flag says so."
+            )
+            .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_MODEL_ID",
+            default: s(EMBED_HF_REPO),
+            help: "Model id the embedding server answers to (EMBEDDING_MODEL in rag-env.yaml)."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_PUBLISH_PORT",
+            default: Some(EMBED_PUBLISH_PORT.to_string()),
+            help: "Host port of the embedding server's API (on BITNET_PUBLISH_ADDR).".into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_MEM_LIMIT",
+            default: Some(format!("{embed_mem}m")),
+            help: "Memory limit of the embedding server, by the rule of BITNET_MEM_LIMIT with \
+                   BITNET_EMBED_CTX_SIZE and BITNET_PARALLEL. Default sized for the 0.6b \
+                   embedding model (28 layers, 8 KV heads, head dim 128; file about 0.7 GB, an \
+                   estimate) at context 4096, parallel 4."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "BITNET_EMBED_CTX_SIZE",
+            default: Some(CTX.to_string()),
+            help: "Longest input of the embedding server, in tokens (at most the model's trained \
+                   context: 2048 for the 270m model; raise BITNET_EMBED_MEM_LIMIT with it)."
+                .into(),
+            profiles: "full-stack",
+        },
+        Var {
+            name: "EMBEDDING_DIMENSION",
+            default: Some(EMBED_DIM.to_string()),
+            help: format!(
+                "Width of the embedding vectors, for applications (EMBEDDING_DIMENSION in \
+                 rag-env.yaml): {EMBED_DIM} for the 0.6b model, {EMBED_DIM_270M} for the 270m \
+                 one. The servers do not read it; it must match the mounted model."
+            )
+            .into(),
+            profiles: "full-stack",
         },
         Var {
             name: "BITNET_HF_REPO",
             default: s(HF_REPO),
-            help: "Hugging Face repo to download from (set it empty to use BITNET_MODEL_URL).",
+            help: "Hugging Face repo to download from (set it empty to use BITNET_MODEL_URL)."
+                .into(),
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_HF_FILE",
             default: s(HF_FILE),
-            help: "File inside the repo.",
+            help: "File inside the repo.".into(),
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_REVISION",
             default: s(REVISION),
-            help: "Branch, tag or commit of the repo (a commit hash makes restarts offline-safe).",
+            help: "Branch, tag or commit of the repo (a commit hash makes restarts offline-safe)."
+                .into(),
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_SHA256",
             default: s(""),
-            help: "Expected sha256 of the file (default: the digest the hub publishes).",
+            help: "Expected sha256 of the file (default: the digest the hub publishes).".into(),
             profiles: "runtime-download",
         },
         Var {
             name: "BITNET_MODEL_URL",
             default: s(""),
             help: "Download from this URL instead of the hub (with BITNET_HF_REPO= and \
-                   BITNET_HF_FILE= empty).",
+                   BITNET_HF_FILE= empty)."
+                .into(),
             profiles: "runtime-download",
         },
         Var {
             name: "HF_ENDPOINT",
             default: s(HF_ENDPOINT),
-            help: "Hub endpoint (a mirror).",
+            help: "Hub endpoint (a mirror).".into(),
             profiles: "runtime-download",
         },
         Var {
             name: "HF_TOKEN",
             default: None,
             help: "Token for gated/private repos: set it in the shell or your own .env (passed \
-                   through, never written into a generated file).",
+                   through, never written into a generated file)."
+                .into(),
             profiles: "runtime-download",
         },
         Var {
             name: "NEO4J_IMAGE",
             default: s("neo4j:5"),
-            help: "Neo4j 5 image (must be pullable or already loaded).",
+            help: "Neo4j 5 image (must be pullable or already loaded).".into(),
             profiles: "full-stack",
         },
         Var {
             name: "NEO4J_PASSWORD",
-            default: s(""),
+            default: None,
             help: "Password of the neo4j user (at least 8 characters; Neo4j refuses to start \
-                   without one).",
+                   without one)."
+                .into(),
             profiles: "full-stack",
         },
         Var {
             name: "NEO4J_MEM_LIMIT",
             default: s("2g"),
-            help: "Neo4j memory limit (heap 1G + page cache 512M + headroom).",
+            help: "Neo4j memory limit (heap 1G + page cache 512M + headroom).".into(),
             profiles: "full-stack",
         },
     ]
@@ -242,11 +414,35 @@ const PROFILES: [&str; 3] = ["volume-mount", "runtime-download", "full-stack"];
 
 /// How a server service gets its model.
 enum Source {
-    Mounted,
+    /// From a host directory: the variables naming the directory and the file in it.
+    Mounted {
+        dir: &'static str,
+        file: &'static str,
+    },
     Downloaded,
 }
 
-fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> Result<Y> {
+const MOUNTED: Source = Source::Mounted {
+    dir: "BITNET_MODELS_DIR",
+    file: "BITNET_MODEL_FILE",
+};
+
+/// One bitnet-server service: where its model comes from and which variables size and name it.
+struct Server {
+    profile: &'static str,
+    source: Source,
+    mem_limit: &'static str,
+    ctx_size: &'static str,
+    publish_port: &'static str,
+    /// The variable whose value the server reports as its model id (`BITNET_MODEL_ID`), if any.
+    model_id: Option<&'static str>,
+    /// Set the non-secret part of [`rag_env`] (the full-stack chat server, see there).
+    app_env: bool,
+    /// A service that must be healthy first.
+    depends_on: Option<&'static str>,
+}
+
+fn server_service(inp: &Inputs, vars: &[Var], s: Server) -> Result<Y> {
     let cfg = &inp.spec.config;
     let port = inp.port()?;
     let mount = inp.model_mount()?;
@@ -256,16 +452,16 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
         "BITNET_HOST=0.0.0.0".to_string(),
         format!("BITNET_PORT={port}"),
         format!("BITNET_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT_S}"),
-        format!("BITNET_CTX_SIZE={}", v("BITNET_CTX_SIZE")),
+        format!("BITNET_CTX_SIZE={}", v(s.ctx_size)),
         format!("BITNET_PARALLEL={}", v("BITNET_PARALLEL")),
         format!("BITNET_LOG_FORMAT={}", v("BITNET_LOG_FORMAT")),
     ];
     let mut volumes = Vec::new();
     let mut start_period = v("BITNET_START_PERIOD");
-    match source {
-        Source::Mounted => {
-            env.push(format!("BITNET_MODEL={mount}/{}", v("BITNET_MODEL_FILE")));
-            volumes.push(format!("{}:{mount}:ro", v("BITNET_MODELS_DIR")));
+    match s.source {
+        Source::Mounted { dir, file } => {
+            env.push(format!("BITNET_MODEL={mount}/{}", v(file)));
+            volumes.push(format!("{}:{mount}:ro", v(dir)));
         }
         Source::Downloaded => {
             for name in [
@@ -285,29 +481,31 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
             start_period = v("BITNET_DOWNLOAD_START_PERIOD");
         }
     }
+    if let Some(id) = s.model_id {
+        env.push(format!("BITNET_MODEL_ID={}", v(id)));
+    }
     // Secrets: the name only, so the value comes from the environment at `up` time.
     env.push("BITNET_API_KEY".into());
-    if matches!(source, Source::Downloaded) {
+    if matches!(s.source, Source::Downloaded) {
         env.push("HF_TOKEN".into());
     }
-    if profile == "full-stack" {
-        env.push("NEO4J_URI=bolt://neo4j:7687".into());
-        env.push("NEO4J_USERNAME=neo4j".into());
+    let mut app_names = Vec::new();
+    if s.app_env {
+        for a in rag_env(inp, vars)? {
+            if let Some(value) = &a.value {
+                env.push(env_entry(a.name, Some(value)));
+                app_names.push(a.name);
+            }
+        }
     }
-
-    let stack: &[&str] = if profile == "full-stack" {
-        STACK_ENV
-    } else {
-        &[]
-    };
     deploy::check_server_env(
         env.iter().map(|e| e.split('=').next().unwrap_or_default()),
-        stack,
+        &app_names,
     )?;
 
     let hc = &cfg.healthcheck;
     let mut entries: Vec<(&str, Y)> = vec![
-        ("profiles", flow(&[profile])),
+        ("profiles", flow(&[s.profile])),
         ("image", st(v("BITNET_IMAGE"))),
         // No --model in the command: every setting comes from the environment below.
         ("command", flow(&["serve"])),
@@ -319,7 +517,7 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
         ("init", Y::Bool(true)),
         ("restart", st("unless-stopped")),
         ("stop_grace_period", st(format!("{STOP_GRACE_S}s"))),
-        ("mem_limit", st(v("BITNET_MEM_LIMIT"))),
+        ("mem_limit", st(v(s.mem_limit))),
         ("cpus", st(v("BITNET_CPUS"))),
         (
             "environment",
@@ -330,7 +528,7 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
             Y::List(vec![st(format!(
                 "{}:{}:{port}",
                 v("BITNET_PUBLISH_ADDR"),
-                v("BITNET_PUBLISH_PORT")
+                v(s.publish_port)
             ))]),
         ),
         (
@@ -338,20 +536,17 @@ fn server_service(inp: &Inputs, vars: &[Var], profile: &str, source: Source) -> 
             Y::List(volumes.into_iter().map(Y::Str).collect()),
         ),
     ];
-    if matches!(source, Source::Downloaded) {
+    if matches!(s.source, Source::Downloaded) {
         // A hub or mirror on the Docker host (Docker 20.10+).
         entries.push((
             "extra_hosts",
             Y::List(vec![st("host.docker.internal:host-gateway")]),
         ));
     }
-    if profile == "full-stack" {
+    if let Some(dep) = s.depends_on {
         entries.push((
             "depends_on",
-            map(vec![(
-                "neo4j",
-                map(vec![("condition", st("service_healthy"))]),
-            )]),
+            map(vec![(dep, map(vec![("condition", st("service_healthy"))]))]),
         ));
     }
     entries.push((
@@ -385,7 +580,7 @@ fn neo4j_service(vars: &[Var]) -> Y {
         (
             "environment",
             Y::List(vec![
-                st(format!("NEO4J_AUTH=neo4j/{}", v("NEO4J_PASSWORD"))),
+                st(format!("NEO4J_AUTH={NEO4J_USER}/{}", v("NEO4J_PASSWORD"))),
                 st("NEO4J_server_memory_heap_max__size=1G"),
                 st("NEO4J_server_memory_pagecache_size=512M"),
             ]),
@@ -412,20 +607,59 @@ fn neo4j_service(vars: &[Var]) -> Y {
 
 fn compose_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
     parse_duration(&inp.spec.config.healthcheck.start_period)?;
+    let chat = |profile, source| Server {
+        profile,
+        source,
+        mem_limit: "BITNET_MEM_LIMIT",
+        ctx_size: "BITNET_CTX_SIZE",
+        publish_port: "BITNET_PUBLISH_PORT",
+        model_id: None,
+        app_env: false,
+        depends_on: None,
+    };
     let mut services = match map(vec![
         (
             "server",
-            server_service(inp, vars, "volume-mount", Source::Mounted)?,
+            server_service(inp, vars, chat("volume-mount", MOUNTED))?,
         ),
         (
             "server-download",
-            server_service(inp, vars, "runtime-download", Source::Downloaded)?,
+            server_service(inp, vars, chat("runtime-download", Source::Downloaded))?,
         ),
         (
-            "server-stack",
-            server_service(inp, vars, "full-stack", Source::Mounted)?,
+            CHAT_SERVICE,
+            server_service(
+                inp,
+                vars,
+                Server {
+                    model_id: Some("BITNET_CHAT_MODEL_ID"),
+                    app_env: true,
+                    depends_on: Some(NEO4J_SERVICE),
+                    ..chat("full-stack", MOUNTED)
+                },
+            )?,
         ),
-        ("neo4j", neo4j_service(vars)),
+        (
+            EMBED_SERVICE,
+            server_service(
+                inp,
+                vars,
+                Server {
+                    profile: "full-stack",
+                    source: Source::Mounted {
+                        dir: "BITNET_EMBED_MODELS_DIR",
+                        file: "BITNET_EMBED_MODEL_FILE",
+                    },
+                    mem_limit: "BITNET_EMBED_MEM_LIMIT",
+                    ctx_size: "BITNET_EMBED_CTX_SIZE",
+                    publish_port: "BITNET_EMBED_PUBLISH_PORT",
+                    model_id: Some("BITNET_EMBED_MODEL_ID"),
+                    app_env: false,
+                    depends_on: None,
+                },
+            )?,
+        ),
+        (NEO4J_SERVICE, neo4j_service(vars)),
     ]) {
         Y::Map(e) => e,
         _ => unreachable!(),
@@ -437,8 +671,14 @@ fn compose_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
          (Range-resumed after a restart, sha256-verified before use)."
             .into(),
     );
-    services[2].2 = Some(
-        "Profile full-stack: the mounted model plus Neo4j 5; starts once Neo4j is healthy.".into(),
+    services[2].2 = Some(format!(
+        "Profile full-stack: the chat server (mounted model), the embedding server and Neo4j 5.\n\
+         The chat server starts once Neo4j is healthy; applications take their environment from\n\
+         {RAG_ENV_FILE} (extends)."
+    ));
+    services[3].2 = Some(
+        "The embedding server: the same image, an embedding model mounted; depends on nothing."
+            .into(),
     );
     let doc = Y::Map(vec![
         ("services".into(), Y::Map(services), None),
@@ -468,7 +708,7 @@ fn header(c: &str) -> String {
     deploy::header(c, REFRESH, "compose.rs")
 }
 
-fn env_example(inp: &Inputs, vars: &[Var]) -> String {
+fn env_example(inp: &Inputs, vars: &[Var], app: &[AppVar]) -> String {
     let mut out = header("#");
     out.push_str(
         "# Copy to compose/.env (or export the variables) and uncomment what you change.\n\
@@ -476,7 +716,7 @@ fn env_example(inp: &Inputs, vars: &[Var]) -> String {
     );
     for v in vars {
         out.push('\n');
-        for line in deploy::wrap(v.help, 96) {
+        for line in deploy::wrap(&v.help, 96) {
             let _ = writeln!(out, "# {line}");
         }
         let _ = writeln!(out, "# ({})", v.profiles);
@@ -496,16 +736,76 @@ fn env_example(inp: &Inputs, vars: &[Var]) -> String {
             }
         }
     }
+    let _ = write!(
+        out,
+        "\n# -------------------------------------------------------------------------------------\n\
+         # Not variables to set: the environment an application on the full-stack profile gets\n\
+         # from {RAG_ENV_FILE}, written from the variables above (secrets by name only):\n"
+    );
+    for a in app {
+        let _ = writeln!(out, "#   {}", env_entry(a.name, a.value.as_deref()));
+    }
+    out.push_str("# The application's own compose file takes it with `extends`:\n");
+    out.push_str(&app_example("#"));
     out
+}
+
+/// How an application's compose file takes the environment (`.env.example` and `rag-env.yaml`
+/// show it).
+fn app_example(c: &str) -> String {
+    format!(
+        "{c}   services:\n\
+         {c}     app:\n\
+         {c}       extends: {{file: {RAG_ENV_FILE}, service: {RAG_ENV_SERVICE}}}\n\
+         {c}       profiles: [full-stack]\n\
+         {c}       image: my-rag-app\n\
+         {c} saved as compose/app.yaml (the path in `file:` is relative to it), then:\n\
+         {c}   NEO4J_PASSWORD=... docker-compose -f compose.yaml -f app.yaml --profile full-stack up -d\n"
+    )
+}
+
+/// `rag-env.yaml`: the template service an application extends.
+fn rag_env_yaml(inp: &Inputs, vars: &[Var]) -> Result<String> {
+    let app = rag_env(inp, vars)?;
+    let mut out = header("#");
+    out.push_str(
+        "# The environment an application on the full-stack profile needs. Not a project of its\n\
+         # own (do not pass it with -f): an application's compose file takes it with `extends`:\n",
+    );
+    out.push_str(&app_example("#"));
+    out.push_str(
+        "# Secrets are names only: their values come from the environment of `up`. Variables and\n\
+         # defaults: .env.example.\n#\n",
+    );
+    let width = app.iter().map(|a| a.name.len()).max().unwrap_or(0);
+    for a in &app {
+        let _ = writeln!(out, "# {:width$}  {}", a.name, a.help);
+    }
+    out.push('\n');
+    let env = app
+        .iter()
+        .map(|a| Y::Str(env_entry(a.name, a.value.as_deref())))
+        .collect();
+    let doc = map(vec![(
+        "services",
+        map(vec![(
+            RAG_ENV_SERVICE,
+            map(vec![("environment", Y::List(env))]),
+        )]),
+    )]);
+    write_node(&mut out, &doc, 0);
+    Ok(out)
 }
 
 /// The generated files: (name, contents).
 fn generate(root: &Path) -> Result<Vec<(String, String)>> {
     let inp = Inputs::read(root)?;
     let vars = variables(&inp);
+    let app = rag_env(&inp, &vars)?;
     Ok(vec![
         ("compose.yaml".into(), compose_yaml(&inp, &vars)?),
-        (".env.example".into(), env_example(&inp, &vars)),
+        (RAG_ENV_FILE.into(), rag_env_yaml(&inp, &vars)?),
+        (".env.example".into(), env_example(&inp, &vars, &app)),
     ])
 }
 
@@ -552,5 +852,158 @@ mod tests {
             yaml.contains("test: [CMD, \"/usr/local/bin/bitnet-server\", healthcheck]"),
             "{yaml}"
         );
+    }
+
+    /// The lines of service `name` in the generated compose file (up to the next service).
+    fn service(yaml: &str, name: &str) -> String {
+        let head = format!("  {name}:");
+        let mut lines = yaml.lines().skip_while(|l| *l != head);
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("no service {name}:\n{yaml}"));
+        let body = lines.take_while(|l| l.starts_with("   "));
+        std::iter::once(first)
+            .chain(body)
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn full_stack_runs_a_chat_and_an_embedding_server_beside_neo4j() {
+        let root = crate::workspace_root();
+        let files = generate(&root).unwrap();
+        let yaml = &files[0].1;
+        let embed = &service(yaml, EMBED_SERVICE);
+        let chat = &service(yaml, CHAT_SERVICE);
+        assert!(embed.contains("profiles: [full-stack]"), "{embed}");
+        // Its own model directory and file (the published file by default), port and id.
+        assert!(
+            embed.contains(
+                "\"BITNET_MODEL=/models/${BITNET_EMBED_MODEL_FILE:-bitnet-embeddings-0.6b-bf16-i2_s.gguf}\""
+            ),
+            "{embed}"
+        );
+        assert!(
+            embed.contains("\"${BITNET_EMBED_MODELS_DIR:-./models}:/models:ro\""),
+            "{embed}"
+        );
+        assert!(
+            embed.contains(":${BITNET_EMBED_PUBLISH_PORT:-8081}:8080\""),
+            "{embed}"
+        );
+        assert!(
+            embed.contains(
+                "\"BITNET_MODEL_ID=${BITNET_EMBED_MODEL_ID:-microsoft/bitnet-embedding-0.6b}\""
+            ),
+            "{embed}"
+        );
+        // Its own context (the 270m model is trained for 2048 tokens, the chat model for 4096).
+        assert!(
+            embed.contains("\"BITNET_CTX_SIZE=${BITNET_EMBED_CTX_SIZE:-4096}\""),
+            "{embed}"
+        );
+        // Memory by the same rule, for the 0.6b shape: 3072 MiB at context 4096 × 4.
+        let mib = memory_limit_mib(&MODEL_EMBED_0_6B, CTX, PARALLEL);
+        assert_eq!(mib, 3072);
+        assert!(
+            embed.contains(&format!(
+                "mem_limit: \"${{BITNET_EMBED_MEM_LIMIT:-{mib}m}}\""
+            )),
+            "{embed}"
+        );
+        // Depends on nothing but its model; healthchecked like every server.
+        assert!(!embed.contains("depends_on"), "{embed}");
+        assert!(
+            embed.contains("test: [CMD, \"/usr/local/bin/bitnet-server\", healthcheck]"),
+            "{embed}"
+        );
+        // The chat server as before: its model, after Neo4j.
+        assert!(
+            chat.contains("\"BITNET_MODEL=/models/${BITNET_MODEL_FILE:-model.gguf}\""),
+            "{chat}"
+        );
+        assert!(chat.contains("depends_on:\n      neo4j:"), "{chat}");
+        assert!(
+            chat.contains(":${BITNET_PUBLISH_PORT:-8080}:8080\""),
+            "{chat}"
+        );
+    }
+
+    #[test]
+    fn the_app_environment_names_the_services_and_never_a_password() {
+        let root = crate::workspace_root();
+        let files = generate(&root).unwrap();
+        let get = |name: &str| &files.iter().find(|(n, _)| n == name).unwrap().1;
+        let (yaml, rag, example) = (get("compose.yaml"), get(RAG_ENV_FILE), get(".env.example"));
+        let entries: Vec<&str> = rag
+            .lines()
+            .filter_map(|l| l.strip_prefix("      - "))
+            .map(|l| l.trim_matches('"'))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                "OPENAI_BASE_URL=http://server-stack:8080/v1",
+                "CHAT_MODEL=${BITNET_CHAT_MODEL_ID:-microsoft/bitnet-b1.58-2B-4T-gguf}",
+                "EMBEDDINGS_BASE_URL=http://server-embed:8080/v1",
+                "EMBEDDING_MODEL=${BITNET_EMBED_MODEL_ID:-microsoft/bitnet-embedding-0.6b}",
+                "EMBEDDING_DIMENSION=${EMBEDDING_DIMENSION:-1024}",
+                "NEO4J_URI=bolt://neo4j:7687",
+                "NEO4J_USERNAME=neo4j",
+                "NEO4J_PASSWORD",
+                "BITNET_API_KEY",
+            ],
+            "{rag}"
+        );
+        assert!(rag.contains("  rag-env:\n    environment:\n"), "{rag}");
+        // The host names in the URLs are services of the compose file.
+        for host in [CHAT_SERVICE, EMBED_SERVICE, NEO4J_SERVICE] {
+            assert!(yaml.contains(&format!("\n  {host}:\n")), "{host}");
+        }
+        // The chat server carries the same non-secret entries (as it carried NEO4J_URI before).
+        let chat = service(yaml, CHAT_SERVICE);
+        for e in entries.iter().filter(|e| e.contains('=')) {
+            assert!(chat.contains(&format!("- \"{e}\"")), "{e} in\n{chat}");
+        }
+        // The embedding server gets none of them.
+        let embed = service(yaml, EMBED_SERVICE);
+        assert!(
+            !embed.contains("NEO4J") && !embed.contains("BASE_URL"),
+            "{embed}"
+        );
+        // .env.example documents every entry and every new variable with its default.
+        for e in &entries {
+            assert!(example.contains(&format!("#   {e}\n")), "{e}");
+        }
+        for v in [
+            "#BITNET_EMBED_MODELS_DIR=./models",
+            "#BITNET_EMBED_MODEL_FILE=bitnet-embeddings-0.6b-bf16-i2_s.gguf",
+            "#BITNET_EMBED_PUBLISH_PORT=8081",
+            "#BITNET_EMBED_MEM_LIMIT=3072m",
+            "#BITNET_EMBED_CTX_SIZE=4096",
+            "#EMBEDDING_DIMENSION=1024",
+        ] {
+            assert!(example.contains(&format!("{v}\n")), "{v}");
+        }
+        // The password is never given a value: only `${NEO4J_PASSWORD:-}` (empty while unset, so
+        // profiles without Neo4j need none), the bare name, or the empty example line.
+        for (name, text) in &files {
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("NEO4J_PASSWORD") {
+                let after = &rest[i + "NEO4J_PASSWORD".len()..];
+                let ok = after.starts_with(":-}")
+                    || after.starts_with("=\n")
+                    || after.starts_with('\n')
+                    || after.starts_with(' ')
+                    || after.starts_with(')')
+                    || after.starts_with("=...");
+                assert!(
+                    ok,
+                    "{name}: NEO4J_PASSWORD{}",
+                    &after[..after.len().min(20)]
+                );
+                rest = after;
+            }
+        }
     }
 }

@@ -58,6 +58,15 @@ pub const HF_ENDPOINT: &str = "https://huggingface.co";
 /// The file name a mounted model directory is expected to hold.
 pub const MODEL_FILE: &str = "model.gguf";
 
+/// The embedding model of the full-stack deployment: Microsoft's published BitNet embedding file
+/// (GGUF arch `qwen3`, 1024-dimensional pooled output).
+pub const EMBED_HF_REPO: &str = "microsoft/bitnet-embedding-0.6b";
+pub const EMBED_HF_FILE: &str = "bitnet-embeddings-0.6b-bf16-i2_s.gguf";
+/// Width of the vectors [`EMBED_HF_FILE`] returns (its `n_embd`). The smaller published
+/// embedding model (gemma3, 270m) returns [`EMBED_DIM_270M`].
+pub const EMBED_DIM: u64 = 1024;
+pub const EMBED_DIM_270M: u64 = 640;
+
 /// Seconds the server drains in-flight requests after SIGTERM (`BITNET_SHUTDOWN_TIMEOUT`, set
 /// explicitly so the grace periods below always exceed it).
 /// The server's own default (`serve --shutdown-timeout`), which fits Docker's 10 s stop window.
@@ -78,6 +87,18 @@ pub const MODEL_2B4T: ModelSize = ModelSize {
     file_bytes: 1_187_801_280,
     n_layer: 30,
     n_kv_head: 5,
+    head_dim: 128,
+};
+/// The 0.6b embedding model ([`EMBED_HF_FILE`]): 28 layers, 8 KV heads, head_dim 128. The file
+/// size, 0.7 GB, is an ESTIMATE, not the published file's measured size. The converter's tensor
+/// list with an F16 token embedding (151936 × 1024 × 2 B = 0.31 GB) and I2_S projections (28 × 7,
+/// 0.11 GB) gives 0.43 GB (`cargo xtask gen-model --preset qwen3-embed-0.6b` writes 425,237,728
+/// bytes); an F32 token embedding would make it 0.74 GB. The rule gives 3072 MiB for any size
+/// above 0.54 GB up to 0.81 GB and 2816 MiB at 0.43 GB, so the estimate errs on the safe side.
+pub const MODEL_EMBED_0_6B: ModelSize = ModelSize {
+    file_bytes: 700_000_000,
+    n_layer: 28,
+    n_kv_head: 8,
     head_dim: 128,
 };
 /// Default context and batch of the generated deployments (they size the KV cache).
@@ -290,6 +311,17 @@ mod tests {
         assert_eq!(memory_limit_mib(&MODEL_2B4T, 2048, 1), 2048);
         assert_eq!(download_start_period_s(&MODEL_2B4T), 1500);
         assert_eq!(download_cache_gib(&MODEL_2B4T), 2);
+    }
+
+    #[test]
+    fn memory_rule_for_the_embedding_model() {
+        // KV: 2 × 28 × 8 × 128 × 2 B = 112 KiB per token; × 4 × 4096 = 1.75 GiB. With the
+        // 0.7 GB file and 0.5 GiB headroom: 2.90 GiB → 3 GiB.
+        let kv_per_token = 2 * 28 * 8 * 128 * 2;
+        assert_eq!(kv_per_token, 112 << 10);
+        assert_eq!(memory_limit_mib(&MODEL_EMBED_0_6B, 4096, 4), 3072);
+        // One sequence of 2048 tokens: 0.7 GB + 224 MiB + 512 MiB = 1.37 GiB → 1536 MiB.
+        assert_eq!(memory_limit_mib(&MODEL_EMBED_0_6B, 2048, 1), 1536);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! v1.29 (Debian 12's) brings each profile up with the image `build-images --load` made, the
 //! service turns healthy and answers through the published port, a download from a hub-style
 //! server on the Docker host resumes after a kill and refuses a wrong sha256, two replicas started
-//! together on one fresh model-cache volume both become ready (30 rounds), bad input gives a
+//! together on one fresh model-cache volume both become ready (30 rounds), the full-stack
+//! profile's chat and embedding servers turn healthy and an application container extending
+//! `compose/rag-env.yaml` reaches both at the base URLs of its environment, bad input gives a
 //! clear message, and `--check` catches a hand edit. Compose v2 (Debian 13's, unpacked under
 //! `target/tools/` by the ci preflight, `xtask/src/debtool.rs`) reads every profile the same way,
 //! serves the volume-mount profile and rejects an unknown profile.
@@ -161,6 +163,8 @@ struct Project {
     name: String,
     env: Vec<(String, String)>,
     port: u16,
+    /// The embedding server's published port (full-stack).
+    embed_port: u16,
     down_checked: bool,
 }
 
@@ -178,13 +182,17 @@ impl Project {
             N.fetch_add(1, Ordering::SeqCst)
         );
         let port = free_port();
+        let embed_port = free_port();
         let mut all: Vec<(String, String)> = vec![
             ("BITNET_PUBLISH_ADDR".into(), "127.0.0.1".into()),
             ("BITNET_PUBLISH_PORT".into(), port.to_string()),
+            ("BITNET_EMBED_PUBLISH_PORT".into(), embed_port.to_string()),
             ("BITNET_HEALTH_INTERVAL".into(), "2s".into()),
             ("BITNET_MEM_LIMIT".into(), "1g".into()),
+            ("BITNET_EMBED_MEM_LIMIT".into(), "1g".into()),
             ("BITNET_CPUS".into(), "1".into()),
             ("BITNET_CTX_SIZE".into(), "256".into()),
+            ("BITNET_EMBED_CTX_SIZE".into(), "256".into()),
         ];
         for (k, v) in env {
             all.retain(|(a, _)| a != k);
@@ -195,6 +203,7 @@ impl Project {
             name,
             env: all,
             port,
+            embed_port,
             down_checked: false,
         }
     }
@@ -205,7 +214,11 @@ impl Project {
         c.args(args);
         // Only what the test sets: nothing from the caller's shell leaks into the project.
         for (k, _) in std::env::vars() {
-            if k.starts_with("BITNET_") || k.starts_with("HF_") || k.starts_with("NEO4J_") {
+            if k.starts_with("BITNET_")
+                || k.starts_with("HF_")
+                || k.starts_with("NEO4J_")
+                || k == "EMBEDDING_DIMENSION"
+            {
                 c.env_remove(k);
             }
         }
@@ -389,7 +402,7 @@ fn check_passes_on_the_checked_in_files_and_fails_on_a_hand_edit() {
     assert!(o.status.success(), "{}", text(&o));
 
     let tmp = tempfile::tempdir().unwrap();
-    for f in ["compose.yaml", ".env.example"] {
+    for f in ["compose.yaml", "rag-env.yaml", ".env.example"] {
         std::fs::copy(root().join("compose").join(f), tmp.path().join(f)).unwrap();
     }
     let out = tmp.path().to_str().unwrap();
@@ -428,6 +441,12 @@ fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
     assert!(accepted.contains(&"BITNET_MODEL".to_string()), "{help}");
 
     let yaml = std::fs::read_to_string(compose_file()).unwrap();
+    // Set for the stack's applications (the chat server carries them too); the server reads none.
+    let app_env: Vec<String> = rag_env()
+        .into_iter()
+        .map(|e| e.split('=').next().unwrap().to_string())
+        .collect();
+    assert!(app_env.contains(&"NEO4J_URI".to_string()), "{app_env:?}");
     let mut checked = 0;
     let mut in_server = false;
     let mut in_env = false;
@@ -442,8 +461,8 @@ fn every_env_var_the_compose_file_sets_is_accepted_by_the_server() {
         if in_server && in_env {
             let item = line.trim().trim_start_matches("- ").trim_matches('"');
             let name = item.split('=').next().unwrap();
-            if ["NEO4J_URI", "NEO4J_USERNAME"].contains(&name) {
-                continue; // for the stack's applications; the server has no Neo4j client
+            if app_env.iter().any(|a| a == name) {
+                continue;
             }
             assert!(
                 accepted.iter().any(|a| a == name),
@@ -995,16 +1014,134 @@ fn two_replicas_on_one_fresh_volume_start_together_30_times_without_a_failure() 
 // ---------------------------------------------------------------------------------------------
 // full-stack
 
+/// The environment entries of `compose/rag-env.yaml` (`NAME=value`, or a secret's bare name).
+fn rag_env() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("compose/rag-env.yaml")).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("      - "))
+        .map(|l| l.trim_matches('"').to_string())
+        .collect()
+}
+
+/// An application's compose file, as the README shows it: a service that extends the template
+/// of `compose/rag-env.yaml` (named by its absolute path, so the file can live in a temp dir).
+/// It runs the server image's own HTTP probe, so it needs no other image.
+fn app_compose_file(dir: &Path, image: &str) -> PathBuf {
+    let path = dir.join("app.yaml");
+    let rag = root().join("compose/rag-env.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "services:\n  app:\n    extends: {{file: \"{}\", service: rag-env}}\n    \
+             profiles: [full-stack]\n    image: \"{image}\"\n    command: [healthcheck]\n",
+            rag.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `config` of the full-stack profile plus the application file: the app's environment.
+fn app_environment(p: &Project, app: &Path) -> std::collections::BTreeMap<String, String> {
+    let o = p.compose(&[
+        "-f",
+        app.to_str().unwrap(),
+        "--profile",
+        "full-stack",
+        "config",
+    ]);
+    assert!(o.status.success(), "{:?}: {}", p.compose, text(&o));
+    let config: Value = serde_yaml_ng::from_slice(&o.stdout).expect("config prints YAML");
+    match &config["services"]["app"]["environment"] {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|e| e.as_str()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        other => panic!("{:?}: app environment {other}", p.compose),
+    }
+}
+
+/// Both Compose implementations give an application that extends `rag-env.yaml` the stack's
+/// environment: the URLs and ids as generated, the embedding dimension from the user's
+/// variables, and the Neo4j password from the environment of the command (never from a file).
+#[test]
+#[ignore = "needs docker-compose and Compose v2: run by cargo xtask ci"]
+fn an_app_extending_rag_env_gets_the_stack_environment_in_v1_and_v2() {
+    require_docker!();
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app_compose_file(tmp.path(), "bitnet-server:test");
+    for compose in [Compose::V1, Compose::V2] {
+        let p = Project::with(
+            compose,
+            "app",
+            &[
+                ("NEO4J_PASSWORD", "not-a-real-secret"),
+                ("EMBEDDING_DIMENSION", "640"),
+            ],
+        );
+        let env = app_environment(&p, &app);
+        eprintln!("{compose:?}: the app's environment: {env:?}");
+        for entry in rag_env() {
+            match entry.split_once('=') {
+                Some((k, _)) if k == "EMBEDDING_DIMENSION" => {
+                    assert_eq!(env.get(k).map(String::as_str), Some("640"), "{compose:?}")
+                }
+                Some((k, v)) if !v.contains("${") => {
+                    assert_eq!(env.get(k).map(String::as_str), Some(v), "{compose:?}")
+                }
+                Some((k, _)) => assert!(env.contains_key(k), "{compose:?}: {k}"),
+                None => {}
+            }
+        }
+        assert_eq!(
+            env["EMBEDDINGS_BASE_URL"], "http://server-embed:8080/v1",
+            "{compose:?}"
+        );
+        assert_eq!(env["NEO4J_PASSWORD"], "not-a-real-secret", "{compose:?}");
+        // Unset, the password stays unset: no file supplies one.
+        let p = Project::with(compose, "app", &[]);
+        let env = app_environment(&p, &app);
+        assert!(
+            env.get("NEO4J_PASSWORD")
+                .is_none_or(|v| v.is_empty() || v == "null"),
+            "{compose:?}: {env:?}"
+        );
+        assert_eq!(env["EMBEDDING_DIMENSION"], "1024", "{compose:?}");
+    }
+}
+
+/// The full-stack profile: `config` validates; the chat server and the embedding server (an
+/// embedding model from `gen-model --preset qwen3-embed-tiny`) turn healthy; and an application
+/// container that extends `rag-env.yaml`, in the project's network, reaches both servers at the
+/// base URLs its environment names. Neo4j itself is not started (`--no-deps`): its image cannot
+/// be pulled here and the project builds none.
 #[test]
 #[ignore = "needs Docker, docker-compose and a tier image: run by cargo xtask ci"]
-fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
+fn full_stack_config_validates_and_its_servers_run_without_neo4j() {
     require_docker!();
-    image();
+    let image = image();
     let models = models_dir();
+    let embed = models.path().join("embed.gguf");
+    let (o, _) = xtask(
+        &[
+            "gen-model",
+            "--preset",
+            "qwen3-embed-tiny",
+            "--out",
+            embed.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "gen-model failed:\n{}", text(&o));
+    chmod(&embed, 0o644);
     let mut p = Project::new(
         "fs",
         &[
             ("BITNET_MODELS_DIR", models.path().to_str().unwrap()),
+            ("BITNET_EMBED_MODELS_DIR", models.path().to_str().unwrap()),
+            ("BITNET_EMBED_MODEL_FILE", "embed.gguf"),
             ("NEO4J_PASSWORD", "not-a-real-secret"),
         ],
     );
@@ -1018,8 +1155,8 @@ fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
         .unwrap();
     if !neo4j.status.success() {
         eprintln!(
-            "NOTE: the neo4j:5 image is not present and cannot be pulled here; only the server \
-             of the full-stack profile is brought up (--no-deps)"
+            "NOTE: the neo4j:5 image is not present and cannot be pulled here; only the servers \
+             of the full-stack profile are brought up (--no-deps)"
         );
     }
     let o = p.compose(&[
@@ -1029,17 +1166,97 @@ fn full_stack_config_validates_and_its_server_runs_without_neo4j() {
         "-d",
         "--no-deps",
         "server-stack",
+        "server-embed",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     p.wait_health("server-stack", "healthy", Duration::from_secs(120));
+    p.wait_health("server-embed", "healthy", Duration::from_secs(120));
     p.chat();
-    assert_eq!(
-        p.inspect("server-stack", "{{range .Config.Env}}{{println .}}{{end}}")
-            .lines()
-            .find(|l| l.starts_with("NEO4J_URI="))
-            .unwrap_or_default(),
-        "NEO4J_URI=bolt://neo4j:7687"
+    for service in ["server-stack", "server-embed"] {
+        assert_hardened(&p, service);
+    }
+
+    // The embedding server on its own published port: ready, and a unit vector per input.
+    let (status, health) = http(p.embed_port, "GET", "/health", None).expect("embed /health");
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains("ready"), "{health}");
+    let request = serde_json::json!({
+        "model": "microsoft/bitnet-embedding-0.6b",
+        "input": ["graph databases store relationships", "hello"],
+    });
+    let (status, body) = http(
+        p.embed_port,
+        "POST",
+        "/v1/embeddings",
+        Some(&request.to_string()),
+    )
+    .expect("embeddings request");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let vectors = v["data"].as_array().expect("data");
+    assert_eq!(vectors.len(), 2, "{body}");
+    for e in vectors {
+        let x: Vec<f64> = e["embedding"]
+            .as_array()
+            .expect("embedding")
+            .iter()
+            .map(|f| f.as_f64().unwrap())
+            .collect();
+        let norm = x.iter().map(|f| f * f).sum::<f64>().sqrt();
+        assert!(
+            !x.is_empty() && (norm - 1.0).abs() < 1e-3,
+            "norm {norm}: {body}"
+        );
+    }
+    eprintln!(
+        "full-stack: server-embed answered /v1/embeddings with {} vectors of {} dimensions",
+        vectors.len(),
+        vectors[0]["embedding"].as_array().unwrap().len()
     );
+
+    // The chat server carries the application environment, as generated.
+    let chat_env = p.inspect("server-stack", "{{range .Config.Env}}{{println .}}{{end}}");
+    for entry in rag_env()
+        .iter()
+        .filter(|e| !e.contains("${") && e.contains('='))
+    {
+        assert!(
+            chat_env.lines().any(|l| l == entry),
+            "{entry} in\n{chat_env}"
+        );
+    }
+
+    // An application container in the project's network reaches both servers at the base URLs
+    // of its environment (the probe prints the body of GET <base>/models).
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app_compose_file(tmp.path(), image);
+    let env = app_environment(&p, &app);
+    for (base, id) in [
+        ("EMBEDDINGS_BASE_URL", "microsoft/bitnet-embedding-0.6b"),
+        ("OPENAI_BASE_URL", "microsoft/bitnet-b1.58-2B-4T-gguf"),
+    ] {
+        let url = format!("{}/models", env[base]);
+        let o = p.compose(&[
+            "-f",
+            app.to_str().unwrap(),
+            "--profile",
+            "full-stack",
+            "run",
+            "--rm",
+            "-T",
+            "--no-deps",
+            "app",
+            "healthcheck",
+            "--timeout",
+            "10",
+            "--url",
+            &url,
+        ]);
+        let out = text(&o);
+        eprintln!("app container: GET {url} → {}", out.trim());
+        assert!(o.status.success(), "{out}");
+        assert!(out.contains(&format!("\"{id}\"")), "{id} in {out}");
+    }
     p.down();
 }
 
