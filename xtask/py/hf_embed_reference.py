@@ -65,15 +65,7 @@ POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 HF_STOCK_GEMMA3_WINDOW = 512
 
 # GGUF name -> transformers module path, per projection; `<name>_norm_in` is its BitNet norm.
-LINEARS = [
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-]
+LINEARS = hr.LINEARS
 LAYER_NORMS = {
     "qwen3": [
         ("attn_norm", "input_layernorm"),
@@ -128,22 +120,12 @@ class EWeights:
 
 def load_embed_weights(g: hr.Gguf) -> EWeights:
     md = g.metadata
-    arch = md.get("general.architecture")
-    if arch not in ARCHES:
-        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(ARCHES)}")
+    arch = hr.model_arch(g, ARCHES)
 
     def need(key):
-        full = f"{arch}.{key}"
-        if full not in md:
-            raise RefError(f"{g.path}: metadata key {full} is missing")
-        return md[full]
+        return hr.need_key(g, arch, key)
 
-    def tensor(name):
-        if name not in g.tensors:
-            raise RefError(f"{g.path}: tensor {name} is missing")
-        return name
-
-    embd = hr.decode_float(g, tensor("token_embd.weight"))
+    embd = hr.decode_float(g, hr.need_tensor(g, "token_embd.weight"))
     n_embd = int(need("embedding_length"))
     n_head = int(need("attention.head_count"))
     head_dim = int(md.get(f"{arch}.attention.key_length", n_embd // n_head))
@@ -199,21 +181,8 @@ def load_embed_weights(g: hr.Gguf) -> EWeights:
     norm_len = {key: (head_dim if key in ("attn_q_norm", "attn_k_norm") else n_embd) for key, _ in LAYER_NORMS[arch]}
     for key, shape in shapes.items():
         norm_len[key + "_norm_in"] = shape[1]
-    layers = []
-    for i in range(hp.n_layer):
-        layer = {}
-        for key, length in norm_len.items():
-            v = hr.decode_float(g, tensor(f"blk.{i}.{key}.weight"))
-            if v.shape != (length,):
-                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
-            layer[key] = v
-        for key, shape in shapes.items():
-            tern, scale = hr.decode_ternary(g, tensor(f"blk.{i}.{key}.weight"))
-            if tern.shape != shape:
-                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
-            layer[key] = (tern, scale)
-        layers.append(layer)
-    out_norm = hr.decode_float(g, tensor("output_norm.weight"))
+    layers = hr.load_layers(g, hp.n_layer, norm_len, shapes)
+    out_norm = hr.decode_float(g, hr.need_tensor(g, "output_norm.weight"))
     return EWeights(hp, embd, out_norm, layers)
 
 
@@ -679,11 +648,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except RefError as e:
-        print(f"hf_embed_reference: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except subprocess.CalledProcessError as e:
-        print(f"hf_embed_reference: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
-        sys.exit(1)
+    hr.run_cli(main, "hf_embed_reference")

@@ -406,21 +406,57 @@ class Weights:
         return self._head64
 
 
+def model_arch(g: Gguf, arches: tuple[str, ...]) -> str:
+    """general.architecture of `g`, refused unless it is one of `arches`."""
+    arch = g.metadata.get("general.architecture")
+    if arch not in arches:
+        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(arches)}")
+    return arch
+
+
+def need_key(g: Gguf, arch: str, key: str):
+    """The value of metadata key `<arch>.<key>`, which must be present."""
+    full = f"{arch}.{key}"
+    if full not in g.metadata:
+        raise RefError(f"{g.path}: metadata key {full} is missing")
+    return g.metadata[full]
+
+
+def need_tensor(g: Gguf, name: str) -> str:
+    """`name`, checked to be a tensor of `g`."""
+    if name not in g.tensors:
+        raise RefError(f"{g.path}: tensor {name} is missing")
+    return name
+
+
+def load_layers(g: Gguf, n_layer: int, norm_len: dict[str, int], shapes: dict[str, tuple[int, int]]) -> list[dict]:
+    """Per layer: each `norm_len` key as an f32 vector of that length, each `shapes` key as a ternary
+    linear (T int8 [out, in], scale) of that shape; a missing tensor or another shape is an error."""
+    layers = []
+    for i in range(n_layer):
+        layer = {}
+        for key, length in norm_len.items():
+            v = decode_float(g, need_tensor(g, f"blk.{i}.{key}.weight"))
+            if v.shape != (length,):
+                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
+            layer[key] = v
+        for key, shape in shapes.items():
+            tern, scale = decode_ternary(g, need_tensor(g, f"blk.{i}.{key}.weight"))
+            if tern.shape != shape:
+                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
+            layer[key] = (tern, scale)
+        layers.append(layer)
+    return layers
+
+
 def load_weights(g: Gguf) -> Weights:
     md = g.metadata
-    arch = md.get("general.architecture")
-    if arch not in ARCHES:
-        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(ARCHES)}")
+    arch = model_arch(g, ARCHES)
 
     def need(key):
-        full = f"{arch}.{key}"
-        if full not in md:
-            raise RefError(f"{g.path}: metadata key {full} is missing")
-        return md[full]
+        return need_key(g, arch, key)
 
-    if "token_embd.weight" not in g.tensors:
-        raise RefError(f"{g.path}: tensor token_embd.weight is missing")
-    embd = decode_float(g, "token_embd.weight")
+    embd = decode_float(g, need_tensor(g, "token_embd.weight"))
     n_embd = int(need("embedding_length"))
     n_head = int(need("attention.head_count"))
     hp = Hparams(
@@ -460,27 +496,8 @@ def load_weights(g: Gguf) -> Weights:
         "ffn_down": (n_embd, hp.n_ff),
     }
     norm_len = {"attn_norm": n_embd, "attn_sub_norm": n_embd, "ffn_norm": n_embd, "ffn_sub_norm": hp.n_ff}
-
-    def tensor(name):
-        if name not in g.tensors:
-            raise RefError(f"{g.path}: tensor {name} is missing")
-        return name
-
-    layers = []
-    for i in range(hp.n_layer):
-        layer = {}
-        for key, length in norm_len.items():
-            v = decode_float(g, tensor(f"blk.{i}.{key}.weight"))
-            if v.shape != (length,):
-                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
-            layer[key] = v
-        for key, shape in shapes.items():
-            tern, scale = decode_ternary(g, tensor(f"blk.{i}.{key}.weight"))
-            if tern.shape != shape:
-                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
-            layer[key] = (tern, scale)
-        layers.append(layer)
-    out_norm = decode_float(g, tensor("output_norm.weight"))
+    layers = load_layers(g, hp.n_layer, norm_len, shapes)
+    out_norm = decode_float(g, need_tensor(g, "output_norm.weight"))
     return Weights(hp, embd, out_norm, layers)
 
 
@@ -1210,12 +1227,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_cli(main, prog: str) -> None:
+    """Exit with main(argv)'s status; a RefError or a failed subprocess becomes a one-line error."""
     try:
         sys.exit(main(sys.argv[1:]))
     except RefError as e:
-        print(f"hf_reference: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as e:
-        print(f"hf_reference: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli(main, "hf_reference")
