@@ -95,7 +95,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The lines of `data_dir(name)/corpus.jsonl` with their ids from `expected.jsonl`, after
+/// The lines of the corpus file in `data_dir(name)` with their ids from `expected.jsonl`, after
 /// checking that the corpus (and `vocab.json`, where the header names one) is the one the ids
 /// were made from; `regenerate` says how to remake `expected.jsonl`.
 pub fn corpus(name: &str, regenerate: &str) -> Vec<Case> {
