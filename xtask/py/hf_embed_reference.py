@@ -201,27 +201,10 @@ def build_hf_model(w: EWeights, workdir: Path, stock_gemma3_window: int | None =
     from safetensors.torch import save_file
     from transformers import Gemma3TextConfig, Gemma3TextModel, Qwen3Config, Qwen3Model
     from transformers.integrations.bitnet import AutoBitLinear
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hr.quiet_transformers()
     hp = w.hp
-    common = dict(
-        vocab_size=hp.n_vocab,
-        hidden_size=hp.n_embd,
-        intermediate_size=hp.n_ff,
-        num_hidden_layers=hp.n_layer,
-        num_attention_heads=hp.n_head,
-        num_key_value_heads=hp.n_head_kv,
-        head_dim=hp.head_dim,
-        max_position_embeddings=hp.n_ctx,
-        rms_norm_eps=hp.rms_eps,
-        attention_bias=False,
-        tie_word_embeddings=True,
-        bos_token_id=hp.bos,
-        eos_token_id=hp.eos,
-        pad_token_id=None,
-    )
+    common = dict(hr.hf_config_common(hp), head_dim=hp.head_dim, pad_token_id=None)
     if hp.arch == "qwen3":
         cfg = Qwen3Config(
             **common,

@@ -697,6 +697,33 @@ def pack_hf(tern: np.ndarray) -> np.ndarray:
     return packed
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' notices ("no GPU") and progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def hf_config_common(hp) -> dict:
+    """The transformers config arguments that a model's GGUF hyper-parameters give the same way
+    for every architecture here (b1.58 Hparams and the embedding models' EHparams)."""
+    return dict(
+        vocab_size=hp.n_vocab,
+        hidden_size=hp.n_embd,
+        intermediate_size=hp.n_ff,
+        num_hidden_layers=hp.n_layer,
+        num_attention_heads=hp.n_head,
+        num_key_value_heads=hp.n_head_kv,
+        max_position_embeddings=hp.n_ctx,
+        rms_norm_eps=hp.rms_eps,
+        attention_bias=False,
+        tie_word_embeddings=True,
+        bos_token_id=hp.bos,
+        eos_token_id=hp.eos,
+    )
+
+
 def build_hf_model(w: Weights, linear_class: str, workdir: Path):
     """Write an HF checkpoint (config.json + model.safetensors, packed ternary weights) and load it
     with BitNetForCausalLM.from_pretrained, so the bitnet quantizer swaps in its W1.58A8 layers."""
@@ -704,26 +731,13 @@ def build_hf_model(w: Weights, linear_class: str, workdir: Path):
     from safetensors.torch import save_file
     from transformers import BitNetConfig, BitNetForCausalLM
     from transformers.integrations.bitnet import AutoBitLinear, BitLinear
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # "no GPU" notice
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     hp = w.hp
     cfg = BitNetConfig(
-        vocab_size=hp.n_vocab,
-        hidden_size=hp.n_embd,
-        intermediate_size=hp.n_ff,
-        num_hidden_layers=hp.n_layer,
-        num_attention_heads=hp.n_head,
-        num_key_value_heads=hp.n_head_kv,
+        **hf_config_common(hp),
         hidden_act="relu2",
-        max_position_embeddings=hp.n_ctx,
-        rms_norm_eps=hp.rms_eps,
-        tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": hp.rope_base},
-        bos_token_id=hp.bos,
-        eos_token_id=hp.eos,
-        attention_bias=False,
     )
     cfg.quantization_config = {
         "quant_method": "bitnet",
