@@ -169,15 +169,7 @@ def load_embed_weights(g: hr.Gguf) -> EWeights:
         print("note: output.weight present but ignored (embedding model)", file=sys.stderr)
 
     q_dim, kv_dim = n_head * head_dim, hp.n_head_kv * head_dim
-    shapes = {
-        "attn_q": (q_dim, n_embd),
-        "attn_k": (kv_dim, n_embd),
-        "attn_v": (kv_dim, n_embd),
-        "attn_output": (n_embd, q_dim),
-        "ffn_gate": (hp.n_ff, n_embd),
-        "ffn_up": (hp.n_ff, n_embd),
-        "ffn_down": (n_embd, hp.n_ff),
-    }
+    shapes = hr.linear_shapes(n_embd, q_dim, kv_dim, hp.n_ff)
     norm_len = {key: (head_dim if key in ("attn_q_norm", "attn_k_norm") else n_embd) for key, _ in LAYER_NORMS[arch]}
     for key, shape in shapes.items():
         norm_len[key + "_norm_in"] = shape[1]

@@ -429,6 +429,20 @@ def need_tensor(g: Gguf, name: str) -> str:
     return name
 
 
+def linear_shapes(n_embd: int, q_dim: int, kv_dim: int, n_ff: int) -> dict[str, tuple[int, int]]:
+    """[out, in] of each projection of a block whose attention is `q_dim` wide (n_head · head_dim)
+    with `kv_dim`-wide K and V, and an `n_ff`-wide gated FFN."""
+    return {
+        "attn_q": (q_dim, n_embd),
+        "attn_k": (kv_dim, n_embd),
+        "attn_v": (kv_dim, n_embd),
+        "attn_output": (n_embd, q_dim),
+        "ffn_gate": (n_ff, n_embd),
+        "ffn_up": (n_ff, n_embd),
+        "ffn_down": (n_embd, n_ff),
+    }
+
+
 def load_layers(g: Gguf, n_layer: int, norm_len: dict[str, int], shapes: dict[str, tuple[int, int]]) -> list[dict]:
     """Per layer: each `norm_len` key as an f32 vector of that length, each `shapes` key as a ternary
     linear (T int8 [out, in], scale) of that shape; a missing tensor or another shape is an error."""
@@ -486,15 +500,7 @@ def load_weights(g: Gguf) -> Weights:
         print("note: output.weight present but ignored; BitNet b1.58 ties the head to token_embd", file=sys.stderr)
 
     kv_dim = hp.head_dim * hp.n_head_kv
-    shapes = {
-        "attn_q": (n_embd, n_embd),
-        "attn_k": (kv_dim, n_embd),
-        "attn_v": (kv_dim, n_embd),
-        "attn_output": (n_embd, n_embd),
-        "ffn_gate": (hp.n_ff, n_embd),
-        "ffn_up": (hp.n_ff, n_embd),
-        "ffn_down": (n_embd, hp.n_ff),
-    }
+    shapes = linear_shapes(n_embd, n_embd, kv_dim, hp.n_ff)
     norm_len = {"attn_norm": n_embd, "attn_sub_norm": n_embd, "ffn_norm": n_embd, "ffn_sub_norm": hp.n_ff}
     layers = load_layers(g, hp.n_layer, norm_len, shapes)
     out_norm = decode_float(g, need_tensor(g, "output_norm.weight"))
