@@ -141,21 +141,10 @@ def load_embed_weights(g: hr.Gguf) -> EWeights:
         raise RefError(f"rope.dimension_count {rope_dim} != head dim {head_dim}: partial RoPE is not supported here")
     default_scalar = head_dim
     hp = EHparams(
-        arch=arch,
-        n_vocab=embd.shape[0],
-        n_embd=n_embd,
-        n_layer=int(need("block_count")),
-        n_head=n_head,
-        n_head_kv=int(md.get(f"{arch}.attention.head_count_kv", n_head)),
+        **hr.hparams_common(g, arch, embd.shape[0]),
         head_dim=head_dim,
-        n_ff=int(need("feed_forward_length")),
-        n_ctx=int(need("context_length")),
-        rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-        rms_eps=float(need("attention.layer_norm_rms_epsilon")),
         attn_scalar=float(md.get(f"{arch}.attention.query_pre_attn_scalar", default_scalar)),
         pooling=int(md.get(f"{arch}.pooling_type", 3)),
-        bos=int(md["tokenizer.ggml.bos_token_id"]) if "tokenizer.ggml.bos_token_id" in md else None,
-        eos=int(md["tokenizer.ggml.eos_token_id"]) if "tokenizer.ggml.eos_token_id" in md else None,
         add_bos=bool(md.get("tokenizer.ggml.add_bos_token", False)),
         add_eos=bool(md.get("tokenizer.ggml.add_eos_token", False)),
     )

@@ -429,6 +429,32 @@ def need_tensor(g: Gguf, name: str) -> str:
     return name
 
 
+def hparams_common(g: Gguf, arch: str, n_vocab: int) -> dict:
+    """The hyper-parameters both references read the same way from `<arch>.*` and
+    `tokenizer.ggml.*` (keyword arguments of Hparams and of hf_embed_reference's EHparams)."""
+    md = g.metadata
+
+    def token(key):
+        full = f"tokenizer.ggml.{key}"
+        return int(md[full]) if full in md else None
+
+    n_head = int(need_key(g, arch, "attention.head_count"))
+    return dict(
+        arch=arch,
+        n_vocab=n_vocab,
+        n_embd=int(need_key(g, arch, "embedding_length")),
+        n_layer=int(need_key(g, arch, "block_count")),
+        n_head=n_head,
+        n_head_kv=int(md.get(f"{arch}.attention.head_count_kv", n_head)),
+        n_ff=int(need_key(g, arch, "feed_forward_length")),
+        n_ctx=int(need_key(g, arch, "context_length")),
+        rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
+        rms_eps=float(need_key(g, arch, "attention.layer_norm_rms_epsilon")),
+        bos=token("bos_token_id"),
+        eos=token("eos_token_id"),
+    )
+
+
 def linear_shapes(n_embd: int, q_dim: int, kv_dim: int, n_ff: int) -> dict[str, tuple[int, int]]:
     """[out, in] of each projection of a block whose attention is `q_dim` wide (n_head · head_dim)
     with `kv_dim`-wide K and V, and an `n_ff`-wide gated FFN."""
@@ -473,20 +499,7 @@ def load_weights(g: Gguf) -> Weights:
     embd = decode_float(g, need_tensor(g, "token_embd.weight"))
     n_embd = int(need("embedding_length"))
     n_head = int(need("attention.head_count"))
-    hp = Hparams(
-        arch=arch,
-        n_vocab=embd.shape[0],
-        n_embd=n_embd,
-        n_layer=int(need("block_count")),
-        n_head=n_head,
-        n_head_kv=int(md.get(f"{arch}.attention.head_count_kv", n_head)),
-        n_ff=int(need("feed_forward_length")),
-        n_ctx=int(need("context_length")),
-        rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-        rms_eps=float(need("attention.layer_norm_rms_epsilon")),
-        bos=int(md["tokenizer.ggml.bos_token_id"]) if "tokenizer.ggml.bos_token_id" in md else None,
-        eos=int(md["tokenizer.ggml.eos_token_id"]) if "tokenizer.ggml.eos_token_id" in md else None,
-    )
+    hp = Hparams(**hparams_common(g, arch, embd.shape[0]))
     if embd.shape[1] != n_embd:
         raise RefError(f"token_embd.weight has rows of {embd.shape[1]}, embedding_length is {n_embd}")
     if f"{arch}.vocab_size" in md and int(md[f"{arch}.vocab_size"]) != hp.n_vocab:
