@@ -65,15 +65,7 @@ POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 HF_STOCK_GEMMA3_WINDOW = 512
 
 # GGUF name -> transformers module path, per projection; `<name>_norm_in` is its BitNet norm.
-LINEARS = [
-    ("attn_q", "self_attn.q_proj"),
-    ("attn_k", "self_attn.k_proj"),
-    ("attn_v", "self_attn.v_proj"),
-    ("attn_output", "self_attn.o_proj"),
-    ("ffn_gate", "mlp.gate_proj"),
-    ("ffn_up", "mlp.up_proj"),
-    ("ffn_down", "mlp.down_proj"),
-]
+LINEARS = hr.LINEARS
 LAYER_NORMS = {
     "qwen3": [
         ("attn_norm", "input_layernorm"),
@@ -128,22 +120,12 @@ class EWeights:
 
 def load_embed_weights(g: hr.Gguf) -> EWeights:
     md = g.metadata
-    arch = md.get("general.architecture")
-    if arch not in ARCHES:
-        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(ARCHES)}")
+    arch = hr.model_arch(g, ARCHES)
 
     def need(key):
-        full = f"{arch}.{key}"
-        if full not in md:
-            raise RefError(f"{g.path}: metadata key {full} is missing")
-        return md[full]
+        return hr.need_key(g, arch, key)
 
-    def tensor(name):
-        if name not in g.tensors:
-            raise RefError(f"{g.path}: tensor {name} is missing")
-        return name
-
-    embd = hr.decode_float(g, tensor("token_embd.weight"))
+    embd = hr.decode_float(g, hr.need_tensor(g, "token_embd.weight"))
     n_embd = int(need("embedding_length"))
     n_head = int(need("attention.head_count"))
     head_dim = int(md.get(f"{arch}.attention.key_length", n_embd // n_head))
@@ -159,21 +141,10 @@ def load_embed_weights(g: hr.Gguf) -> EWeights:
         raise RefError(f"rope.dimension_count {rope_dim} != head dim {head_dim}: partial RoPE is not supported here")
     default_scalar = head_dim
     hp = EHparams(
-        arch=arch,
-        n_vocab=embd.shape[0],
-        n_embd=n_embd,
-        n_layer=int(need("block_count")),
-        n_head=n_head,
-        n_head_kv=int(md.get(f"{arch}.attention.head_count_kv", n_head)),
+        **hr.hparams_common(g, arch, embd.shape[0]),
         head_dim=head_dim,
-        n_ff=int(need("feed_forward_length")),
-        n_ctx=int(need("context_length")),
-        rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-        rms_eps=float(need("attention.layer_norm_rms_epsilon")),
         attn_scalar=float(md.get(f"{arch}.attention.query_pre_attn_scalar", default_scalar)),
         pooling=int(md.get(f"{arch}.pooling_type", 3)),
-        bos=int(md["tokenizer.ggml.bos_token_id"]) if "tokenizer.ggml.bos_token_id" in md else None,
-        eos=int(md["tokenizer.ggml.eos_token_id"]) if "tokenizer.ggml.eos_token_id" in md else None,
         add_bos=bool(md.get("tokenizer.ggml.add_bos_token", False)),
         add_eos=bool(md.get("tokenizer.ggml.add_eos_token", False)),
     )
@@ -187,33 +158,12 @@ def load_embed_weights(g: hr.Gguf) -> EWeights:
         print("note: output.weight present but ignored (embedding model)", file=sys.stderr)
 
     q_dim, kv_dim = n_head * head_dim, hp.n_head_kv * head_dim
-    shapes = {
-        "attn_q": (q_dim, n_embd),
-        "attn_k": (kv_dim, n_embd),
-        "attn_v": (kv_dim, n_embd),
-        "attn_output": (n_embd, q_dim),
-        "ffn_gate": (hp.n_ff, n_embd),
-        "ffn_up": (hp.n_ff, n_embd),
-        "ffn_down": (n_embd, hp.n_ff),
-    }
+    shapes = hr.linear_shapes(n_embd, q_dim, kv_dim, hp.n_ff)
     norm_len = {key: (head_dim if key in ("attn_q_norm", "attn_k_norm") else n_embd) for key, _ in LAYER_NORMS[arch]}
     for key, shape in shapes.items():
         norm_len[key + "_norm_in"] = shape[1]
-    layers = []
-    for i in range(hp.n_layer):
-        layer = {}
-        for key, length in norm_len.items():
-            v = hr.decode_float(g, tensor(f"blk.{i}.{key}.weight"))
-            if v.shape != (length,):
-                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
-            layer[key] = v
-        for key, shape in shapes.items():
-            tern, scale = hr.decode_ternary(g, tensor(f"blk.{i}.{key}.weight"))
-            if tern.shape != shape:
-                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
-            layer[key] = (tern, scale)
-        layers.append(layer)
-    out_norm = hr.decode_float(g, tensor("output_norm.weight"))
+    layers = hr.load_layers(g, hp.n_layer, norm_len, shapes)
+    out_norm = hr.decode_float(g, hr.need_tensor(g, "output_norm.weight"))
     return EWeights(hp, embd, out_norm, layers)
 
 
@@ -232,27 +182,10 @@ def build_hf_model(w: EWeights, workdir: Path, stock_gemma3_window: int | None =
     from safetensors.torch import save_file
     from transformers import Gemma3TextConfig, Gemma3TextModel, Qwen3Config, Qwen3Model
     from transformers.integrations.bitnet import AutoBitLinear
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hr.quiet_transformers()
     hp = w.hp
-    common = dict(
-        vocab_size=hp.n_vocab,
-        hidden_size=hp.n_embd,
-        intermediate_size=hp.n_ff,
-        num_hidden_layers=hp.n_layer,
-        num_attention_heads=hp.n_head,
-        num_key_value_heads=hp.n_head_kv,
-        head_dim=hp.head_dim,
-        max_position_embeddings=hp.n_ctx,
-        rms_norm_eps=hp.rms_eps,
-        attention_bias=False,
-        tie_word_embeddings=True,
-        bos_token_id=hp.bos,
-        eos_token_id=hp.eos,
-        pad_token_id=None,
-    )
+    common = dict(hr.hf_config_common(hp), head_dim=hp.head_dim, pad_token_id=None)
     if hp.arch == "qwen3":
         cfg = Qwen3Config(
             **common,
@@ -679,11 +612,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except RefError as e:
-        print(f"hf_embed_reference: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except subprocess.CalledProcessError as e:
-        print(f"hf_embed_reference: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
-        sys.exit(1)
+    hr.run_cli(main, "hf_embed_reference")

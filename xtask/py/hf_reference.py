@@ -406,37 +406,100 @@ class Weights:
         return self._head64
 
 
-def load_weights(g: Gguf) -> Weights:
+def model_arch(g: Gguf, arches: tuple[str, ...]) -> str:
+    """general.architecture of `g`, refused unless it is one of `arches`."""
+    arch = g.metadata.get("general.architecture")
+    if arch not in arches:
+        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(arches)}")
+    return arch
+
+
+def need_key(g: Gguf, arch: str, key: str):
+    """The value of metadata key `<arch>.<key>`, which must be present."""
+    full = f"{arch}.{key}"
+    if full not in g.metadata:
+        raise RefError(f"{g.path}: metadata key {full} is missing")
+    return g.metadata[full]
+
+
+def need_tensor(g: Gguf, name: str) -> str:
+    """`name`, checked to be a tensor of `g`."""
+    if name not in g.tensors:
+        raise RefError(f"{g.path}: tensor {name} is missing")
+    return name
+
+
+def hparams_common(g: Gguf, arch: str, n_vocab: int) -> dict:
+    """The hyper-parameters both references read the same way from `<arch>.*` and
+    `tokenizer.ggml.*` (keyword arguments of Hparams and of hf_embed_reference's EHparams)."""
     md = g.metadata
-    arch = md.get("general.architecture")
-    if arch not in ARCHES:
-        raise RefError(f"{g.path}: general.architecture is {arch!r}; this reference runs {', '.join(ARCHES)}")
 
-    def need(key):
-        full = f"{arch}.{key}"
-        if full not in md:
-            raise RefError(f"{g.path}: metadata key {full} is missing")
-        return md[full]
+    def token(key):
+        full = f"tokenizer.ggml.{key}"
+        return int(md[full]) if full in md else None
 
-    if "token_embd.weight" not in g.tensors:
-        raise RefError(f"{g.path}: tensor token_embd.weight is missing")
-    embd = decode_float(g, "token_embd.weight")
-    n_embd = int(need("embedding_length"))
-    n_head = int(need("attention.head_count"))
-    hp = Hparams(
+    n_head = int(need_key(g, arch, "attention.head_count"))
+    return dict(
         arch=arch,
-        n_vocab=embd.shape[0],
-        n_embd=n_embd,
-        n_layer=int(need("block_count")),
+        n_vocab=n_vocab,
+        n_embd=int(need_key(g, arch, "embedding_length")),
+        n_layer=int(need_key(g, arch, "block_count")),
         n_head=n_head,
         n_head_kv=int(md.get(f"{arch}.attention.head_count_kv", n_head)),
-        n_ff=int(need("feed_forward_length")),
-        n_ctx=int(need("context_length")),
+        n_ff=int(need_key(g, arch, "feed_forward_length")),
+        n_ctx=int(need_key(g, arch, "context_length")),
         rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-        rms_eps=float(need("attention.layer_norm_rms_epsilon")),
-        bos=int(md["tokenizer.ggml.bos_token_id"]) if "tokenizer.ggml.bos_token_id" in md else None,
-        eos=int(md["tokenizer.ggml.eos_token_id"]) if "tokenizer.ggml.eos_token_id" in md else None,
+        rms_eps=float(need_key(g, arch, "attention.layer_norm_rms_epsilon")),
+        bos=token("bos_token_id"),
+        eos=token("eos_token_id"),
     )
+
+
+def linear_shapes(n_embd: int, q_dim: int, kv_dim: int, n_ff: int) -> dict[str, tuple[int, int]]:
+    """[out, in] of each projection of a block whose attention is `q_dim` wide (n_head · head_dim)
+    with `kv_dim`-wide K and V, and an `n_ff`-wide gated FFN."""
+    return {
+        "attn_q": (q_dim, n_embd),
+        "attn_k": (kv_dim, n_embd),
+        "attn_v": (kv_dim, n_embd),
+        "attn_output": (n_embd, q_dim),
+        "ffn_gate": (n_ff, n_embd),
+        "ffn_up": (n_ff, n_embd),
+        "ffn_down": (n_embd, n_ff),
+    }
+
+
+def load_layers(g: Gguf, n_layer: int, norm_len: dict[str, int], shapes: dict[str, tuple[int, int]]) -> list[dict]:
+    """Per layer: each `norm_len` key as an f32 vector of that length, each `shapes` key as a ternary
+    linear (T int8 [out, in], scale) of that shape; a missing tensor or another shape is an error."""
+    layers = []
+    for i in range(n_layer):
+        layer = {}
+        for key, length in norm_len.items():
+            v = decode_float(g, need_tensor(g, f"blk.{i}.{key}.weight"))
+            if v.shape != (length,):
+                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
+            layer[key] = v
+        for key, shape in shapes.items():
+            tern, scale = decode_ternary(g, need_tensor(g, f"blk.{i}.{key}.weight"))
+            if tern.shape != shape:
+                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
+            layer[key] = (tern, scale)
+        layers.append(layer)
+    return layers
+
+
+def load_weights(g: Gguf) -> Weights:
+    md = g.metadata
+    arch = model_arch(g, ARCHES)
+
+    def need(key):
+        return need_key(g, arch, key)
+
+    embd = decode_float(g, need_tensor(g, "token_embd.weight"))
+    n_embd = int(need("embedding_length"))
+    n_head = int(need("attention.head_count"))
+    hp = Hparams(**hparams_common(g, arch, embd.shape[0]))
     if embd.shape[1] != n_embd:
         raise RefError(f"token_embd.weight has rows of {embd.shape[1]}, embedding_length is {n_embd}")
     if f"{arch}.vocab_size" in md and int(md[f"{arch}.vocab_size"]) != hp.n_vocab:
@@ -450,37 +513,10 @@ def load_weights(g: Gguf) -> Weights:
         print("note: output.weight present but ignored; BitNet b1.58 ties the head to token_embd", file=sys.stderr)
 
     kv_dim = hp.head_dim * hp.n_head_kv
-    shapes = {
-        "attn_q": (n_embd, n_embd),
-        "attn_k": (kv_dim, n_embd),
-        "attn_v": (kv_dim, n_embd),
-        "attn_output": (n_embd, n_embd),
-        "ffn_gate": (hp.n_ff, n_embd),
-        "ffn_up": (hp.n_ff, n_embd),
-        "ffn_down": (n_embd, hp.n_ff),
-    }
+    shapes = linear_shapes(n_embd, n_embd, kv_dim, hp.n_ff)
     norm_len = {"attn_norm": n_embd, "attn_sub_norm": n_embd, "ffn_norm": n_embd, "ffn_sub_norm": hp.n_ff}
-
-    def tensor(name):
-        if name not in g.tensors:
-            raise RefError(f"{g.path}: tensor {name} is missing")
-        return name
-
-    layers = []
-    for i in range(hp.n_layer):
-        layer = {}
-        for key, length in norm_len.items():
-            v = decode_float(g, tensor(f"blk.{i}.{key}.weight"))
-            if v.shape != (length,):
-                raise RefError(f"blk.{i}.{key}.weight has shape {v.shape}, expected ({length},)")
-            layer[key] = v
-        for key, shape in shapes.items():
-            tern, scale = decode_ternary(g, tensor(f"blk.{i}.{key}.weight"))
-            if tern.shape != shape:
-                raise RefError(f"blk.{i}.{key}.weight is [out {tern.shape[0]}, in {tern.shape[1]}], expected {shape}")
-            layer[key] = (tern, scale)
-        layers.append(layer)
-    out_norm = decode_float(g, tensor("output_norm.weight"))
+    layers = load_layers(g, hp.n_layer, norm_len, shapes)
+    out_norm = decode_float(g, need_tensor(g, "output_norm.weight"))
     return Weights(hp, embd, out_norm, layers)
 
 
@@ -680,6 +716,33 @@ def pack_hf(tern: np.ndarray) -> np.ndarray:
     return packed
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' notices ("no GPU") and progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def hf_config_common(hp) -> dict:
+    """The transformers config arguments that a model's GGUF hyper-parameters give the same way
+    for every architecture here (b1.58 Hparams and the embedding models' EHparams)."""
+    return dict(
+        vocab_size=hp.n_vocab,
+        hidden_size=hp.n_embd,
+        intermediate_size=hp.n_ff,
+        num_hidden_layers=hp.n_layer,
+        num_attention_heads=hp.n_head,
+        num_key_value_heads=hp.n_head_kv,
+        max_position_embeddings=hp.n_ctx,
+        rms_norm_eps=hp.rms_eps,
+        attention_bias=False,
+        tie_word_embeddings=True,
+        bos_token_id=hp.bos,
+        eos_token_id=hp.eos,
+    )
+
+
 def build_hf_model(w: Weights, linear_class: str, workdir: Path):
     """Write an HF checkpoint (config.json + model.safetensors, packed ternary weights) and load it
     with BitNetForCausalLM.from_pretrained, so the bitnet quantizer swaps in its W1.58A8 layers."""
@@ -687,26 +750,13 @@ def build_hf_model(w: Weights, linear_class: str, workdir: Path):
     from safetensors.torch import save_file
     from transformers import BitNetConfig, BitNetForCausalLM
     from transformers.integrations.bitnet import AutoBitLinear, BitLinear
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # "no GPU" notice
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     hp = w.hp
     cfg = BitNetConfig(
-        vocab_size=hp.n_vocab,
-        hidden_size=hp.n_embd,
-        intermediate_size=hp.n_ff,
-        num_hidden_layers=hp.n_layer,
-        num_attention_heads=hp.n_head,
-        num_key_value_heads=hp.n_head_kv,
+        **hf_config_common(hp),
         hidden_act="relu2",
-        max_position_embeddings=hp.n_ctx,
-        rms_norm_eps=hp.rms_eps,
-        tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": hp.rope_base},
-        bos_token_id=hp.bos,
-        eos_token_id=hp.eos,
-        attention_bias=False,
     )
     cfg.quantization_config = {
         "quant_method": "bitnet",
@@ -1210,12 +1260,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_cli(main, prog: str) -> None:
+    """Exit with main(argv)'s status; a RefError or a failed subprocess becomes a one-line error."""
     try:
         sys.exit(main(sys.argv[1:]))
     except RefError as e:
-        print(f"hf_reference: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as e:
-        print(f"hf_reference: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(e.cmd)} failed with exit code {e.returncode}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli(main, "hf_reference")

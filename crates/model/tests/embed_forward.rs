@@ -2,12 +2,15 @@
 //! finite, distinct and do not depend on batching, the token budget or the kernel variant; every
 //! norm of the graph matters; bad inputs and unsupported files are clear errors.
 
+mod common;
+
 use bitnet_gguf::{GgmlType, GgufFile, Value};
 use bitnet_kernels::Kernels;
 use bitnet_model::{
     Activation, Graph, LoadOptions, Logits, Model, ModelError, ModelKind, Pooling, SeqInput,
 };
 use bitnet_synth::{self as synth, EmbedShape, Shape};
+use common::{cosine, max_abs_diff};
 
 const SHAPES: [EmbedShape; 2] = [EmbedShape::QWEN3_TINY, EmbedShape::GEMMA3_TINY];
 
@@ -46,24 +49,6 @@ fn inputs(n_vocab: usize) -> Vec<Vec<u32>> {
 
 fn refs(v: &[Vec<u32>]) -> Vec<&[u32]> {
     v.iter().map(Vec::as_slice).collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
-    let n = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
 }
 
 #[test]

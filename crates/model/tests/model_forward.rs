@@ -1,10 +1,13 @@
 //! Forward-pass invariants on small synthetic models: batching, caching and weight formats
 //! must not change the numbers.
 
+mod common;
+
 use bitnet_gguf::{GgmlType, GgufFile, Value};
 use bitnet_kernels::{Kernels, Simd};
 use bitnet_model::{HeadKind, LoadOptions, Logits, Model, SeqInput};
 use bitnet_synth::{self as synth, Shape};
+use common::max_abs_diff;
 
 const SMALL: Shape = Shape {
     name: "test",
@@ -35,14 +38,6 @@ fn logits_all(m: &Model, tokens: &[u32]) -> Vec<f32> {
         logits: Logits::All,
     }];
     m.forward(&mut b).unwrap().remove(0)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 const PROMPT: [u32; 7] = [296, 10, 100, 33, 260, 5, 298];

@@ -101,16 +101,8 @@ pub fn build_for_arch(
     arch: Arch,
 ) -> GgufWriter {
     let n_vocab = vocab.tokens.len();
-    let id_of = |text: &str| {
-        let id = vocab.tokens.iter().position(|t| t == text);
-        Value::U32(id.expect("the vocabulary has the LLaMA-3 special tokens") as u32)
-    };
+    let id_of = |text: &str| token_id(vocab, text);
     let key = |k: &str| format!("{}.{k}", arch.name());
-    let file_type = match format {
-        GgmlType::I2S => 40, // LLAMA_FTYPE_MOSTLY_I2_S (bitnet.cpp fork)
-        GgmlType::Tq1_0 => 36,
-        _ => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
-    };
     let mut w = GgufWriter::new();
     // Same keys, same order as the published file (docs/formats.md#the-published-2b-4t-file).
     w.kv("general.architecture", Value::String(arch.name().into()))
@@ -135,7 +127,7 @@ pub fn build_for_arch(
         .kv("tokenizer.ggml.add_bos_token", Value::Bool(true))
         .kv(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
         .kv(&key("rope.freq_base"), Value::F32(500_000.0))
-        .kv("general.file_type", Value::U32(file_type))
+        .kv("general.file_type", Value::U32(file_type(format)))
         .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .kv(
             "tokenizer.ggml.tokens",
@@ -166,10 +158,9 @@ pub fn build_for_arch(
         w.kv("tokenizer.ggml.pre", Value::String("llama-bpe".into()));
     }
 
-    let mut rng = SplitMix64(seed);
-    for (name, dims, ty) in tensor_plan(shape, format, embedding, n_vocab) {
-        let n: usize = dims.iter().product::<u64>() as usize;
-        let data = if name == "token_embd.weight" {
+    let plan = tensor_plan(shape, format, embedding, n_vocab);
+    write_tensors(&mut w, plan, seed, |name, ty, n, rng| {
+        if name == "token_embd.weight" {
             // Rows with std ≈ 2/sqrt(d) give logits of a few units (std ≈ 2). A random model
             // still has near-ties among 128k logits, which is why the cross-engine tests use
             // tie tolerances (tests/data/reference/README.md).
@@ -183,16 +174,73 @@ pub fn build_for_arch(
                 GgmlType::Q8_0 => dequant::quantize_q8_0(&emb),
                 _ => dequant::quantize_q6k(&emb),
             }
-        } else if ty == GgmlType::F32 {
+        } else {
             (0..n)
                 .flat_map(|_| rng.uniform(0.8, 1.2).to_le_bytes())
                 .collect()
-        } else {
+        }
+    });
+    w
+}
+
+/// `general.file_type` (llama.cpp's file type enum) of a file whose linear layers are `format`.
+fn file_type(format: GgmlType) -> u32 {
+    match format {
+        GgmlType::I2S => 40, // LLAMA_FTYPE_MOSTLY_I2_S (bitnet.cpp fork)
+        GgmlType::Tq1_0 => 36,
+        _ => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
+    }
+}
+
+/// The id of the token spelled `text`, as a metadata value; the vocabulary must have it.
+fn token_id(vocab: &GgufVocab, text: &str) -> Value {
+    let id = vocab.tokens.iter().position(|t| t == text);
+    Value::U32(id.unwrap_or_else(|| panic!("the vocabulary lacks the special token {text}")) as u32)
+}
+
+/// Adds the tensors of `plan` in order, drawing every tensor's data from one generator seeded
+/// with `seed`: ternary tensors get [`ternary_tensor`] weights, the others the bytes
+/// `other(name, type, element count, rng)` returns.
+fn write_tensors(
+    w: &mut GgufWriter,
+    plan: Vec<(String, Vec<u64>, GgmlType)>,
+    seed: u64,
+    mut other: impl FnMut(&str, GgmlType, usize, &mut SplitMix64) -> Vec<u8>,
+) {
+    let mut rng = SplitMix64(seed);
+    for (name, dims, ty) in plan {
+        let data = if ty.ternary_format().is_some() {
             ternary_tensor(&mut rng, ty, dims[1] as usize, dims[0] as usize).0
+        } else {
+            let n = dims.iter().product::<u64>() as usize;
+            other(&name, ty, n, &mut rng)
         };
         w.tensor(&name, &dims, ty, data);
     }
-    w
+}
+
+/// A file's tensor plan: `token_embd.weight` ([n_embd, n_vocab] of type `embedding`), each
+/// layer's tensors from `layer(l, name_of)` (`name_of("attn_q")` = `blk.l.attn_q.weight`), then
+/// `output_norm.weight` ([n_embd] of type `norm`).
+fn plan_layers(
+    n_embd: usize,
+    n_vocab: usize,
+    n_layer: usize,
+    embedding: GgmlType,
+    norm: GgmlType,
+    mut layer: impl FnMut(&mut Vec<(String, Vec<u64>, GgmlType)>, &dyn Fn(&str) -> String),
+) -> Vec<(String, Vec<u64>, GgmlType)> {
+    let d = n_embd as u64;
+    let mut plan = vec![(
+        "token_embd.weight".to_string(),
+        vec![d, n_vocab as u64],
+        embedding,
+    )];
+    for l in 0..n_layer {
+        layer(&mut plan, &|n: &str| format!("blk.{l}.{n}.weight"));
+    }
+    plan.push(("output_norm.weight".to_string(), vec![d], norm));
+    plan
 }
 
 /// The tensors of a BitNet b1.58 file in the published file's naming: `(name, dims (ne0
@@ -206,29 +254,29 @@ fn tensor_plan(
     let d = shape.n_embd as u64;
     let kv = (shape.n_embd / shape.n_head * shape.n_head_kv) as u64;
     let ff = shape.n_ff as u64;
-    let mut plan = vec![(
-        "token_embd.weight".to_string(),
-        vec![d, n_vocab as u64],
+    let f32 = GgmlType::F32;
+    plan_layers(
+        shape.n_embd,
+        n_vocab,
+        shape.n_layer,
         embedding,
-    )];
-    for l in 0..shape.n_layer {
-        let b = |n: &str| format!("blk.{l}.{n}.weight");
-        plan.extend([
-            (b("attn_norm"), vec![d], GgmlType::F32),
-            (b("attn_q"), vec![d, d], format),
-            (b("attn_k"), vec![d, kv], format),
-            (b("attn_v"), vec![d, kv], format),
-            (b("attn_sub_norm"), vec![d], GgmlType::F32),
-            (b("attn_output"), vec![d, d], format),
-            (b("ffn_norm"), vec![d], GgmlType::F32),
-            (b("ffn_gate"), vec![d, ff], format),
-            (b("ffn_up"), vec![d, ff], format),
-            (b("ffn_sub_norm"), vec![ff], GgmlType::F32),
-            (b("ffn_down"), vec![ff, d], format),
-        ]);
-    }
-    plan.push(("output_norm.weight".to_string(), vec![d], GgmlType::F32));
-    plan
+        f32,
+        |plan, b| {
+            plan.extend([
+                (b("attn_norm"), vec![d], f32),
+                (b("attn_q"), vec![d, d], format),
+                (b("attn_k"), vec![d, kv], format),
+                (b("attn_v"), vec![d, kv], format),
+                (b("attn_sub_norm"), vec![d], f32),
+                (b("attn_output"), vec![d, d], format),
+                (b("ffn_norm"), vec![d], f32),
+                (b("ffn_gate"), vec![d, ff], format),
+                (b("ffn_up"), vec![d, ff], format),
+                (b("ffn_sub_norm"), vec![ff], f32),
+                (b("ffn_down"), vec![ff, d], format),
+            ]);
+        },
+    )
 }
 
 /// Random ternary weights (about a third zeros) with a per-tensor scale that fp16 represents
@@ -472,16 +520,8 @@ pub fn build_embedding(
 ) -> GgufWriter {
     let n_vocab = vocab.tokens.len();
     let arch = shape.family.arch();
-    let id_of = |text: &str| {
-        let id = vocab.tokens.iter().position(|t| t == text);
-        Value::U32(id.unwrap_or_else(|| panic!("the vocabulary lacks {text}")) as u32)
-    };
+    let id_of = |text: &str| token_id(vocab, text);
     let key = |k: &str| format!("{arch}.{k}");
-    let file_type = match format {
-        GgmlType::I2S => 40,
-        GgmlType::Tq1_0 => 36,
-        _ => 37,
-    };
     let u = |v: usize| Value::U32(v as u32);
     let mut w = GgufWriter::new();
     w.kv("general.architecture", Value::String(arch.into()))
@@ -501,7 +541,7 @@ pub fn build_embedding(
             &key("attention.layer_norm_rms_epsilon"),
             Value::F32(shape.rms_eps),
         )
-        .kv("general.file_type", Value::U32(file_type));
+        .kv("general.file_type", Value::U32(file_type(format)));
     if let Some(p) = shape.pooling_type {
         w.kv(&key("pooling_type"), Value::U32(p));
     }
@@ -544,27 +584,23 @@ pub fn build_embedding(
         }
     }
 
-    let mut rng = SplitMix64(seed);
-    for (name, dims, ty) in embed_tensor_plan(shape, format, n_vocab) {
-        let n: usize = dims.iter().product::<u64>() as usize;
-        let data = if name == "token_embd.weight" {
+    let plan = embed_tensor_plan(shape, format, n_vocab);
+    write_tensors(&mut w, plan, seed, |name, _, n, rng| {
+        if name == "token_embd.weight" {
             // Gemma3 multiplies rows by √n_embd, so give it rows of RMS ≈ 1/√n_embd; Qwen3 rows
             // of RMS ≈ 1 would dominate the residual stream, so both use the small rows.
             let amp = 3f32.sqrt() / (shape.n_embd as f32).sqrt();
             (0..n)
                 .flat_map(|_| f16::from_f32(rng.uniform(-amp, amp)).to_le_bytes())
                 .collect()
-        } else if ty == GgmlType::F16 {
-            // Norm weights scattered around 1 (not all ones), so that a norm the forward pass
-            // skips changes its output.
+        } else {
+            // Norm weights (F16) scattered around 1 (not all ones), so that a norm the forward
+            // pass skips changes its output.
             (0..n)
                 .flat_map(|_| f16::from_f32(rng.uniform(0.6, 1.4)).to_le_bytes())
                 .collect()
-        } else {
-            ternary_tensor(&mut rng, ty, dims[1] as usize, dims[0] as usize).0
-        };
-        w.tensor(&name, &dims, ty, data);
-    }
+        }
+    });
     w
 }
 
@@ -582,13 +618,7 @@ pub fn embed_tensor_plan(
     let kv = (shape.n_head_kv * shape.head_dim) as u64;
     let ff = shape.n_ff as u64;
     let f16 = GgmlType::F16;
-    let mut plan = vec![(
-        "token_embd.weight".to_string(),
-        vec![d, n_vocab as u64],
-        f16,
-    )];
-    for l in 0..shape.n_layer {
-        let b = |n: &str| format!("blk.{l}.{n}.weight");
+    plan_layers(shape.n_embd, n_vocab, shape.n_layer, f16, f16, |plan, b| {
         plan.extend([
             (b("attn_norm"), vec![d], f16),
             (b("attn_q_norm_in"), vec![d], f16),
@@ -617,9 +647,7 @@ pub fn embed_tensor_plan(
         if shape.family == Family::Gemma3 {
             plan.push((b("post_ffw_norm"), vec![d], f16));
         }
-    }
-    plan.push(("output_norm.weight".to_string(), vec![d], f16));
-    plan
+    })
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@
 //!
 //! Corpora: `tests/data/{qwen3,gemma}/corpus.jsonl` from `xtask/py/gen_tokenizer_corpus.py`.
 
+mod common;
+
 use bitnet_tokenizer::vocab::{self, RankedVocab, SpmVocab};
 use bitnet_tokenizer::{Tokenizer, TokenizerData};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::{Case, VocabDump, check_corpus, data_dir};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -31,62 +32,15 @@ const QWEN_HOW_TO: &str = "to get the Qwen vocabulary: python3 -m venv target/py
 /// rest are `[PAD…]` entries).
 const QWEN3_N_VOCAB: usize = 151_936;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/tokenizer/ is two levels below the workspace")
-        .to_path_buf()
-}
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
 fn qwen_vocab_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("BITNET_QWEN3_VOCAB") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "BITNET_QWEN3_VOCAB={} does not exist; {QWEN_HOW_TO}",
-            p.display()
-        );
-        return p;
+    VocabDump {
+        what: "Qwen",
+        env: "BITNET_QWEN3_VOCAB",
+        cached: "qwen3.vocab",
+        script_args: &["qwen3"],
+        how_to: QWEN_HOW_TO,
     }
-    let cached = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qwen3.vocab");
-    if cached.is_file() {
-        return cached;
-    }
-    let venv = std::env::var_os("BITNET_PYENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target").join("pyenv"));
-    let python = venv.join("bin").join("python");
-    assert!(
-        python.exists(),
-        "no Qwen vocabulary: BITNET_QWEN3_VOCAB is unset and there is no venv Python at {}; \
-         {QWEN_HOW_TO}",
-        python.display()
-    );
-    let partial = cached.with_extension(format!("partial-{}", std::process::id()));
-    let script = workspace_root().join("xtask/py/dump_llama3_vocab.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&partial)
-        .arg("qwen3")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {QWEN_HOW_TO}", python.display()));
-    assert!(
-        out.status.success(),
-        "{} {} failed ({}):\n{}\n{QWEN_HOW_TO}",
-        python.display(),
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&partial, &cached).expect("move the vocabulary dump into place");
-    cached
+    .path()
 }
 
 fn qwen() -> &'static Tokenizer {
@@ -140,114 +94,9 @@ fn gemma_scores() -> &'static Tokenizer {
     })
 }
 
-struct Case {
-    text: String,
-    special: bool,
-    ids: Vec<u32>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// A corpus under `tests/data/<name>` with its expected ids.
 fn corpus(name: &str) -> Vec<Case> {
-    let dir = data_dir(name);
-    let corpus = std::fs::read(dir.join("corpus.jsonl")).expect("read corpus.jsonl");
-    let expected =
-        std::fs::read_to_string(dir.join("expected.jsonl")).expect("read expected.jsonl");
-    let mut exp_lines = expected.split('\n').filter(|l| !l.is_empty());
-    let meta: serde_json::Value =
-        serde_json::from_str(exp_lines.next().expect("expected.jsonl has a header")).unwrap();
-    assert_eq!(
-        meta["corpus_sha256"].as_str(),
-        Some(hex(&Sha256::digest(&corpus)).as_str()),
-        "{name}/corpus.jsonl changed since expected.jsonl was made; regenerate it (see \
-         tests/data/tokenizer/README.md)"
-    );
-    if let Some(sha) = meta["vocab_sha256"].as_str() {
-        let vocab = std::fs::read(dir.join("vocab.json")).expect("read vocab.json");
-        assert_eq!(
-            sha,
-            hex(&Sha256::digest(&vocab)),
-            "{name}/vocab.json changed since expected.jsonl was made"
-        );
-    }
-    let corpus = String::from_utf8(corpus).expect("corpus is UTF-8");
-    let cases: Vec<Case> = corpus
-        .split('\n')
-        .filter(|l| !l.is_empty())
-        .zip(exp_lines)
-        .map(|(c, e)| {
-            let c: serde_json::Value = serde_json::from_str(c).unwrap();
-            let e: serde_json::Value = serde_json::from_str(e).unwrap();
-            Case {
-                text: c["text"].as_str().unwrap().to_string(),
-                special: c["special"].as_bool().unwrap(),
-                ids: e["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect(),
-            }
-        })
-        .collect();
-    assert_eq!(Some(cases.len() as u64), meta["lines"].as_u64());
-    assert!(
-        cases.len() >= 2000,
-        "the corpus must have at least 2,000 lines"
-    );
-    cases
-}
-
-/// Compares every line and reports throughput; panics listing the first mismatches.
-fn check_corpus(what: &str, tok: &Tokenizer, cases: &[Case]) {
-    let mut mismatches = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let got = tok.encode(&case.text, false, case.special);
-        if got != case.ids {
-            mismatches.push(format!(
-                "line {}: {:?} (special={})\n  want {:?}\n  got  {:?}",
-                i + 1,
-                case.text.chars().take(80).collect::<String>(),
-                case.special,
-                case.ids,
-                got
-            ));
-        }
-    }
-    let bytes: usize = cases.iter().map(|c| c.text.len()).sum();
-    let mut tokens = 0;
-    let mut secs = f64::MAX;
-    for _ in 0..3 {
-        let started = Instant::now();
-        tokens = cases
-            .iter()
-            .map(|c| tok.encode(&c.text, false, c.special).len())
-            .sum();
-        secs = secs.min(started.elapsed().as_secs_f64());
-    }
-    let specials = cases.iter().filter(|c| c.special).count();
-    eprintln!(
-        "{what}: checked {} lines ({specials} with special tokens), {bytes} bytes, {tokens} \
-         tokens: {} mismatches; encode {:.1} MB/s, {:.0}k tokens/s",
-        cases.len(),
-        mismatches.len(),
-        bytes as f64 / secs / 1e6,
-        tokens as f64 / secs / 1e3
-    );
-    assert!(
-        mismatches.is_empty(),
-        "{what}: {} of {} lines differ from the reference:\n{}",
-        mismatches.len(),
-        cases.len(),
-        mismatches
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    common::corpus(name, "regenerate it (see tests/data/tokenizer/README.md)")
 }
 
 #[test]

@@ -11,13 +11,14 @@
 //! the vocabulary comes from PyPI, they are `#[ignore]`d in plain `cargo test`; `cargo xtask ci`
 //! (which sets `BITNET_LLAMA3_VOCAB`) runs them with `--include-ignored`.
 
+mod common;
+
 use bitnet_tokenizer::vocab::RankedVocab;
 use bitnet_tokenizer::{
     ChatMessage, ChatTemplate, TextStream, Tokenizer, TokenizerData, Utf8Stream,
 };
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::{Case, VocabDump, check_corpus};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -26,54 +27,15 @@ const HOW_TO: &str = "to get the LLaMA-3 vocabulary: python3 -m venv target/pyen
     BITNET_LLAMA3_VOCAB to a file written by `python3 xtask/py/dump_llama3_vocab.py FILE` \
     run with quicktok-v1 installed";
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/tokenizer/ is two levels below the workspace")
-        .to_path_buf()
-}
-
 fn vocab_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("BITNET_LLAMA3_VOCAB") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "BITNET_LLAMA3_VOCAB={} does not exist; {HOW_TO}",
-            p.display()
-        );
-        return p;
+    VocabDump {
+        what: "LLaMA-3",
+        env: "BITNET_LLAMA3_VOCAB",
+        cached: "llama3.vocab",
+        script_args: &[],
+        how_to: HOW_TO,
     }
-    let cached = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llama3.vocab");
-    if cached.is_file() {
-        return cached;
-    }
-    let venv = std::env::var_os("BITNET_PYENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target").join("pyenv"));
-    let python = venv.join("bin").join("python");
-    assert!(
-        python.exists(),
-        "no LLaMA-3 vocabulary: BITNET_LLAMA3_VOCAB is unset and there is no venv Python at {}; {HOW_TO}",
-        python.display()
-    );
-    let partial = cached.with_extension(format!("partial-{}", std::process::id()));
-    let script = workspace_root().join("xtask/py/dump_llama3_vocab.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&partial)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {HOW_TO}", python.display()));
-    assert!(
-        out.status.success(),
-        "{} {} failed ({}):\n{}\n{HOW_TO}",
-        python.display(),
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&partial, &cached).expect("move the vocabulary dump into place");
-    cached
+    .path()
 }
 
 fn tokenizer() -> &'static Tokenizer {
@@ -98,110 +60,18 @@ fn tokenizer() -> &'static Tokenizer {
     })
 }
 
-struct Case {
-    text: String,
-    special: bool,
-    ids: Vec<u32>,
-}
-
+/// The committed LLaMA-3 corpus (`tests/data/tokenizer`) with its expected ids.
 fn corpus() -> Vec<Case> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer");
-    let corpus = std::fs::read(dir.join("corpus.jsonl")).expect("read corpus.jsonl");
-    let expected =
-        std::fs::read_to_string(dir.join("expected.jsonl")).expect("read expected.jsonl");
-    let mut exp_lines = expected.split('\n').filter(|l| !l.is_empty());
-    let meta: serde_json::Value =
-        serde_json::from_str(exp_lines.next().expect("expected.jsonl has a header")).unwrap();
-    let sha = hex(&Sha256::digest(&corpus));
-    assert_eq!(
-        meta["corpus_sha256"].as_str(),
-        Some(sha.as_str()),
-        "corpus.jsonl changed since expected.jsonl was made; regenerate it with \
-         xtask/py/tokenizer_reference.py"
-    );
-    let corpus = String::from_utf8(corpus).expect("corpus is UTF-8");
-    let cases: Vec<Case> = corpus
-        .split('\n')
-        .filter(|l| !l.is_empty())
-        .zip(exp_lines)
-        .map(|(c, e)| {
-            let c: serde_json::Value = serde_json::from_str(c).unwrap();
-            let e: serde_json::Value = serde_json::from_str(e).unwrap();
-            Case {
-                text: c["text"].as_str().unwrap().to_string(),
-                special: c["special"].as_bool().unwrap(),
-                ids: e["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect(),
-            }
-        })
-        .collect();
-    assert_eq!(Some(cases.len() as u64), meta["lines"].as_u64());
-    assert!(
-        cases.len() >= 2000,
-        "the corpus must have at least 2,000 lines"
-    );
-    cases
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    common::corpus(
+        "tokenizer",
+        "regenerate it with xtask/py/tokenizer_reference.py",
+    )
 }
 
 #[test]
 #[ignore = "needs the LLaMA-3 vocabulary from PyPI: run by cargo xtask ci"]
 fn ids_match_reference_on_the_whole_corpus() {
-    let tok = tokenizer();
-    let cases = corpus();
-    let mut mismatches = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let got = tok.encode(&case.text, false, case.special);
-        if got != case.ids {
-            mismatches.push(format!(
-                "line {}: {:?} (special={})\n  want {:?}\n  got  {:?}",
-                i + 1,
-                case.text.chars().take(80).collect::<String>(),
-                case.special,
-                case.ids,
-                got
-            ));
-        }
-    }
-    // Throughput: best of three warm passes (the first pass also built lazy tables).
-    let bytes: usize = cases.iter().map(|c| c.text.len()).sum();
-    let mut tokens = 0;
-    let mut secs = f64::MAX;
-    for _ in 0..3 {
-        let started = Instant::now();
-        tokens = cases
-            .iter()
-            .map(|c| tok.encode(&c.text, false, c.special).len())
-            .sum();
-        secs = secs.min(started.elapsed().as_secs_f64());
-    }
-    let specials = cases.iter().filter(|c| c.special).count();
-    eprintln!(
-        "checked {} lines ({specials} with special tokens), {bytes} bytes, {tokens} tokens: \
-         {} mismatches; encode {:.1} MB/s",
-        cases.len(),
-        mismatches.len(),
-        bytes as f64 / secs / 1e6
-    );
-    assert!(
-        mismatches.is_empty(),
-        "{} of {} lines differ from the reference:\n{}",
-        mismatches.len(),
-        cases.len(),
-        mismatches
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    check_corpus("llama3", tokenizer(), &corpus());
 }
 
 #[test]
