@@ -366,9 +366,6 @@ impl Scheduler {
             ignore_eos,
             finished: false,
         });
-        self.counters
-            .active
-            .store(self.active.len(), Ordering::SeqCst);
     }
 
     /// Feed the prompts still being prefilled, oldest first, up to `prefill_chunk` tokens in

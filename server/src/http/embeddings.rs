@@ -22,6 +22,8 @@
 //!
 //! This module does NOT pool or run the model (see `engine`, `bitnet_model::Model::embed`).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -31,10 +33,10 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use super::generate::{check_model, check_token_count, cpu_work, ready_engine};
+use super::generate::{check_model, check_token_count, cpu_work, embedding_engine};
 use super::json::ApiJson;
 use super::params::type_name;
-use crate::engine::{SubmitError, TokenCodec};
+use crate::engine::{Engine, SubmitError, TokenCodec};
 
 /// The most inputs one request may carry (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -175,18 +177,16 @@ pub fn tokenize_inputs(
     Ok(out)
 }
 
-/// Embed already tokenized inputs on the engine: one vector per input. Engine refusals become
+/// Tokenize the inputs and embed them on `engine` (an embedding model's, from
+/// [`embedding_engine`]): one vector per input, and the token count. Engine refusals become
 /// 400s naming `param`.
 async fn embed(
     state: &AppState,
+    engine: Arc<Engine>,
     param: &'static str,
     inputs: Vec<Input>,
     truncate: bool,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    let engine = ready_engine(state)?;
-    if engine.handle.embedding_dim().is_none() {
-        return Err(SubmitError::NotEmbedding.into());
-    }
     let tok = engine.tokenizer.clone();
     let n_ctx = engine.handle.n_ctx();
     let ids = cpu_work(state, move || {
@@ -266,11 +266,12 @@ pub async fn embeddings(
         }
     };
     let inputs = parse_inputs("input", req.input.as_ref())?;
-    let dim = ready_engine(&state)?.handle.embedding_dim();
-    let dimensions = match (req.dimensions, dim) {
-        (None, _) | (_, None) => None,
-        (Some(d), Some(width)) if d >= 1 && d as u64 <= width as u64 => Some(d as usize),
-        (Some(d), Some(width)) => {
+    let engine = embedding_engine(&state)?;
+    let width = engine.handle.embedding_dim().unwrap_or_default();
+    let dimensions = match req.dimensions {
+        None => None,
+        Some(d) if d >= 1 && d as u64 <= width as u64 => Some(d as usize),
+        Some(d) => {
             return Err(ApiError::invalid_param(
                 "dimensions",
                 format!(
@@ -280,7 +281,8 @@ pub async fn embeddings(
             ));
         }
     };
-    let (vectors, tokens) = embed(&state, "input", inputs, req.truncate.unwrap_or(false)).await?;
+    let truncate = req.truncate.unwrap_or(false);
+    let (vectors, tokens) = embed(&state, engine, "input", inputs, truncate).await?;
     let data = vectors
         .into_iter()
         .enumerate()
@@ -343,7 +345,9 @@ pub async fn llama_embedding(
             ),
         ));
     }
-    let (vectors, _) = embed(&state, param, inputs, req.truncate.unwrap_or(false)).await?;
+    let engine = embedding_engine(&state)?;
+    let truncate = req.truncate.unwrap_or(false);
+    let (vectors, _) = embed(&state, engine, param, inputs, truncate).await?;
     let out: Vec<Value> = vectors
         .into_iter()
         .enumerate()

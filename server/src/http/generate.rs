@@ -39,6 +39,16 @@ pub fn generation_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     Ok(engine)
 }
 
+/// The engine of an embedding model, or a 400 saying the loaded model generates text (before
+/// any tokenizing).
+pub fn embedding_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
+    let engine = ready_engine(state)?;
+    if engine.handle.embedding_dim().is_none() {
+        return Err(crate::engine::SubmitError::NotEmbedding.into());
+    }
+    Ok(engine)
+}
+
 /// 404 unless `requested` (when given) names this server's model.
 pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
     match requested {
