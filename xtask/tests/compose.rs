@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 mod common;
 use common::{
-    check_catches_a_hand_edit, http, http_at, root, run, text, tiny_model, xtask, xtask_lock,
+    check_catches_a_hand_edit, http, http_at, post_json_ok, root, run, text, tiny_model, xtask,
+    xtask_lock,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -297,15 +298,7 @@ impl Project {
             "max_tokens": 4,
             "temperature": 0,
         });
-        let (status, body) = http(
-            self.port,
-            "POST",
-            "/v1/chat/completions",
-            Some(&request.to_string()),
-        )
-        .expect("chat completion request");
-        assert_eq!(status, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let (v, body) = post_json_ok(self.port, "/v1/chat/completions", &request);
         assert!(v["choices"][0]["message"]["content"].is_string(), "{body}");
         body
     }
@@ -1184,15 +1177,7 @@ fn full_stack_config_validates_and_its_servers_run_without_neo4j() {
         "model": "microsoft/bitnet-embedding-0.6b",
         "input": ["graph databases store relationships", "hello"],
     });
-    let (status, body) = http(
-        p.embed_port,
-        "POST",
-        "/v1/embeddings",
-        Some(&request.to_string()),
-    )
-    .expect("embeddings request");
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let (v, body) = post_json_ok(p.embed_port, "/v1/embeddings", &request);
     let vectors = v["data"].as_array().expect("data");
     assert_eq!(vectors.len(), 2, "{body}");
     for e in vectors {

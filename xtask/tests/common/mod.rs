@@ -63,6 +63,20 @@ pub fn http(
     http_at("127.0.0.1", port, method, path, body)
 }
 
+/// POST `request` as JSON to `path` on 127.0.0.1:`port`, require 200, and return the parsed
+/// reply with its text (for assertion messages).
+pub fn post_json_ok(
+    port: u16,
+    path: &str,
+    request: &serde_json::Value,
+) -> (serde_json::Value, String) {
+    let (status, body) = http(port, "POST", path, Some(&request.to_string()))
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    assert_eq!(status, 200, "POST {path}: {body}");
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {path}: {e}: {body}"));
+    (v, body)
+}
+
 /// [`http`] to `host` (e.g. a container's address on a Docker bridge).
 pub fn http_at(
     host: &str,
