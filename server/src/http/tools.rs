@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::io;
 
+use bitnet_constraint::Grammar;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -39,8 +40,9 @@ pub const MAX_TOOLS: usize = 128;
 /// The longest function name (OpenAI's limit).
 pub const MAX_NAME_LEN: usize = 64;
 
-/// The JSON layout the constraint produces and the prompt shows: no whitespace but the
-/// separators.
+/// The JSON layout of every constrained JSON (`json_options` in crates/constraint/src/lib.rs):
+/// no whitespace but the separators. The `%json` of the auto grammar takes its compile options
+/// from its schema's `x-guidance`, so it is set there.
 const JSON_LAYOUT: &str =
     r#"{"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}"#;
 
@@ -338,6 +340,19 @@ impl Tools {
              tool_calls: %json {}\n",
             serde_json::to_string(&schema).unwrap_or_default()
         )
+    }
+
+    /// What the reply is constrained to: nothing for `none`; the tool-call JSON
+    /// ([`Tools::reply_schema`]) for `required` and a named function; text or the tool-call
+    /// JSON ([`Tools::auto_lark`]) for `auto`.
+    pub fn grammar(&self) -> Option<Grammar> {
+        match self.choice {
+            ToolChoice::None => None,
+            ToolChoice::Required | ToolChoice::Named(_) => {
+                Some(Grammar::JsonSchema(self.reply_schema()))
+            }
+            ToolChoice::Auto => Some(Grammar::Lark(self.auto_lark())),
+        }
     }
 }
 
@@ -2141,6 +2156,244 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{calls}: {}", e.message);
             assert!(e.message.contains(text), "{calls}: {}", e.message);
+        }
+    }
+
+    // ----- the grammars, compiled and run -----
+
+    use bitnet_constraint::{Constraint, Vocabulary};
+
+    const EOT: u32 = 256;
+
+    /// Byte tokens (id = byte), an end-of-turn token, and merges like a BPE vocabulary's.
+    fn vocab() -> (Vocabulary, Vec<Vec<u8>>) {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        tokens.push(b"<|eot_id|>".to_vec());
+        for m in [
+            "{\"",
+            "\": ",
+            "\", \"",
+            ", \"",
+            "\"}",
+            "}]}",
+            "tool_calls",
+            "name",
+            "arguments",
+            "get_weather",
+            "lookup",
+            " {",
+            "Hello",
+            "{}",
+            "é",
+        ] {
+            tokens.push(m.as_bytes().to_vec());
+        }
+        let mut special = vec![false; tokens.len()];
+        special[EOT as usize] = true;
+        let v = Vocabulary::new(tokens.clone(), special, vec![EOT]).unwrap();
+        (v, tokens)
+    }
+
+    fn allowed(c: &mut Constraint, n: usize, id: u32) -> bool {
+        let mut logits = vec![0.0f32; n];
+        c.mask(&mut logits).is_ok() && logits[id as usize].is_finite()
+    }
+
+    /// Does the grammar accept exactly `text` (fed byte by byte, then the end of turn)?
+    fn accepts(v: &Vocabulary, g: &Grammar, text: &str) -> bool {
+        let mut c = v.compile(g).unwrap();
+        for &b in text.as_bytes() {
+            if !allowed(&mut c, v.len(), b as u32) {
+                return false;
+            }
+            c.accept(b as u32).unwrap();
+        }
+        c.is_finished() || allowed(&mut c, v.len(), EOT)
+    }
+
+    const WEATHER: &str =
+        r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}"#;
+    const LOOKUP: &str = r#"{"tool_calls": [{"name": "lookup", "arguments": {"item": {"id": 7}, "again": {"item": {"id": 8}}}}]}"#;
+    const BOTH: &str = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}, {"name": "lookup", "arguments": {}}]}"#;
+
+    #[test]
+    fn grammars_accept_exactly_the_reply_format() {
+        let (v, _) = vocab();
+        let g = |choice: Value, parallel| tools_with(choice, parallel).grammar().unwrap();
+        assert!(tools_with(json!("none"), true).grammar().is_none());
+
+        let auto = g(json!("auto"), true);
+        for ok in [
+            "",
+            "Hello",
+            "Hello {\"tool_calls\": []}",
+            "  \n Hi",
+            "\n",
+            "ünïcode }{",
+            WEATHER,
+            LOOKUP,
+            BOTH,
+        ] {
+            assert!(accepts(&v, &auto, ok), "auto should accept {ok:?}");
+        }
+        let spaced = format!("  {WEATHER}");
+        assert!(accepts(&v, &auto, &spaced));
+        for bad in [
+            "{",
+            "{\"answer\": 1}",
+            "{\"tool_calls\": []}",
+            r#"{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}"#,
+            r#"{"tool_calls": [{"name": "nope", "arguments": {}}]}"#,
+            r#"{"tool_calls": [{"name": "get_weather", "arguments": {}}]}"#,
+            r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": 5}}]}"#,
+            r#"{"tool_calls": [{"arguments": {"city": "Paris"}, "name": "get_weather"}]}"#,
+            r#"{"tool_calls": [{"name": "lookup", "arguments": {"item": {"id": "x"}}}]}"#,
+            &format!("{WEATHER} and text"),
+            &format!("{WEATHER}\n"),
+        ] {
+            assert!(!accepts(&v, &auto, bad), "auto should refuse {bad:?}");
+        }
+        let auto_one = g(json!("auto"), false);
+        assert!(accepts(&v, &auto_one, WEATHER));
+        assert!(!accepts(&v, &auto_one, BOTH));
+
+        let required = g(json!("required"), true);
+        for ok in [WEATHER, LOOKUP, BOTH] {
+            assert!(accepts(&v, &required, ok), "required should accept {ok:?}");
+        }
+        for bad in ["", "Hello", " ", "{\"tool_calls\": []}"] {
+            assert!(
+                !accepts(&v, &required, bad),
+                "required should refuse {bad:?}"
+            );
+        }
+        let required_one = g(json!("required"), false);
+        assert!(accepts(&v, &required_one, LOOKUP));
+        assert!(!accepts(&v, &required_one, BOTH));
+
+        let named = g(
+            json!({"type": "function", "function": {"name": "lookup"}}),
+            true,
+        );
+        assert!(accepts(&v, &named, LOOKUP));
+        for bad in [WEATHER, BOTH, "Hello", ""] {
+            assert!(!accepts(&v, &named, bad), "named should refuse {bad:?}");
+        }
+    }
+
+    /// Generate under `g` with random logits (the end of turn favoured, so texts end; in half
+    /// the runs the first token favours `{"`, so auto replies are calls too) and return the
+    /// text; `None` if it ran out of tokens.
+    fn generate(
+        v: &Vocabulary,
+        tokens: &[Vec<u8>],
+        g: &Grammar,
+        rng: &mut SplitMix64,
+    ) -> Option<String> {
+        let mut c = v.compile(g).unwrap();
+        let mut out = Vec::new();
+        let mut logits = vec![0.0f32; tokens.len()];
+        let open = tokens.iter().position(|t| t == b"{\"").unwrap();
+        let favour_call = rng.next_u64().is_multiple_of(2);
+        for step in 0..4000 {
+            if c.is_finished() {
+                return Some(String::from_utf8(out).unwrap());
+            }
+            for l in logits.iter_mut() {
+                *l = rng.uniform(0.0, 1.0);
+            }
+            logits[EOT as usize] += 0.2;
+            if step == 0 && favour_call {
+                logits[open] += 1.0;
+            }
+            c.mask(&mut logits).unwrap();
+            let (id, _) = logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap();
+            c.accept(id as u32).unwrap();
+            if id as u32 == EOT {
+                return Some(String::from_utf8(out).unwrap());
+            }
+            out.extend_from_slice(&tokens[id]);
+        }
+        None
+    }
+
+    #[test]
+    fn generated_replies_read_back_whole_and_streamed() {
+        let (v, tokens) = vocab();
+        let mut rng = SplitMix64(2026);
+        let cases = [
+            (json!("auto"), true),
+            (json!("auto"), false),
+            (json!("required"), true),
+            (json!("required"), false),
+            (
+                json!({"type": "function", "function": {"name": "get_weather"}}),
+                false,
+            ),
+        ];
+        for (choice, parallel) in cases {
+            let tools = tools_with(choice.clone(), parallel);
+            let g = tools.grammar().unwrap();
+            let (mut texts, mut calls_seen) = (0, 0);
+            for _ in 0..40 {
+                let Some(text) = generate(&v, &tokens, &g, &mut rng) else {
+                    continue;
+                };
+                texts += 1;
+                let reply = parse_reply(&text);
+                match &reply {
+                    Reply::Content(c) => {
+                        assert_eq!(tools.choice, ToolChoice::Auto, "{choice}: {text:?}");
+                        assert!(
+                            !c.trim_start_matches(is_json_ws).starts_with('{'),
+                            "{text:?}"
+                        );
+                    }
+                    Reply::ToolCalls(calls) => {
+                        calls_seen += 1;
+                        assert!(parallel || calls.len() == 1, "{text:?}");
+                        for call in calls {
+                            // Raw values: a random integer may exceed f64, which is still JSON.
+                            let args: HashMap<String, &RawValue> =
+                                serde_json::from_str(&call.arguments).unwrap();
+                            match call.name.as_str() {
+                                "get_weather" => {
+                                    let city = args["city"].get();
+                                    assert!(
+                                        serde_json::from_str::<String>(city).is_ok(),
+                                        "{text:?}"
+                                    );
+                                }
+                                "lookup" => {
+                                    assert!(!matches!(tools.choice, ToolChoice::Named(_)));
+                                }
+                                other => panic!("unknown function {other}: {text:?}"),
+                            }
+                        }
+                    }
+                }
+                let want = expected(&text);
+                for _ in 0..20 {
+                    let at: Vec<usize> = cuts(&text)
+                        .into_iter()
+                        .filter(|_| rng.next_u64().is_multiple_of(3))
+                        .collect();
+                    assert_eq!(stream(&pieces_at(&text, &at)), want, "{text:?} at {at:?}");
+                }
+            }
+            assert!(texts >= 20, "{choice}: only {texts} replies ended");
+            if tools.choice == ToolChoice::Auto {
+                assert!(
+                    calls_seen >= 5 && texts - calls_seen >= 5,
+                    "{choice}: {calls_seen} of {texts}"
+                );
+            } else {
+                assert_eq!(calls_seen, texts, "{choice}");
+            }
         }
     }
 }
