@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::io;
 
-use bitnet_constraint::Grammar;
+use bitnet_constraint::{Grammar, GrammarError, MAX_GRAMMAR_BYTES, Vocabulary};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -195,11 +195,61 @@ impl Tools {
                 ),
             ));
         }
-        Ok(Some(Tools {
+        let tools = Tools {
             functions,
             choice,
             parallel: parallel_tool_calls.unwrap_or(true),
-        }))
+        };
+        let size = tools.grammar_size();
+        if size > MAX_GRAMMAR_BYTES {
+            return Err(invalid(
+                "tools",
+                format!(
+                    "the tools' definitions make a grammar of {size} bytes; the limit is \
+                     {MAX_GRAMMAR_BYTES} bytes: send fewer tools or smaller parameter schemas"
+                ),
+            ));
+        }
+        Ok(Some(tools))
+    }
+
+    /// The length of the grammar text [`Tools::grammar`] hands to the constraint (the size
+    /// bitnet-constraint limits to [`MAX_GRAMMAR_BYTES`]).
+    fn grammar_size(&self) -> usize {
+        match self.choice {
+            ToolChoice::None => 0,
+            ToolChoice::Auto => self.auto_lark().len(),
+            ToolChoice::Required | ToolChoice::Named(_) => {
+                serde_json::to_string(&self.reply_schema()).map_or(0, |s| s.len())
+            }
+        }
+    }
+
+    /// The 400 for `error`, the failure to compile [`Tools::grammar`] for `vocab`: it names
+    /// `tools[i].function.parameters` of the first callable function whose parameters alone do
+    /// not compile (an unsupported keyword, a broken `$ref`, …) with the constraint's reason,
+    /// else `tools`.
+    pub fn grammar_error(&self, vocab: &Vocabulary, error: &GrammarError) -> ApiError {
+        let callable = self.callable();
+        for (i, f) in self.functions.iter().enumerate() {
+            if !callable.iter().any(|c| c.name == f.name) {
+                continue;
+            }
+            if let Err(e) = vocab.compile(&Grammar::JsonSchema(f.parameters.clone())) {
+                let param = format!("tools[{i}].function.parameters");
+                return invalid(
+                    &param,
+                    format!(
+                        "the parameters of function {:?} (`{param}`) cannot be enforced: {e}",
+                        f.name
+                    ),
+                );
+            }
+        }
+        invalid(
+            "tools",
+            format!("the tool-call grammar cannot be enforced: {error}"),
+        )
     }
 
     /// The functions the model is shown and may call: all of them, or the named one.
@@ -2395,5 +2445,57 @@ mod tests {
                 assert_eq!(calls_seen, texts, "{choice}");
             }
         }
+    }
+
+    #[test]
+    fn grammar_errors_name_the_function() {
+        let (v, _) = vocab();
+        let tools = json!([
+            weather(),
+            tool(
+                "bad",
+                json!({"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": true}}})
+            )
+        ]);
+        for choice in [json!("auto"), json!("required")] {
+            let t = Tools::parse(Some(&tools), Some(&choice), None, None)
+                .unwrap()
+                .unwrap();
+            let g = t.grammar().unwrap();
+            let e = v.compile(&g).unwrap_err();
+            let api = t.grammar_error(&v, &e);
+            assert_eq!(
+                api.param.as_deref(),
+                Some("tools[1].function.parameters"),
+                "{}",
+                api.message
+            );
+            assert!(api.message.contains("uniqueItems"), "{}", api.message);
+            assert!(api.message.contains("\"bad\""), "{}", api.message);
+        }
+        // Too big to enforce: refused when parsed, naming `tools`.
+        let big: Vec<Value> = (0..100)
+            .map(|i| {
+                let props: Map<String, Value> = (0..60)
+                    .map(|j| {
+                        (
+                            format!("property_number_{j}"),
+                            json!({"type": "string", "description": "x".repeat(10)}),
+                        )
+                    })
+                    .collect();
+                tool(
+                    &format!("f{i}"),
+                    json!({"type": "object", "properties": props}),
+                )
+            })
+            .collect();
+        let e = parse_err(Value::Array(big), None);
+        assert_eq!(e.param.as_deref(), Some("tools"));
+        assert!(
+            e.message.contains("the limit is 262144 bytes"),
+            "{}",
+            e.message
+        );
     }
 }
