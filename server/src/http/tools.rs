@@ -17,11 +17,12 @@
 //!
 //! Refused with a 400 naming the parameter: the legacy `functions` parameter, non-function
 //! tools, names outside OpenAI's `^[a-zA-Z0-9_-]{1,64}$` or repeated, parameters that are not a
-//! JSON Schema of an object, more than [`MAX_TOOLS`] tools, a `tool_choice` without tools or
-//! naming a function that is not in `tools`.
+//! JSON Schema of an object, more than [`MAX_TOOLS`] tools or more than the constraint's
+//! grammar size limit, a `tool_choice` without tools or naming a function that is not in
+//! `tools`, and (through [`Tools::grammar_error`]) parameters the constraint cannot enforce.
 //!
-//! This module does NOT run generation or compile grammars (see `bitnet_constraint`); it does
-//! not write the response bodies, only the `tool_calls` parts of them.
+//! This module does NOT run generation (the handler compiles [`Tools::grammar`] and submits
+//! it); it does not write the response bodies, only the `tool_calls` parts of them.
 
 use std::collections::HashMap;
 use std::io;
@@ -902,6 +903,12 @@ impl ToolStream {
         }
     }
 
+    /// How many tool calls have been started (a reply with calls finishes with
+    /// `finish_reason: "tool_calls"` when it ended normally).
+    pub fn calls_started(&self) -> usize {
+        self.sent
+    }
+
     /// Take the next piece of generated text.
     pub fn push(&mut self, piece: &str) -> Vec<StreamDelta> {
         let mut out = Vec::new();
@@ -1363,6 +1370,7 @@ impl History {
 mod tests {
     use super::*;
     use bitnet_rng::SplitMix64;
+    use bitnet_tokenizer::ChatMessage;
 
     fn tool(name: &str, parameters: Value) -> Value {
         json!({"type": "function", "function": {"name": name, "description": "d", "parameters": parameters}})
@@ -2019,6 +2027,7 @@ mod tests {
         );
         assert_eq!(s.push("]}"), vec![]);
         assert_eq!(s.finish(), vec![]);
+        assert_eq!(s.calls_started(), 1);
         // A cut-off call stays a partial call (finish adds nothing).
         let mut s = ToolStream::new();
         let d = s.push("{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"a\": ");
@@ -2497,5 +2506,38 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_round_trip_renders_in_bitnet_s_chat_format() {
+        let tools = Tools::parse(Some(&json!([weather()])), None, Some(false), None)
+            .unwrap()
+            .unwrap();
+        let mut h = History::new();
+        let call = json!([{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
+        let messages = [
+            ChatMessage::new("system", format!("{}\n\nBe brief.", tools.system_prompt())),
+            ChatMessage::new("user", "Weather in Paris?"),
+            ChatMessage::new("assistant", h.assistant_text(2, "", Some(&call)).unwrap()),
+            ChatMessage::new(
+                "tool",
+                h.tool_result_text(3, Some(&json!("call_1")), "{\"temp_c\": 21}")
+                    .unwrap(),
+            ),
+        ];
+        let template = bitnet_tokenizer::ChatTemplate::for_model(
+            "bitnet-b1.58",
+            None,
+            "<|begin_of_text|>",
+            "<|eot_id|>",
+        )
+        .unwrap();
+        let prompt = template.render(&messages, true).unwrap();
+        let tail = "<|eot_id|>User: Weather in Paris?<|eot_id|>Assistant: {\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]}<|eot_id|>Tool: {\"tool_call_id\": \"call_1\", \"name\": \"get_weather\", \"content\": {\"temp_c\": 21}}<|eot_id|>Assistant: ";
+        assert!(prompt.starts_with("<|begin_of_text|>System: You have access to the following functions:\n{\"name\": \"get_weather\""), "{prompt}");
+        assert!(prompt.ends_with(tail), "{prompt}");
+        // The assistant turn in the history is what the grammar accepts.
+        let (v, _) = vocab();
+        assert!(accepts(&v, &tools.grammar().unwrap(), &messages[2].content));
     }
 }
