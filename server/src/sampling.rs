@@ -224,7 +224,13 @@ impl Sampler {
             }
             r -= w;
         }
-        c.last().map(|&(id, _)| id).unwrap_or(0)
+        // Rounding left `r` past the end: the last candidate that can be drawn at all (a token
+        // masked to -inf by a grammar has weight 0 and is never chosen).
+        c.iter()
+            .zip(&weights)
+            .rev()
+            .find(|(_, w)| **w > 0.0)
+            .map_or(c[0].0, |(&(id, _), _)| id)
     }
 
     fn apply_penalties(&self, logits: &mut [f32], history: &[u32], generated: usize) {

@@ -345,6 +345,8 @@ fn generate_hides_control_tokens_like_the_server() {
                 stop: vec![],
                 logprobs: None,
                 ignore_eos: true,
+                constraint: None,
+                n: 1,
             })
             .unwrap();
         let (mut text, mut controls) = (String::new(), 0);

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitnet_server::engine::{
-    Engine, EngineConfig, Event, GenerationRequest, LoadedModel, SubmitError,
+    Engine, EngineConfig, Event, FinishReason, GenerationRequest, LoadedModel, SubmitError,
 };
 use bitnet_server::sampling::SamplingParams;
 use common::{
@@ -56,6 +56,8 @@ fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
         stop: vec![],
         logprobs: None,
         ignore_eos: false,
+        constraint: None,
+        n: 1,
     }
 }
 
@@ -539,4 +541,221 @@ async fn a_client_that_leaves_a_non_streaming_request_cancels_it_too() {
         stats.steps_of(0)
     );
     s.shutdown().await.unwrap();
+}
+
+/// Every event of one request until the last choice is done: per choice, the text and the
+/// finish reason.
+async fn choices(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    n: usize,
+) -> Result<Vec<(String, bitnet_server::engine::FinishReason)>, String> {
+    let mut texts = vec![String::new(); n];
+    let mut done: Vec<Option<bitnet_server::engine::FinishReason>> = vec![None; n];
+    while done.iter().any(Option::is_none) {
+        match rx.recv().await {
+            Some(Event::Token { choice, text, .. }) => {
+                assert!(
+                    done[choice].is_none(),
+                    "a token after choice {choice} ended"
+                );
+                texts[choice].push_str(&text);
+            }
+            Some(Event::Done {
+                choice,
+                finish_reason,
+                text,
+                ..
+            }) => {
+                texts[choice].push_str(&text);
+                assert!(done[choice].replace(finish_reason).is_none());
+            }
+            Some(Event::Failed { message }) => return Err(message),
+            None => return Err("the engine went away".into()),
+        }
+    }
+    Ok(texts.into_iter().zip(done.into_iter().flatten()).collect())
+}
+
+#[tokio::test]
+async fn n_choices_share_one_prompt_pass_and_draw_independently() {
+    let (engine, stats) = engine(4, 4, true, Duration::ZERO);
+    // Greedy: every choice is the one greedy answer.
+    let mut rx = engine
+        .handle
+        .submit(GenerationRequest {
+            n: 3,
+            ..request("abcdefghijklmnop", 5)
+        })
+        .unwrap();
+    let greedy = choices(&mut rx, 3).await.unwrap();
+    assert_eq!(greedy.len(), 3);
+    for (text, _) in &greedy {
+        assert_eq!(text, "qrstu");
+    }
+    // The prompt (16 tokens, prefill chunk 8) was fed in two calls once, not once per choice.
+    assert_eq!(stats.prefill_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(stats.forked.load(Ordering::SeqCst), 2);
+    // Sampling: choice i draws with seed + i, so the choices differ from each other and each
+    // equals the single request made with that seed.
+    let hot = SamplingParams {
+        temperature: 2.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 11,
+        ..SamplingParams::default()
+    };
+    let mut rx = engine
+        .handle
+        .submit(GenerationRequest {
+            n: 3,
+            sampling: hot.clone(),
+            ..request("a", 24)
+        })
+        .unwrap();
+    let many = choices(&mut rx, 3).await.unwrap();
+    for (i, (text, _)) in many.iter().enumerate() {
+        let mut rx = engine
+            .handle
+            .submit(GenerationRequest {
+                sampling: SamplingParams {
+                    seed: 11 + i as u64,
+                    ..hot.clone()
+                },
+                ..request("a", 24)
+            })
+            .unwrap();
+        let alone = choices(&mut rx, 1).await.unwrap();
+        assert_eq!(
+            text, &alone[0].0,
+            "choice {i} equals the request with seed 11+{i}"
+        );
+    }
+    assert!(
+        many[0].0 != many[1].0 || many[1].0 != many[2].0,
+        "three sampled choices came out identical: {many:?}"
+    );
+    wait_until("every slot to be free", Duration::from_secs(5), || {
+        engine.handle.stats().active == 0
+    })
+    .await;
+    engine.stop();
+}
+
+#[tokio::test]
+async fn n_is_bounded_by_the_slots_and_waits_for_them() {
+    let (engine, _) = engine(2, 4, true, Duration::from_millis(2));
+    let err = engine
+        .handle
+        .submit(GenerationRequest {
+            n: 3,
+            ..request("a", 4)
+        })
+        .unwrap_err();
+    assert_eq!(err, SubmitError::TooManyChoices { n: 3, parallel: 2 });
+    assert!(err.to_string().contains("--parallel"), "{err}");
+    // One slot busy: an n = 2 request waits (it is not dropped, nor overtaken) until both are
+    // free, then runs.
+    let mut busy = engine.handle.submit(request("a", 30)).unwrap();
+    assert!(matches!(busy.recv().await, Some(Event::Token { .. })));
+    let mut pair = engine
+        .handle
+        .submit(GenerationRequest {
+            n: 2,
+            ..request("a", 3)
+        })
+        .unwrap();
+    let mut after = engine.handle.submit(request("x", 1)).unwrap();
+    let pair = choices(&mut pair, 2).await.unwrap();
+    assert_eq!(pair, vec![("bcd".to_string(), FinishReason::Length); 2]);
+    assert_eq!(choices(&mut after, 1).await.unwrap()[0].0, "y");
+    drop(busy);
+    engine.stop();
+}
+
+/// A constraint over the byte-level test vocabulary: only the bytes of `allowed`, finished
+/// after `len` tokens; a dead end when `allowed` is empty.
+struct OnlyBytes {
+    allowed: &'static [u8],
+    len: usize,
+    seen: usize,
+}
+
+impl bitnet_server::engine::OutputConstraint for OnlyBytes {
+    fn fork(&self) -> Box<dyn bitnet_server::engine::OutputConstraint> {
+        Box::new(OnlyBytes { ..*self })
+    }
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        if self.allowed.is_empty() {
+            return Err("nothing is allowed".into());
+        }
+        for (id, l) in logits.iter_mut().enumerate() {
+            if !self.allowed.iter().any(|&b| usize::from(b) == id) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        if !self.allowed.iter().any(|&b| u32::from(b) == token) {
+            return Err(format!("token {token} is not allowed"));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+    fn is_finished(&self) -> bool {
+        self.seen >= self.len
+    }
+}
+
+#[tokio::test]
+async fn a_constraint_masks_every_draw_and_ends_the_output_when_complete() {
+    let (engine, _) = engine(4, 4, true, Duration::ZERO);
+    let constrained = |allowed: &'static [u8], len, n, sampling| GenerationRequest {
+        constraint: Some(Box::new(OnlyBytes {
+            allowed,
+            len,
+            seen: 0,
+        })),
+        n,
+        sampling,
+        ..request("a", 50)
+    };
+    // Greedy would write "bcd…"; the constraint allows only x/y/z, and ends after 6 tokens
+    // (finish "stop", though max_tokens is 50).
+    let mut rx = engine
+        .handle
+        .submit(constrained(b"xyz", 6, 1, greedy()))
+        .unwrap();
+    let out = choices(&mut rx, 1).await.unwrap();
+    assert_eq!(out[0].1, FinishReason::Stop);
+    assert_eq!(out[0].0.len(), 6);
+    assert!(out[0].0.bytes().all(|b| b"xyz".contains(&b)), "{out:?}");
+    // Sampled choices each get their own copy of the constraint.
+    let hot = SamplingParams {
+        temperature: 2.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 5,
+        ..SamplingParams::default()
+    };
+    let mut rx = engine.handle.submit(constrained(b"pq", 9, 3, hot)).unwrap();
+    for (text, reason) in choices(&mut rx, 3).await.unwrap() {
+        assert_eq!((text.len(), reason), (9, FinishReason::Stop), "{text}");
+        assert!(text.bytes().all(|b| b == b'p' || b == b'q'), "{text}");
+    }
+    // A dead end fails the request with the constraint's reason; the engine keeps serving.
+    let mut rx = engine
+        .handle
+        .submit(constrained(b"", 1, 1, greedy()))
+        .unwrap();
+    let err = choices(&mut rx, 1).await.unwrap_err();
+    assert!(
+        err.contains("allows no token") && err.contains("nothing is allowed"),
+        "{err}"
+    );
+    let mut rx = engine.handle.submit(request("a", 2)).unwrap();
+    assert_eq!(choices(&mut rx, 1).await.unwrap()[0].0, "bc");
+    engine.stop();
 }

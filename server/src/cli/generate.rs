@@ -81,6 +81,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         stop: args.stop.clone(),
         logprobs: None,
         ignore_eos: args.ignore_eos,
+        constraint: None,
+        n: 1,
     };
     let seed = request.sampling.seed;
     let mut events = engine.handle.submit(request)?;

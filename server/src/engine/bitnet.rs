@@ -191,6 +191,17 @@ impl Backend for BitnetBackend {
         self.seqs.remove(&seq);
     }
 
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, BackendError> {
+        let copy = self
+            .seqs
+            .get(&seq)
+            .ok_or_else(|| BackendError(format!("unknown sequence {}", seq.0)))?
+            .clone();
+        let id = self.new_sequence()?;
+        self.seqs.insert(id, copy);
+        Ok(id)
+    }
+
     fn embedding_dim(&self) -> Option<usize> {
         match self.model.kind() {
             ModelKind::Embedding { dim, .. } => Some(dim),

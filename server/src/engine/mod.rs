@@ -16,6 +16,7 @@
 //! about HTTP: request parsing and response shapes live in `http/`.
 
 pub mod bitnet;
+pub mod grammar;
 pub mod scheduler;
 
 use std::fmt;
@@ -70,6 +71,14 @@ pub trait Backend: Send {
     fn decode(&mut self, steps: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, BackendError>;
     /// Release a sequence's KV cache. Unknown ids are ignored.
     fn free(&mut self, seq: SeqId);
+    /// A new sequence holding a copy of `seq`'s KV cache (the choices of an `n > 1` request
+    /// share one prompt pass). Errors like [`Backend::new_sequence`] when no slot is free.
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, BackendError> {
+        let _ = seq;
+        Err(BackendError(
+            "this backend cannot copy a sequence (n > 1 is not available)".into(),
+        ))
+    }
     /// `Some(width)` when the model is an embedding model: [`Backend::embed`] returns vectors
     /// of this many values and the generation calls above are not used. `None` (the default):
     /// a generation model.
@@ -163,8 +172,30 @@ impl<F: FnMut(&mut [f32], &[u32]) -> u32 + Send> TokenSampler for F {
 /// Makes one [`TokenSampler`] per request (each with its own RNG seeded from the params).
 pub type SamplerFactory = Arc<dyn Fn(&SamplingParams) -> Box<dyn TokenSampler> + Send + Sync>;
 
+/// Restricts what one sequence may generate (a JSON schema, a grammar): the scheduler masks the
+/// logits before each draw and advances the state with the drawn token. The real one is
+/// `bitnet_constraint::Constraint` (wrapped in `engine/grammar.rs`); the engine only needs these
+/// calls.
+pub trait OutputConstraint: Send {
+    /// An independent copy of the current state (each choice of an `n > 1` request gets one).
+    fn fork(&self) -> Box<dyn OutputConstraint>;
+    /// Set the logits of every token not allowed now to -inf. Err: no token is allowed (the
+    /// grammar is at a dead end); the message says so.
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), String>;
+    /// Advance by the drawn token. Err: the token was not allowed (an engine bug).
+    fn accept(&mut self, token: u32) -> Result<(), String>;
+    /// The output is complete and nothing more may follow: the generation ends here.
+    fn is_finished(&self) -> bool;
+}
+
+impl fmt::Debug for dyn OutputConstraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OutputConstraint")
+    }
+}
+
 /// One generation job, as the scheduler receives it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GenerationRequest {
     /// The full prompt, already tokenized (BOS included when wanted). Must not be empty.
     pub prompt_tokens: Vec<u32>,
@@ -178,7 +209,18 @@ pub struct GenerationRequest {
     pub logprobs: Option<usize>,
     /// Keep generating past end-of-generation tokens (llama.cpp's `ignore_eos`).
     pub ignore_eos: bool,
+    /// What the output must match (a JSON schema, a grammar), if anything. It also ends the
+    /// generation once complete, `ignore_eos` or not.
+    pub constraint: Option<Box<dyn OutputConstraint>>,
+    /// Independent completions of the one prompt (OpenAI's `n`, at least 1): the prompt is
+    /// processed once and its KV cache copied to each choice; choice `i` draws with seed
+    /// `sampling.seed + i`. Each choice takes one of the `parallel` slots.
+    pub n: usize,
 }
+
+/// The most choices one request may ask for (OpenAI's limit for `n`); `--parallel` bounds it
+/// further.
+pub const MAX_CHOICES: usize = 128;
 
 /// Why a generation ended, in OpenAI's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,6 +230,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached.
     Length,
+    /// The model produced tool calls (set by the HTTP layer when the reply parses as one).
+    ToolCalls,
 }
 
 /// Token counts for one request.
@@ -222,20 +266,24 @@ pub enum Event {
     /// UTF-8 character, or a possible stop-string prefix held back) or include text held back
     /// from earlier tokens.
     Token {
+        /// Which choice (0..n) this token belongs to.
+        choice: usize,
         id: u32,
         text: String,
         logprob: Option<LogprobInfo>,
     },
-    /// The generation ended normally. `text` is held-back text released at the end (a partial
-    /// stop-string prefix that never completed). Nothing follows.
+    /// One choice ended normally. `text` is held-back text released at the end (a partial
+    /// stop-string prefix that never completed). Nothing follows for this choice; the request
+    /// is over when every choice is done.
     Done {
+        choice: usize,
         finish_reason: FinishReason,
         usage: Usage,
         /// The stop string that ended generation, if any.
         stop_word: Option<String>,
         text: String,
     },
-    /// The generation failed (backend error or shutdown). Nothing follows.
+    /// The generation failed (backend error or shutdown), for every choice. Nothing follows.
     Failed { message: String },
 }
 
@@ -267,6 +315,11 @@ pub enum SubmitError {
         tokens: usize,
         n_ctx: usize,
     },
+    #[error(
+        "n = {n} choices need {n} of the server's {parallel} sequence slots; ask for at most \
+         {parallel} (or start the server with a larger --parallel)"
+    )]
+    TooManyChoices { n: usize, parallel: usize },
     #[error("the loaded model is an embedding model; it cannot generate text")]
     NotGenerative,
     #[error("the loaded model is a generation model; it does not produce embeddings")]
@@ -403,6 +456,12 @@ impl EngineHandle {
         }
         if self.embedding_dim.is_some() {
             return Err(SubmitError::NotGenerative);
+        }
+        if request.n == 0 || request.n > self.parallel.min(MAX_CHOICES) {
+            return Err(SubmitError::TooManyChoices {
+                n: request.n,
+                parallel: self.parallel.min(MAX_CHOICES),
+            });
         }
         let prompt = request.prompt_tokens.len();
         if prompt == 0 {
@@ -544,6 +603,8 @@ pub struct Engine {
     pub handle: EngineHandle,
     pub tokenizer: Arc<dyn TokenCodec>,
     pub kernel: String,
+    /// The vocabulary as the grammar engine sees it, built on the first structured request.
+    grammar: std::sync::OnceLock<Result<Arc<bitnet_constraint::Vocabulary>, String>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -605,8 +666,29 @@ impl Engine {
             handle,
             tokenizer,
             kernel,
+            grammar: std::sync::OnceLock::new(),
             thread: std::sync::Mutex::new(Some(thread)),
         })
+    }
+
+    /// The model's vocabulary for the grammar engine (structured outputs, tool calls): built
+    /// from the tokenizer on first use (a blocking call: run it on the blocking pool), then
+    /// shared. The error, if any, is kept and returned again.
+    pub fn grammar_vocabulary(&self) -> Result<Arc<bitnet_constraint::Vocabulary>, String> {
+        self.grammar
+            .get_or_init(|| {
+                let start = std::time::Instant::now();
+                let built = grammar::vocabulary(&*self.tokenizer)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                tracing::info!(
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    ok = built.is_ok(),
+                    "grammar vocabulary built"
+                );
+                built
+            })
+            .clone()
     }
 
     /// Abort everything and wait for the scheduler thread to exit.

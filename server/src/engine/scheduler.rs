@@ -30,8 +30,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
     Backend, BackendError, EmbedResult, EngineConfig, Event, FinishReason, GenerationRequest, Job,
-    LogprobInfo, SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob, TokenSampler,
-    Usage,
+    LogprobInfo, OutputConstraint, SamplerFactory, SeqId, SharedCounters, TokenCodec, TokenLogprob,
+    TokenSampler, Usage,
 };
 use bitnet_tokenizer::TextStream;
 
@@ -76,9 +76,11 @@ impl Wake {
     }
 }
 
-/// One admitted request.
+/// One admitted sequence: a request, or one choice of an `n > 1` request.
 struct Active {
     seq: SeqId,
+    /// Which choice of its request this is (0 for the one that prefills the prompt).
+    choice: usize,
     events: UnboundedSender<Event>,
     /// Prompt followed by generated tokens.
     history: Vec<u32>,
@@ -93,8 +95,20 @@ struct Active {
     text: TextStream,
     logprobs: Option<usize>,
     ignore_eos: bool,
+    constraint: Option<Box<dyn OutputConstraint>>,
+    /// The other choices of this request, started from a copy of this sequence's KV cache once
+    /// the prompt is processed (each holds a slot from admission on).
+    forks: Vec<Fork>,
     /// The client went away or the request ended: free at the next cleanup.
     finished: bool,
+}
+
+/// A choice of an `n > 1` request waiting for its prompt to be processed.
+struct Fork {
+    choice: usize,
+    sampler: Box<dyn TokenSampler>,
+    text: TextStream,
+    constraint: Option<Box<dyn OutputConstraint>>,
 }
 
 /// One admitted embedding request.
@@ -120,6 +134,9 @@ pub(crate) struct Scheduler {
     counters: Arc<SharedCounters>,
     active: Vec<Active>,
     embeds: Vec<EmbedJob>,
+    /// A job taken from the queue that needs more free slots than there are (`n` choices):
+    /// admitted first once they free up, so it is neither lost nor overtaken.
+    waiting: Option<Job>,
     n_vocab: usize,
     rate_window_start: Instant,
     rate_window_tokens: u64,
@@ -146,6 +163,7 @@ impl Scheduler {
             counters,
             active: Vec::new(),
             embeds: Vec::new(),
+            waiting: None,
             n_vocab,
             rate_window_start: Instant::now(),
             rate_window_tokens: 0,
@@ -213,26 +231,46 @@ impl Scheduler {
         self.store_active();
     }
 
-    /// Publish how many requests are running (generations and embedding requests).
+    /// Slots in use: every sequence, the choices waiting to fork from one, and every embedding
+    /// request.
+    fn slots_used(&self) -> usize {
+        self.active.iter().map(|a| 1 + a.forks.len()).sum::<usize>() + self.embeds.len()
+    }
+
+    /// Publish how many slots are taken (generations, their pending choices, embedding
+    /// requests).
     fn store_active(&self) {
         self.counters
             .active
-            .store(self.active.len() + self.embeds.len(), Ordering::SeqCst);
+            .store(self.slots_used(), Ordering::SeqCst);
     }
 
     /// Move queued requests into free slots. Returns true when no handle can submit any more.
     fn admit(&mut self) -> bool {
-        while self.active.len() + self.embeds.len() < self.config.parallel {
-            let job = match self.jobs.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) => return false,
-                Err(TryRecvError::Disconnected) => return true,
+        loop {
+            let job = match self.waiting.take() {
+                Some(job) => job,
+                None => match self.jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => return false,
+                    Err(TryRecvError::Disconnected) => return true,
+                },
             };
+            let need = match &job {
+                Job::Generate { request, .. } => request.n.max(1),
+                Job::Embed { .. } => 1,
+            };
+            if self.slots_used() + need > self.config.parallel {
+                // Still counted as queued; `submit` bounded `n` by `parallel`, so it fits once
+                // the running requests end.
+                self.waiting = Some(job);
+                return false;
+            }
             // Count it active before it leaves the queue, so `submit` never sees a free slot
             // that is not there.
             self.counters
                 .active
-                .store(self.active.len() + self.embeds.len() + 1, Ordering::SeqCst);
+                .store(self.slots_used() + need, Ordering::SeqCst);
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
             match job {
                 Job::Generate { request, events } => self.start(request, events),
@@ -249,7 +287,6 @@ impl Scheduler {
             }
             self.store_active();
         }
-        false
     }
 
     /// Embed the next inputs of the admitted embedding requests, oldest first, up to
@@ -328,15 +365,20 @@ impl Scheduler {
             stop,
             logprobs,
             ignore_eos,
+            constraint,
+            n,
         } = request;
         let prompt_len = prompt_tokens.len();
         if max_tokens == 0 {
-            let _ = events.send(Event::Done {
-                finish_reason: FinishReason::Length,
-                usage: usage(prompt_len, 0),
-                stop_word: None,
-                text: String::new(),
-            });
+            for choice in 0..n.max(1) {
+                let _ = events.send(Event::Done {
+                    choice,
+                    finish_reason: FinishReason::Length,
+                    usage: usage(prompt_len, 0),
+                    stop_word: None,
+                    text: String::new(),
+                });
+            }
             return;
         }
         let seq = match self.backend.new_sequence() {
@@ -349,10 +391,23 @@ impl Scheduler {
             }
         };
         let sampler = (self.sampler)(&sampling);
+        // Choice i draws from its own stream (seed + i), with its own copy of the constraint.
+        let forks = (1..n.max(1))
+            .map(|choice| Fork {
+                choice,
+                sampler: (self.sampler)(&crate::sampling::SamplingParams {
+                    seed: sampling.seed.wrapping_add(choice as u64),
+                    ..sampling.clone()
+                }),
+                text: TextStream::new(&stop),
+                constraint: constraint.as_ref().map(|c| c.fork()),
+            })
+            .collect();
         let mut history = prompt_tokens;
         history.reserve(max_tokens);
         self.active.push(Active {
             seq,
+            choice: 0,
             events,
             history,
             prompt_len,
@@ -364,8 +419,48 @@ impl Scheduler {
             text: TextStream::new(&stop),
             logprobs,
             ignore_eos,
+            constraint,
+            forks,
             finished: false,
         });
+    }
+
+    /// Start the waiting choices of `active[index]`, whose prompt is now processed, from
+    /// copies of its KV cache, each drawing its first token from the same `logits`.
+    fn start_forks(&mut self, index: usize, logits: &[f32]) {
+        let forks = std::mem::take(&mut self.active[index].forks);
+        for fork in forks {
+            let parent = &self.active[index];
+            let seq = match self.backend.fork(parent.seq) {
+                Ok(seq) => seq,
+                Err(err) => {
+                    let message = format!("could not start choice {}: {err}", fork.choice);
+                    fail(&mut self.active[index], &message);
+                    return;
+                }
+            };
+            let child = Active {
+                seq,
+                choice: fork.choice,
+                events: parent.events.clone(),
+                history: parent.history.clone(),
+                prompt_len: parent.prompt_len,
+                prefilled: parent.prompt_len,
+                next_input: None,
+                generated: 0,
+                max_tokens: parent.max_tokens,
+                sampler: fork.sampler,
+                text: fork.text,
+                logprobs: parent.logprobs,
+                ignore_eos: parent.ignore_eos,
+                constraint: fork.constraint,
+                forks: Vec::new(),
+                finished: false,
+            };
+            self.active.push(child);
+            let last = self.active.len() - 1;
+            self.after_logits(last, &mut logits.to_vec());
+        }
     }
 
     /// Feed the prompts still being prefilled, oldest first, up to `prefill_chunk` tokens in
@@ -409,6 +504,9 @@ impl Scheduler {
         };
         for (i, mut logits) in indices.into_iter().zip(all) {
             if self.active[i].prefilled == self.active[i].prompt_len {
+                if !self.active[i].forks.is_empty() {
+                    self.start_forks(i, &logits);
+                }
                 self.after_logits(i, &mut logits);
             }
         }
@@ -475,6 +573,15 @@ impl Scheduler {
             return;
         }
         let raw = a.logprobs.map(|_| logits.to_vec());
+        if let Some(constraint) = &mut a.constraint
+            && let Err(err) = constraint.mask(logits)
+        {
+            fail(
+                a,
+                &format!("the output constraint allows no token here: {err}"),
+            );
+            return;
+        }
         let token = a.sampler.sample(logits, &a.history);
         if token as usize >= n_vocab {
             fail(
@@ -490,8 +597,19 @@ impl Scheduler {
             .fetch_add(1, Ordering::Relaxed);
         self.rate_window_tokens += 1;
 
-        if !a.ignore_eos && self.tokenizer.is_eog(token) {
+        // Under a constraint an end-of-generation token is drawable only where the output is
+        // complete, so it ends the choice even with `ignore_eos`.
+        if (!a.ignore_eos || a.constraint.is_some()) && self.tokenizer.is_eog(token) {
             finish(a, FinishReason::Stop, None);
+            return;
+        }
+        if let Some(constraint) = &mut a.constraint
+            && let Err(err) = constraint.accept(token)
+        {
+            fail(
+                a,
+                &format!("internal error: the output constraint refused token {token}: {err}"),
+            );
             return;
         }
         // Control tokens (`<|eot_id|>` under `ignore_eos`, `<|begin_of_text|>`, ...) produce no
@@ -508,6 +626,7 @@ impl Scheduler {
         let pushed = a.text.push(&bytes);
         if a.events
             .send(Event::Token {
+                choice: a.choice,
                 id: token,
                 text: pushed.text,
                 logprob,
@@ -519,6 +638,8 @@ impl Scheduler {
         }
         if let Some(stop) = pushed.stop {
             finish(a, FinishReason::Stop, Some(stop));
+        } else if a.constraint.as_ref().is_some_and(|c| c.is_finished()) {
+            finish(a, FinishReason::Stop, None);
         } else if a.generated >= a.max_tokens {
             finish(a, FinishReason::Length, None);
         } else {
@@ -549,7 +670,8 @@ impl Scheduler {
         for e in self.embeds.drain(..) {
             let _ = e.reply.send(Err(message.to_string()));
         }
-        while let Ok(job) = self.jobs.try_recv() {
+        let mut waiting = self.waiting.take();
+        while let Some(job) = waiting.take().or_else(|| self.jobs.try_recv().ok()) {
             self.counters.queued.fetch_sub(1, Ordering::SeqCst);
             match job {
                 Job::Generate { events, .. } => {
@@ -577,6 +699,7 @@ fn usage(prompt: usize, completion: usize) -> Usage {
 fn finish(a: &mut Active, finish_reason: FinishReason, stop_word: Option<String>) {
     let text = a.text.finish();
     let _ = a.events.send(Event::Done {
+        choice: a.choice,
         finish_reason,
         usage: usage(a.prompt_len, a.generated),
         stop_word,
@@ -855,6 +978,8 @@ mod tests {
             stop: vec![],
             logprobs: None,
             ignore_eos: false,
+            constraint: None,
+            n: 1,
         };
         assert_eq!(err(h.submit(generation)), SubmitError::NotGenerative);
         assert!(!h.is_busy());

@@ -196,6 +196,7 @@ impl From<SubmitError> for ApiError {
             }
             .with_code("queue_full"),
             SubmitError::ShuttingDown => ApiError::shutting_down(),
+            SubmitError::TooManyChoices { .. } => ApiError::invalid_param("n", message),
             SubmitError::EmptyInput { .. } => ApiError::invalid_param("input", message),
             SubmitError::InputTooLong { .. } => {
                 ApiError::invalid_param("input", message).with_code("context_length_exceeded")

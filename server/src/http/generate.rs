@@ -188,37 +188,70 @@ impl Clock {
     }
 }
 
-/// Wait for the whole generation.
-pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
-    let mut clock = Clock::start();
-    let mut text = String::new();
-    let mut tokens = Vec::new();
+/// Wait for the whole generation of every one of the request's `n` choices; the result is in
+/// choice order. A failure of any choice fails the request.
+pub async fn collect(
+    mut rx: UnboundedReceiver<Event>,
+    n: usize,
+) -> Result<Vec<Collected>, ApiError> {
+    struct Partial {
+        clock: Clock,
+        text: String,
+        tokens: Vec<CollectedToken>,
+    }
+    let n = n.max(1);
+    let start = Clock::start();
+    let mut partial: Vec<Partial> = (0..n)
+        .map(|_| Partial {
+            clock: start,
+            text: String::new(),
+            tokens: Vec::new(),
+        })
+        .collect();
+    let mut done: Vec<Option<Collected>> = (0..n).map(|_| None).collect();
+    let mut remaining = n;
     while let Some(event) = rx.recv().await {
         match event {
             Event::Token {
+                choice,
                 id,
                 text: piece,
                 logprob,
             } => {
-                clock.token();
-                text.push_str(&piece);
-                tokens.push(CollectedToken { id, logprob });
+                let Some(p) = partial.get_mut(choice) else {
+                    continue;
+                };
+                p.clock.token();
+                p.text.push_str(&piece);
+                p.tokens.push(CollectedToken { id, logprob });
             }
             Event::Done {
+                choice,
                 finish_reason,
                 usage,
                 stop_word,
                 text: tail,
             } => {
+                let (Some(p), Some(slot)) = (partial.get_mut(choice), done.get_mut(choice)) else {
+                    continue;
+                };
+                if slot.is_some() {
+                    continue;
+                }
+                let mut text = std::mem::take(&mut p.text);
                 text.push_str(&tail);
-                return Ok(Collected {
+                *slot = Some(Collected {
                     text,
-                    tokens,
+                    tokens: std::mem::take(&mut p.tokens),
                     finish_reason,
                     usage,
                     stop_word,
-                    timings: clock.timings(),
+                    timings: p.clock.timings(),
                 });
+                remaining -= 1;
+                if remaining == 0 {
+                    return Ok(done.into_iter().flatten().collect());
+                }
             }
             Event::Failed { message } => {
                 return Err(ApiError::internal(format!("generation failed: {message}")));
@@ -228,6 +261,18 @@ pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Collected, ApiE
     Err(ApiError::internal(
         "the generation ended without a result (the engine stopped)",
     ))
+}
+
+/// The usage of a request from its choices: the prompt counted once (it was processed once),
+/// the completion tokens of every choice added up.
+pub fn total_usage(choices: &[Collected]) -> Usage {
+    let prompt = choices.first().map_or(0, |c| c.usage.prompt_tokens);
+    let completion: usize = choices.iter().map(|c| c.usage.completion_tokens).sum();
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    }
 }
 
 /// What a stream step produces: SSE events to send, and whether the stream is finished.

@@ -19,10 +19,12 @@ use super::generate::{
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
+use super::structured;
 use crate::engine::{
     Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob,
 };
 use crate::sampling::SamplingParams;
+use bitnet_constraint::Grammar;
 
 /// The most alternatives per token for `n_probs`.
 pub const MAX_N_PROBS: i64 = 100;
@@ -47,6 +49,10 @@ pub struct CompletionRequest {
     pub stream: Option<bool>,
     pub n_probs: Option<i64>,
     pub ignore_eos: Option<bool>,
+    /// A JSON Schema the output must match.
+    pub json_schema: Option<Value>,
+    /// A GBNF grammar the output must match.
+    pub grammar: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,7 +177,8 @@ fn stop_type(reason: FinishReason, word: Option<&str>) -> &'static str {
     match (reason, word) {
         (FinishReason::Length, _) => "limit",
         (FinishReason::Stop, Some(_)) => "word",
-        (FinishReason::Stop, None) => "eos",
+        (FinishReason::Stop | FinishReason::ToolCalls, None) => "eos",
+        (FinishReason::ToolCalls, Some(_)) => "word",
     }
 }
 
@@ -211,6 +218,8 @@ pub struct CompletionSettings {
     pub n_probs: usize,
     pub ignore_eos: bool,
     pub stream: bool,
+    /// `json_schema` or `grammar`, with the field it came from.
+    pub grammar: Option<(&'static str, Grammar)>,
 }
 
 impl CompletionRequest {
@@ -239,6 +248,17 @@ impl CompletionRequest {
         };
         let ignore_eos = self.ignore_eos.unwrap_or(false);
         let stream = self.stream.unwrap_or(false);
+        let grammar =
+            structured::llama_grammar(self.json_schema.as_ref(), self.grammar.as_deref())?.map(
+                |g| {
+                    let param = if matches!(g, Grammar::Gbnf(_)) {
+                        "grammar"
+                    } else {
+                        "json_schema"
+                    };
+                    (param, g)
+                },
+            );
         Ok(CompletionSettings {
             prompt,
             sampling,
@@ -247,6 +267,7 @@ impl CompletionRequest {
             n_probs,
             ignore_eos,
             stream,
+            grammar,
         })
     }
 }
@@ -265,18 +286,23 @@ pub async fn completion(
         n_probs,
         ignore_eos,
         stream,
+        grammar,
     } = req.settings()?;
 
     let engine = generation_engine(&state)?;
-    let (prompt_tokens, prompt_text) = {
+    let (prompt_tokens, prompt_text, constraint) = {
         let engine = engine.clone();
         cpu_work(&state, move || {
+            let constraint = match &grammar {
+                Some((param, g)) => Some(structured::compile(&engine, param, g)?),
+                None => None,
+            };
             let tokens = super::generate::tokenize_prompt(&*engine.tokenizer, &prompt)?;
             let text = match prompt {
                 Prompt::Text(t) => t,
                 _ => engine.tokenizer.decode(&tokens).unwrap_or_default(),
             };
-            Ok((tokens, text))
+            Ok((tokens, text, constraint))
         })
         .await?
     };
@@ -296,11 +322,13 @@ pub async fn completion(
         stop,
         logprobs: (n_probs > 0).then_some(n_probs),
         ignore_eos,
+        constraint,
+        n: 1,
     })?;
     let model = state.model_id.clone();
 
     if !stream {
-        let done = collect(rx).await?;
+        let done = collect(rx, 1).await?.swap_remove(0);
         let infos: Vec<&LogprobInfo> = done
             .tokens
             .iter()
@@ -335,7 +363,9 @@ pub async fn completion(
         rx,
         state.cancel.clone(),
         move |event| match event {
-            Some(Event::Token { id, text, logprob }) => {
+            Some(Event::Token {
+                id, text, logprob, ..
+            }) => {
                 clock.token();
                 predicted += 1;
                 has_new_line |= text.contains('\n');
@@ -356,6 +386,7 @@ pub async fn completion(
                 usage,
                 stop_word,
                 text,
+                ..
             }) => {
                 let last = Final {
                     index: 0,

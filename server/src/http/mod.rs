@@ -18,6 +18,7 @@ pub mod llama;
 pub mod metrics;
 pub mod openai;
 pub mod params;
+pub mod structured;
 pub mod tools;
 
 use std::ops::Deref;

@@ -1,11 +1,14 @@
 //! OpenAI-compatible endpoints: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `GET /v1/models`; streaming as SSE chunks ending with `data: [DONE]`.
 //!
-//! Supported beyond the basics: `stop`, `seed`, `max_tokens`/`max_completion_tokens`,
-//! `stream_options.include_usage`, `logprobs`/`top_logprobs` (chat) and `logprobs` (completions),
-//! and llama.cpp's sampling extensions (`top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`,
-//! `ignore_eos`). Refused with a clear 400: `n`/`best_of` ≠ 1, tools/function calling,
-//! non-text content parts, `echo`, `suffix`, JSON response formats.
+//! Supported beyond the basics: `n` (several choices from one prompt pass), `stop`, `seed`,
+//! `max_tokens`/`max_completion_tokens`, `stream_options.include_usage`,
+//! `logprobs`/`top_logprobs` (chat) and `logprobs` (completions), structured outputs
+//! (`response_format` `json_object`/`json_schema`, see `structured.rs`), tool calling (`tools`,
+//! `tool_choice`, `parallel_tool_calls`, the `tool` role, see `tools.rs`), and llama.cpp's
+//! sampling extensions (`top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`, `ignore_eos`).
+//! Refused with a clear 400: `best_of` ≠ 1, the legacy `functions`, non-text content parts,
+//! `echo`, `suffix`.
 //!
 //! This module does NOT implement generation; it maps requests onto the engine and events onto
 //! OpenAI's response shapes.
@@ -25,10 +28,14 @@ use super::generate::{
 };
 use super::json::ApiJson;
 use super::params::{self, Prompt};
+use super::structured;
+use super::tools::{self, DeltaToolCall, MessageToolCall, Reply, StreamDelta, ToolStream, Tools};
 use crate::engine::{
-    Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob, Usage,
+    Event, FinishReason, GenerationRequest, LogprobInfo, MAX_CHOICES, TokenCodec, TokenLogprob,
+    Usage,
 };
 use crate::sampling::SamplingParams;
+use bitnet_constraint::Grammar;
 use bitnet_tokenizer::ChatMessage;
 
 /// The most alternatives per token for `top_logprobs` / `logprobs`.
@@ -44,6 +51,12 @@ pub struct InMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Value>,
+    /// The calls an earlier assistant turn made.
+    #[serde(default)]
+    pub tool_calls: Option<Value>,
+    /// Which call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<Value>,
 }
 
 /// `POST /v1/chat/completions` body.
@@ -70,6 +83,8 @@ pub struct ChatRequest {
     pub top_logprobs: Option<i64>,
     pub ignore_eos: Option<bool>,
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     pub functions: Option<Value>,
     pub response_format: Option<Value>,
 }
@@ -105,7 +120,10 @@ pub struct CompletionRequest {
 #[derive(Debug, Serialize)]
 struct AssistantMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` when the reply is tool calls (OpenAI's shape).
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<MessageToolCall<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,7 +142,7 @@ struct ChatLogprobs {
 
 #[derive(Debug, Serialize)]
 struct ChatChoice<'a> {
-    index: u32,
+    index: usize,
     message: AssistantMessage<'a>,
     logprobs: Option<ChatLogprobs>,
     finish_reason: FinishReason,
@@ -147,11 +165,13 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<DeltaToolCall<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
 struct ChunkChoice<'a> {
-    index: u32,
+    index: usize,
     delta: Delta<'a>,
     logprobs: Option<ChatLogprobs>,
     finish_reason: Option<FinishReason>,
@@ -180,7 +200,7 @@ struct CompletionLogprobs {
 #[derive(Debug, Serialize)]
 struct CompletionChoice<'a> {
     text: &'a str,
-    index: u32,
+    index: usize,
     logprobs: Option<CompletionLogprobs>,
     finish_reason: Option<FinishReason>,
 }
@@ -289,7 +309,14 @@ fn message_text(index: usize, content: Option<&Value>) -> Result<String, ApiErro
     }
 }
 
-fn parse_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+/// The conversation as the chat template sees it: roles checked (`developer` is `system`),
+/// content parts joined, earlier tool calls and `tool` results rendered in the tool-call format
+/// (`tools::History`), and, when `tools` are offered, their instructions at the start of the
+/// system message (a new first message when there is none).
+fn parse_messages(
+    messages: &[InMessage],
+    tools: Option<&Tools>,
+) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
@@ -297,7 +324,8 @@ fn parse_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> 
              [{\"role\": \"user\", \"content\": \"Hello\"}]",
         ));
     }
-    let mut out = Vec::with_capacity(messages.len());
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    let mut history = tools::History::new();
     for (i, m) in messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => "system",
@@ -314,19 +342,39 @@ fn parse_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> 
                 ));
             }
         };
+        let text = message_text(i, m.content.as_ref())?;
+        let content = match role {
+            "assistant" => history.assistant_text(i, &text, m.tool_calls.as_ref())?,
+            "tool" => history.tool_result_text(i, m.tool_call_id.as_ref(), &text)?,
+            _ => text,
+        };
         out.push(ChatMessage {
             role: role.to_string(),
-            content: message_text(i, m.content.as_ref())?,
+            content,
         });
+    }
+    let instructions = tools.map(Tools::system_prompt).unwrap_or_default();
+    if !instructions.is_empty() {
+        match out.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content = format!("{instructions}\n\n{}", first.content);
+            }
+            _ => out.insert(0, ChatMessage::new("system", instructions)),
+        }
     }
     Ok(out)
 }
 
-fn non_empty(v: &Option<Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(_) => true,
+/// OpenAI's `n`: 1 when absent, at most [`MAX_CHOICES`] (the engine also bounds it by the
+/// server's `--parallel`).
+fn choice_count(n: Option<i64>) -> Result<usize, ApiError> {
+    match n {
+        None => Ok(1),
+        Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::invalid_param(
+            "n",
+            format!("`n` must be between 1 and {MAX_CHOICES} (choices to generate), got {n}"),
+        )),
     }
 }
 
@@ -360,29 +408,31 @@ pub struct ChatSettings {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    /// Choices to generate.
+    pub n: usize,
+    /// What the reply must match: the tool-call format when tools may be called, else the
+    /// `response_format`, with the field it came from (named in a 400).
+    pub grammar: Option<(&'static str, Grammar)>,
+    /// The tools the model may call (none under `tool_choice: "none"`): the reply is read back
+    /// as tool calls or text.
+    pub tools: Option<Tools>,
 }
 
 impl ChatRequest {
     /// Checks every field but `model` (which needs the server's names): a 400 naming the
     /// parameter for anything this server does not accept.
     pub fn settings(&self) -> Result<ChatSettings, ApiError> {
-        params::check_n("n", self.n)?;
-        if non_empty(&self.tools) || non_empty(&self.functions) {
-            return Err(ApiError::invalid_param(
-                "tools",
-                "tool and function calling are not supported by this server",
-            ));
-        }
-        if let Some(format) = &self.response_format {
-            let kind = format.get("type").and_then(Value::as_str);
-            if kind != Some("text") {
-                return Err(ApiError::invalid_param(
-                    "response_format",
-                    "only `response_format: {\"type\": \"text\"}` is supported",
-                ));
-            }
-        }
-        let messages = parse_messages(&self.messages)?;
+        let n = choice_count(self.n)?;
+        let tools = Tools::parse(
+            self.tools.as_ref(),
+            self.tool_choice.as_ref(),
+            self.parallel_tool_calls,
+            self.functions.as_ref(),
+        )?;
+        let format = structured::response_format(self.response_format.as_ref())?;
+        let grammar = reply_grammar(tools.as_ref(), format);
+        let messages = parse_messages(&self.messages, tools.as_ref())?;
+        let tools = tools.filter(|t| t.choice != tools::ToolChoice::None);
         let sampling = params::sampling(&params::raw_sampling!(self))?;
         let stop = params::stop_list(self.stop.as_ref())?;
         let requested = match self.max_completion_tokens {
@@ -409,7 +459,25 @@ impl ChatRequest {
             stream: self.stream.unwrap_or(false),
             include_usage: include_usage(self.stream_options.as_ref()),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            n,
+            grammar,
+            tools,
         })
+    }
+}
+
+/// The grammar of a chat reply: with tools that may be called, the tool-call format (under
+/// `auto`, or text — or the `response_format`'s JSON when one is set); else the
+/// `response_format`'s.
+fn reply_grammar(
+    tools: Option<&Tools>,
+    format: Option<Grammar>,
+) -> Option<(&'static str, Grammar)> {
+    match tools {
+        Some(t) if t.choice != tools::ToolChoice::None => {
+            t.grammar(format.as_ref()).map(|g| ("tools", g))
+        }
+        _ => format.map(|g| ("response_format", g)),
     }
 }
 
@@ -430,6 +498,60 @@ pub fn chat_prompt(tok: &dyn TokenCodec, messages: &[ChatMessage]) -> Result<Vec
     })
 }
 
+/// What one choice of a streamed chat reply has sent so far.
+struct ChoiceState {
+    sent_role: bool,
+    /// Reads the reply as tool calls or text when tools are offered.
+    tools: Option<ToolStream>,
+    /// A tool call was streamed: the choice finishes with `tool_calls`.
+    called: bool,
+    completion_tokens: usize,
+}
+
+/// The chunks of a choice's new text: content as it comes, or tool-call increments (`end`:
+/// the reply is over, release what the reader held back). `chunk` builds one SSE event.
+fn text_chunks(
+    state: &mut ChoiceState,
+    index: usize,
+    text: &str,
+    mut lp: Option<ChatLogprobs>,
+    end: bool,
+    out: &mut Vec<SseEvent>,
+    chunk: &impl Fn(usize, Delta<'_>, Option<ChatLogprobs>, Option<FinishReason>) -> SseEvent,
+) {
+    let deltas = match &mut state.tools {
+        None if text.is_empty() => Vec::new(),
+        None => vec![StreamDelta::Content(text.to_string())],
+        Some(reader) => {
+            let mut d = reader.push(text);
+            if end {
+                d.extend(reader.finish());
+            }
+            d
+        }
+    };
+    for delta in &deltas {
+        let body = match delta {
+            StreamDelta::Content(text) => Delta {
+                content: Some(text),
+                ..Delta::default()
+            },
+            call => {
+                state.called = true;
+                Delta {
+                    tool_calls: call.tool_call().map(|c| vec![c]),
+                    ..Delta::default()
+                }
+            }
+        };
+        out.push(chunk(index, body, lp.take(), None));
+    }
+    if let Some(lp) = lp {
+        // The log-probabilities of a token whose text is held back still go out.
+        out.push(chunk(index, Delta::default(), Some(lp), None));
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -445,12 +567,29 @@ pub async fn chat_completions(
         stream,
         include_usage,
         ignore_eos,
+        n,
+        grammar,
+        tools,
     } = req.settings()?;
 
     let engine = generation_engine(&state)?;
-    let prompt_tokens = {
+    let (prompt_tokens, constraint) = {
         let engine = engine.clone();
-        generate::cpu_work(&state, move || chat_prompt(&*engine.tokenizer, &messages)).await?
+        let tools = tools.clone();
+        generate::cpu_work(&state, move || {
+            let constraint = match (&grammar, &tools) {
+                // A tool grammar that does not compile: the error names the function.
+                (Some(("tools", g)), Some(t)) => {
+                    Some(structured::compile_or(&engine, g, |v, e| {
+                        t.grammar_error(v, &e)
+                    })?)
+                }
+                (Some((param, g)), _) => Some(structured::compile(&engine, param, g)?),
+                (None, _) => None,
+            };
+            Ok((chat_prompt(&*engine.tokenizer, &messages)?, constraint))
+        })
+        .await?
     };
     let max_tokens =
         params::effective_max_tokens(requested, prompt_tokens.len(), engine.handle.n_ctx());
@@ -461,18 +600,59 @@ pub async fn chat_completions(
         stop,
         logprobs,
         ignore_eos,
+        constraint,
+        n,
     })?;
 
     let id = response_id("chatcmpl");
     let created = unix_now();
     let model = state.model_id.clone();
     let fingerprint = fingerprint(&engine);
+    let with_tools = tools.is_some();
     if !stream {
-        let done = collect(rx).await?;
-        let infos: Vec<&LogprobInfo> = done
-            .tokens
+        let done = collect(rx, n).await?;
+        let replies: Vec<Reply> = done
             .iter()
-            .filter_map(|t: &CollectedToken| t.logprob.as_ref())
+            .map(|c| match with_tools {
+                true => tools::parse_reply(&c.text),
+                false => Reply::Content(c.text.clone()),
+            })
+            .collect();
+        let choices = done
+            .iter()
+            .zip(&replies)
+            .enumerate()
+            .map(|(index, (c, reply))| {
+                let infos: Vec<&LogprobInfo> = c
+                    .tokens
+                    .iter()
+                    .filter_map(|t: &CollectedToken| t.logprob.as_ref())
+                    .collect();
+                let (message, finish_reason) = match reply {
+                    Reply::Content(text) => (
+                        AssistantMessage {
+                            role: "assistant",
+                            content: Some(text),
+                            tool_calls: None,
+                        },
+                        c.finish_reason,
+                    ),
+                    Reply::ToolCalls(calls) => (
+                        AssistantMessage {
+                            role: "assistant",
+                            content: None,
+                            tool_calls: Some(calls.iter().map(|c| c.message()).collect()),
+                        },
+                        FinishReason::ToolCalls,
+                    ),
+                };
+                ChatChoice {
+                    index,
+                    message,
+                    logprobs: logprobs.map(|_| chat_logprobs(&infos)),
+                    finish_reason,
+                }
+            })
             .collect();
         let body = ChatCompletion {
             id,
@@ -480,21 +660,21 @@ pub async fn chat_completions(
             created,
             model: &model,
             system_fingerprint: &fingerprint,
-            choices: vec![ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: &done.text,
-                },
-                logprobs: logprobs.map(|_| chat_logprobs(&infos)),
-                finish_reason: done.finish_reason,
-            }],
-            usage: done.usage,
+            choices,
+            usage: generate::total_usage(&done),
         };
         return Ok(Json(body).into_response());
     }
 
-    let mut sent_role = false;
+    let mut states: Vec<ChoiceState> = (0..n)
+        .map(|_| ChoiceState {
+            sent_role: false,
+            tools: with_tools.then(ToolStream::new),
+            called: false,
+            completion_tokens: 0,
+        })
+        .collect();
+    let mut remaining = n;
     let usage_chunk = {
         let (id, model, fp) = (id.clone(), model.clone(), fingerprint.clone());
         move |usage: Usage| {
@@ -509,49 +689,48 @@ pub async fn chat_completions(
             })
         }
     };
-    let chunk =
-        move |delta: Delta<'_>, logprobs: Option<ChatLogprobs>, finish: Option<FinishReason>| {
-            json_event(&ChatChunk {
-                id: &id,
-                object: "chat.completion.chunk",
-                created,
-                model: &model,
-                system_fingerprint: &fingerprint,
-                choices: vec![ChunkChoice {
-                    index: 0,
-                    delta,
-                    logprobs,
-                    finish_reason: finish,
-                }],
-                usage: None,
-            })
-        };
+    let chunk = move |index: usize,
+                      delta: Delta<'_>,
+                      logprobs: Option<ChatLogprobs>,
+                      finish: Option<FinishReason>| {
+        json_event(&ChatChunk {
+            id: &id,
+            object: "chat.completion.chunk",
+            created,
+            model: &model,
+            system_fingerprint: &fingerprint,
+            choices: vec![ChunkChoice {
+                index,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: None,
+        })
+    };
     Ok(sse_response(rx, state.cancel.clone(), move |event| {
         let mut out: Vec<SseEvent> = Vec::new();
-        if !sent_role {
-            sent_role = true;
-            out.push(chunk(
-                Delta {
-                    role: Some("assistant"),
-                    content: Some(""),
-                },
-                None,
-                None,
-            ));
+        let index = match &event {
+            Some(Event::Token { choice, .. } | Event::Done { choice, .. }) => *choice,
+            _ => 0,
+        };
+        let Some(state) = states.get_mut(index) else {
+            return (out, false);
+        };
+        if matches!(event, Some(Event::Token { .. } | Event::Done { .. })) && !state.sent_role {
+            state.sent_role = true;
+            let delta = Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                ..Delta::default()
+            };
+            out.push(chunk(index, delta, None, None));
         }
         match event {
             Some(Event::Token { text, logprob, .. }) => {
+                state.completion_tokens += 1;
                 let lp = logprob.as_ref().map(|l| chat_logprobs(&[l]));
-                if !text.is_empty() || lp.is_some() {
-                    out.push(chunk(
-                        Delta {
-                            role: None,
-                            content: Some(&text),
-                        },
-                        lp,
-                        None,
-                    ));
-                }
+                text_chunks(state, index, &text, lp, false, &mut out, &chunk);
                 (out, false)
             }
             Some(Event::Done {
@@ -560,19 +739,25 @@ pub async fn chat_completions(
                 text,
                 ..
             }) => {
-                if !text.is_empty() {
-                    out.push(chunk(
-                        Delta {
-                            role: None,
-                            content: Some(&text),
-                        },
-                        None,
-                        None,
-                    ));
+                text_chunks(state, index, &text, None, true, &mut out, &chunk);
+                let finish = if state.called {
+                    FinishReason::ToolCalls
+                } else {
+                    finish_reason
+                };
+                out.push(chunk(index, Delta::default(), None, Some(finish)));
+                remaining -= 1;
+                if remaining > 0 {
+                    return (out, false);
                 }
-                out.push(chunk(Delta::default(), None, Some(finish_reason)));
                 if include_usage {
-                    out.push(usage_chunk(usage));
+                    let completion: usize = states.iter().map(|s| s.completion_tokens).sum();
+                    // The prompt was processed once for every choice.
+                    out.push(usage_chunk(Usage {
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: completion,
+                        total_tokens: usage.prompt_tokens + completion,
+                    }));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 (out, true)
@@ -600,13 +785,15 @@ pub struct CompletionSettings {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    /// Choices to generate.
+    pub n: usize,
 }
 
 impl CompletionRequest {
     /// Checks every field but `model` (which needs the server's names): a 400 naming the
     /// parameter for anything this server does not accept.
     pub fn settings(&self) -> Result<CompletionSettings, ApiError> {
-        params::check_n("n", self.n)?;
+        let n = choice_count(self.n)?;
         params::check_n("best_of", self.best_of)?;
         if self.echo.unwrap_or(false) {
             return Err(ApiError::invalid_param(
@@ -638,6 +825,7 @@ impl CompletionRequest {
             stream: self.stream.unwrap_or(false),
             include_usage: include_usage(self.stream_options.as_ref()),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            n,
         })
     }
 }
@@ -657,6 +845,7 @@ pub async fn completions(
         stream,
         include_usage,
         ignore_eos,
+        n,
     } = req.settings()?;
 
     let engine = generation_engine(&state)?;
@@ -676,6 +865,8 @@ pub async fn completions(
         stop,
         logprobs,
         ignore_eos,
+        constraint: None,
+        n,
     })?;
 
     let id = response_id("cmpl");
@@ -683,11 +874,20 @@ pub async fn completions(
     let model = state.model_id.clone();
     let fingerprint = fingerprint(&engine);
     if !stream {
-        let done = collect(rx).await?;
-        let infos: Vec<&LogprobInfo> = done
-            .tokens
+        let done = collect(rx, n).await?;
+        let choices = done
             .iter()
-            .filter_map(|t| t.logprob.as_ref())
+            .enumerate()
+            .map(|(index, c)| {
+                let infos: Vec<&LogprobInfo> =
+                    c.tokens.iter().filter_map(|t| t.logprob.as_ref()).collect();
+                CompletionChoice {
+                    text: &c.text,
+                    index,
+                    logprobs: logprobs.map(|_| completion_logprobs(&infos, 0)),
+                    finish_reason: Some(c.finish_reason),
+                }
+            })
             .collect();
         let body = Completion {
             id: &id,
@@ -695,19 +895,18 @@ pub async fn completions(
             created,
             model: &model,
             system_fingerprint: &fingerprint,
-            choices: vec![CompletionChoice {
-                text: &done.text,
-                index: 0,
-                logprobs: logprobs.map(|_| completion_logprobs(&infos, 0)),
-                finish_reason: Some(done.finish_reason),
-            }],
-            usage: Some(done.usage),
+            choices,
+            usage: Some(generate::total_usage(&done)),
         };
         return Ok(Json(body).into_response());
     }
 
-    let mut offset = 0usize;
-    let chunk = move |text: &str,
+    // Per choice: the text offset so far and the tokens generated.
+    let mut offsets = vec![0usize; n];
+    let mut generated = vec![0usize; n];
+    let mut remaining = n;
+    let chunk = move |index: usize,
+                      text: &str,
                       lp: Option<CompletionLogprobs>,
                       finish: Option<FinishReason>,
                       usage: Option<Usage>| {
@@ -716,7 +915,7 @@ pub async fn completions(
         } else {
             vec![CompletionChoice {
                 text,
-                index: 0,
+                index,
                 logprobs: lp,
                 finish_reason: finish,
             }]
@@ -735,27 +934,47 @@ pub async fn completions(
         rx,
         state.cancel.clone(),
         move |event| match event {
-            Some(Event::Token { text, logprob, .. }) => {
-                let lp = logprob.as_ref().map(|l| completion_logprobs(&[l], offset));
-                offset += text.len();
+            Some(Event::Token {
+                choice,
+                text,
+                logprob,
+                ..
+            }) if choice < n => {
+                let lp = logprob
+                    .as_ref()
+                    .map(|l| completion_logprobs(&[l], offsets[choice]));
+                offsets[choice] += text.len();
+                generated[choice] += 1;
                 if text.is_empty() && lp.is_none() {
                     return (vec![], false);
                 }
-                (vec![chunk(&text, lp, None, None)], false)
+                (vec![chunk(choice, &text, lp, None, None)], false)
             }
             Some(Event::Done {
+                choice,
                 finish_reason,
                 usage,
                 text,
                 ..
-            }) => {
-                let mut out = vec![chunk(&text, None, Some(finish_reason), None)];
+            }) if choice < n => {
+                let mut out = vec![chunk(choice, &text, None, Some(finish_reason), None)];
+                remaining -= 1;
+                if remaining > 0 {
+                    return (out, false);
+                }
                 if include_usage {
-                    out.push(chunk("", None, None, Some(usage)));
+                    let completion: usize = generated.iter().sum();
+                    let total = Usage {
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: completion,
+                        total_tokens: usage.prompt_tokens + completion,
+                    };
+                    out.push(chunk(0, "", None, None, Some(total)));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 (out, true)
             }
+            Some(Event::Token { .. } | Event::Done { .. }) => (vec![], false),
             other => (vec![error_event(&stream_failure(other.as_ref()))], true),
         },
     ))
@@ -798,28 +1017,36 @@ mod tests {
 
     #[test]
     fn messages_are_validated() {
-        let e = parse_messages(&[]).unwrap_err();
+        let e = parse_messages(&[], None).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages"));
         let msg = |role: &str, content: Value| InMessage {
             role: role.into(),
             content: Some(content),
+            tool_calls: None,
+            tool_call_id: None,
         };
-        let ok = parse_messages(&[
-            msg("developer", json!("be brief")),
-            msg(
-                "user",
-                json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]),
-            ),
-        ])
+        let ok = parse_messages(
+            &[
+                msg("developer", json!("be brief")),
+                msg(
+                    "user",
+                    json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]),
+                ),
+            ],
+            None,
+        )
         .unwrap();
         assert_eq!(ok[0].role, "system");
         assert_eq!(ok[1].content, "a\nb");
-        let e = parse_messages(&[msg("wizard", json!("x"))]).unwrap_err();
+        let e = parse_messages(&[msg("wizard", json!("x"))], None).unwrap_err();
         assert!(e.message.contains("wizard"), "{}", e.message);
-        let e = parse_messages(&[msg("user", json!([{"type": "image_url", "image_url": {}}]))])
-            .unwrap_err();
+        let e = parse_messages(
+            &[msg("user", json!([{"type": "image_url", "image_url": {}}]))],
+            None,
+        )
+        .unwrap_err();
         assert!(e.message.contains("only text"), "{}", e.message);
-        let e = parse_messages(&[msg("user", json!(5))]).unwrap_err();
+        let e = parse_messages(&[msg("user", json!(5))], None).unwrap_err();
         assert!(e.message.contains("messages[0].content"), "{}", e.message);
     }
 }

@@ -219,7 +219,7 @@ impl Tools {
     fn grammar_size(&self) -> usize {
         match self.choice {
             ToolChoice::None => 0,
-            ToolChoice::Auto => self.auto_lark().len(),
+            ToolChoice::Auto => self.auto_lark(None).len(),
             ToolChoice::Required | ToolChoice::Named(_) => {
                 serde_json::to_string(&self.reply_schema()).map_or(0, |s| s.len())
             }
@@ -378,31 +378,53 @@ impl Tools {
     /// The llguidance Lark grammar of a `tool_choice: "auto"` reply: optional JSON whitespace,
     /// then either nothing, plain text whose first character is not `{`, or the tool-call JSON
     /// of [`Tools::reply_schema`] (laid out like every constrained JSON: `", "` and `": "`).
-    pub fn auto_lark(&self) -> String {
-        let mut schema = self.reply_schema();
-        if let Value::Object(root) = &mut schema {
-            let layout: Value = serde_json::from_str(JSON_LAYOUT).unwrap_or(Value::Null);
-            root.insert("x-guidance".into(), layout);
-        }
-        format!(
-            "start: WS? (TEXT | tool_calls)?\n\
-             WS: /[ \\t\\r\\n]+/\n\
-             TEXT: /[^{{ \\t\\r\\n](.|\\n)*/\n\
-             tool_calls: %json {}\n",
+    /// With `answer` (the schema of a `response_format`), the reply that is not a tool call is
+    /// that JSON instead of text.
+    pub fn auto_lark(&self, answer: Option<&Value>) -> String {
+        let with_layout = |mut schema: Value| {
+            if let Value::Object(root) = &mut schema {
+                let layout: Value = serde_json::from_str(JSON_LAYOUT).unwrap_or(Value::Null);
+                root.insert("x-guidance".into(), layout);
+            }
             serde_json::to_string(&schema).unwrap_or_default()
-        )
+        };
+        let calls = with_layout(self.reply_schema());
+        match answer {
+            None => format!(
+                "start: WS? (TEXT | tool_calls)?\n\
+                 WS: /[ \\t\\r\\n]+/\n\
+                 TEXT: /[^{{ \\t\\r\\n](.|\\n)*/\n\
+                 tool_calls: %json {calls}\n"
+            ),
+            Some(answer) => format!(
+                "start: WS? (answer | tool_calls)\n\
+                 WS: /[ \\t\\r\\n]+/\n\
+                 answer: %json {}\n\
+                 tool_calls: %json {calls}\n",
+                with_layout(answer.clone())
+            ),
+        }
     }
 
     /// What the reply is constrained to: nothing for `none`; the tool-call JSON
     /// ([`Tools::reply_schema`]) for `required` and a named function; text or the tool-call
     /// JSON ([`Tools::auto_lark`]) for `auto`.
-    pub fn grammar(&self) -> Option<Grammar> {
+    /// `answer`: the request's `response_format` grammar (JSON), which an `auto` reply that is
+    /// not a tool call must follow.
+    pub fn grammar(&self, answer: Option<&Grammar>) -> Option<Grammar> {
         match self.choice {
             ToolChoice::None => None,
             ToolChoice::Required | ToolChoice::Named(_) => {
                 Some(Grammar::JsonSchema(self.reply_schema()))
             }
-            ToolChoice::Auto => Some(Grammar::Lark(self.auto_lark())),
+            ToolChoice::Auto => {
+                let answer = match answer {
+                    Some(Grammar::JsonSchema(schema)) => Some(schema.clone()),
+                    Some(_) => Some(json!({"type": "object"})),
+                    None => None,
+                };
+                Some(Grammar::Lark(self.auto_lark(answer.as_ref())))
+            }
         }
     }
 }
@@ -1678,7 +1700,7 @@ mod tests {
     #[test]
     fn auto_lark_embeds_the_schema_with_the_layout() {
         let t = tools_with(json!("auto"), true);
-        let lark = t.auto_lark();
+        let lark = t.auto_lark(None);
         let (head, json_text) = lark.split_once("tool_calls: %json ").unwrap();
         assert_eq!(
             head,
@@ -1734,7 +1756,7 @@ mod tests {
         assert_eq!(tools_with(json!("none"), true).system_prompt(), "");
         assert!(
             tools_with(json!("none"), true)
-                .auto_lark()
+                .auto_lark(None)
                 .contains("anyOf")
         );
     }
@@ -2278,8 +2300,8 @@ mod tests {
     #[test]
     fn grammars_accept_exactly_the_reply_format() {
         let (v, _) = vocab();
-        let g = |choice: Value, parallel| tools_with(choice, parallel).grammar().unwrap();
-        assert!(tools_with(json!("none"), true).grammar().is_none());
+        let g = |choice: Value, parallel| tools_with(choice, parallel).grammar(None).unwrap();
+        assert!(tools_with(json!("none"), true).grammar(None).is_none());
 
         let auto = g(json!("auto"), true);
         for ok in [
@@ -2396,7 +2418,7 @@ mod tests {
         ];
         for (choice, parallel) in cases {
             let tools = tools_with(choice.clone(), parallel);
-            let g = tools.grammar().unwrap();
+            let g = tools.grammar(None).unwrap();
             let (mut texts, mut calls_seen) = (0, 0);
             for _ in 0..40 {
                 let Some(text) = generate(&v, &tokens, &g, &mut rng) else {
@@ -2470,7 +2492,7 @@ mod tests {
             let t = Tools::parse(Some(&tools), Some(&choice), None, None)
                 .unwrap()
                 .unwrap();
-            let g = t.grammar().unwrap();
+            let g = t.grammar(None).unwrap();
             let e = v.compile(&g).unwrap_err();
             let api = t.grammar_error(&v, &e);
             assert_eq!(
@@ -2538,6 +2560,10 @@ mod tests {
         assert!(prompt.ends_with(tail), "{prompt}");
         // The assistant turn in the history is what the grammar accepts.
         let (v, _) = vocab();
-        assert!(accepts(&v, &tools.grammar().unwrap(), &messages[2].content));
+        assert!(accepts(
+            &v,
+            &tools.grammar(None).unwrap(),
+            &messages[2].content
+        ));
     }
 }

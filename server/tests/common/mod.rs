@@ -74,6 +74,8 @@ pub struct BackendStats {
     pub prefill_calls: AtomicUsize,
     /// The most sequences one `prefill_many` call carried.
     pub max_prefill_batch: AtomicUsize,
+    /// Sequences made by copying another (`n > 1` choices).
+    pub forked: AtomicUsize,
 }
 
 impl BackendStats {
@@ -191,6 +193,17 @@ impl Backend for TestBackend {
         if self.seqs.remove(&seq).is_some() {
             self.stats.freed.lock().unwrap().push(seq.0);
         }
+    }
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, BackendError> {
+        let copy = self
+            .seqs
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| BackendError("unknown seq".into()))?;
+        let id = self.new_sequence()?;
+        self.seqs.insert(id, copy);
+        self.stats.forked.fetch_add(1, Ordering::SeqCst);
+        Ok(id)
     }
 }
 
