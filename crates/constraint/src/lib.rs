@@ -13,6 +13,7 @@
 //! Does not: sample, tokenize text, or know about HTTP. The engine (server/src/engine/) masks the
 //! logits of a constrained sequence before its sampler runs and feeds back the sampled token.
 
+mod bounded;
 mod gbnf;
 mod limits;
 
@@ -22,6 +23,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie, TokenId};
 use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
 
+pub use bounded::{MAX_FRACTION_DIGITS, bound_for_generation};
 pub use gbnf::gbnf_to_lark;
 pub use limits::{MAX_GRAMMAR_BYTES, parser_limits};
 
@@ -266,6 +268,7 @@ fn json_grammar(mut schema: serde_json::Value) -> Result<TopLevelGrammar, Gramma
              formatting itself): remove it",
         ));
     }
+    bound_for_generation(&mut schema);
     // llguidance's supported way to set the compile options of a schema: its top-level
     // `x-guidance` object (`JsonCompileOptions::json_to_llg_with_overrides`).
     json_options().apply_to(&mut schema);

@@ -20,9 +20,9 @@ use super::params::type_name;
 use crate::engine::{Engine, OutputConstraint};
 use bitnet_constraint::{Grammar, GrammarError, Vocabulary};
 
-/// The largest schema or grammar text accepted, in bytes (the body limit bounds it too; this
-/// keeps one compile cheap whatever `--max-body` allows).
-pub const MAX_GRAMMAR_BYTES: usize = 256 * 1024;
+/// The largest schema or grammar text accepted, in bytes: the grammar engine's limit, checked
+/// here too so the 400 names the request field.
+pub const MAX_GRAMMAR_BYTES: usize = bitnet_constraint::MAX_GRAMMAR_BYTES;
 
 /// OpenAI's `response_format`: `None` for absent or `text`.
 pub fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
@@ -104,11 +104,11 @@ fn valid_schema_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A JSON Schema given as `param`: an object (or `true`, any JSON value) within
-/// [`MAX_GRAMMAR_BYTES`]. Its keywords are checked when compiled.
+/// A JSON Schema given as `param`: an object within [`MAX_GRAMMAR_BYTES`]. Its keywords are
+/// checked when compiled.
 pub fn json_schema(param: &str, schema: &Value) -> Result<Grammar, ApiError> {
     match schema {
-        Value::Object(_) | Value::Bool(true) => {}
+        Value::Object(_) => {}
         other => {
             return Err(ApiError::invalid_param(
                 param,

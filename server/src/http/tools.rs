@@ -347,6 +347,9 @@ impl Tools {
                 let mut arguments = f.parameters.clone();
                 let base = format!("#/properties/tool_calls/items/anyOf/{k}/properties/arguments");
                 rebase_refs(&mut arguments, &base);
+                // Also reached through Lark's `%json` (auto), which does not pass through the
+                // schema compile that bounds it.
+                bitnet_constraint::bound_for_generation(&mut arguments);
                 let mut properties = Map::new();
                 properties.insert("name".into(), json!({ "const": f.name }));
                 properties.insert("arguments".into(), arguments);
@@ -419,7 +422,11 @@ impl Tools {
             }
             ToolChoice::Auto => {
                 let answer = match answer {
-                    Some(Grammar::JsonSchema(schema)) => Some(schema.clone()),
+                    Some(Grammar::JsonSchema(schema)) => {
+                        let mut schema = schema.clone();
+                        bitnet_constraint::bound_for_generation(&mut schema);
+                        Some(schema)
+                    }
                     Some(_) => Some(json!({"type": "object"})),
                     None => None,
                 };
