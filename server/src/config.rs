@@ -195,6 +195,25 @@ pub struct ServeArgs {
     #[arg(long, env = "BITNET_MODEL_ID", help_heading = "Model source")]
     pub model_id: Option<String>,
 
+    /// Another name clients may give as `model` (like llama-server's --alias), listed in
+    /// /v1/models after the model id; responses still name the model id. Repeat the flag or
+    /// separate names with commas (BITNET_ALIAS=gpt-4o-mini,bitnet). The model file's name,
+    /// with and without .gguf, is always accepted.
+    #[arg(
+        long,
+        env = "BITNET_ALIAS",
+        value_delimiter = ',',
+        value_name = "NAME",
+        help_heading = "Model source"
+    )]
+    pub alias: Vec<String>,
+
+    /// Accept any `model` value, for apps that hard-code a model name: this server serves one
+    /// model, so every request goes to it and responses name its id. Without it an unknown
+    /// name is a 404 `model_not_found`.
+    #[arg(long, env = "BITNET_ACCEPT_ANY_MODEL", help_heading = "Model source")]
+    pub accept_any_model: bool,
+
     /// Hugging Face endpoint (a mirror, or a local test server).
     #[arg(long, env = "HF_ENDPOINT", default_value = download::DEFAULT_ENDPOINT, help_heading = "Download")]
     pub hf_endpoint: String,
@@ -449,10 +468,24 @@ impl ServeArgs {
             .model_id
             .clone()
             .unwrap_or_else(|| source.default_model_id());
+        let mut aliases = Vec::new();
+        for name in &self.alias {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(err(
+                    "--alias (BITNET_ALIAS) has an empty name; give names separated by commas, \
+                     e.g. --alias gpt-4o-mini,bitnet"
+                        .into(),
+                ));
+            }
+            if name != model_id && !aliases.iter().any(|a| a == name) {
+                aliases.push(name.to_string());
+            }
+        }
         let file_name = source.file_name();
-        let mut aliases = vec![file_name.clone()];
+        let mut file_names = vec![file_name.clone()];
         if let Some(stem) = file_name.strip_suffix(".gguf") {
-            aliases.push(stem.to_string());
+            file_names.push(stem.to_string());
         }
         Ok(ServeOptions {
             listen,
@@ -469,6 +502,8 @@ impl ServeArgs {
             api: ApiConfig {
                 model_id,
                 aliases,
+                file_names,
+                accept_any_model: self.accept_any_model,
                 api_key,
                 max_body: self.max_body,
                 body_timeout,
@@ -580,13 +615,44 @@ mod tests {
         .unwrap();
         assert!(matches!(o.source, ModelSource::Hub { ref revision, .. } if revision == "v1"));
         assert_eq!(o.api.model_id, "o/n");
-        assert!(o.api.aliases.contains(&"f.gguf".to_string()));
+        assert!(o.api.file_names.contains(&"f.gguf".to_string()));
+        assert!(o.api.aliases.is_empty());
         assert!(parse(&["--hf-repo", "o/n"]).is_err(), "hf-file is required");
         assert!(parse(&["--model", "a", "--model-url", "http://x/y"]).is_err());
         let e = parse(&[]).unwrap_err();
         assert!(e.contains("no model given"), "{e}");
         let e = parse(&["--model", "a", "--sha256", "xyz"]).unwrap_err();
         assert!(e.contains("--sha256"), "{e}");
+    }
+
+    /// Issue 18: `--alias` is repeatable and comma-separated (BITNET_ALIAS too: clap splits
+    /// the variable on the same delimiter), trimmed and deduplicated; an empty name is refused.
+    #[test]
+    fn aliases_and_accept_any_model() {
+        let o = parse(&[
+            "--model",
+            "/m/x.gguf",
+            "--alias",
+            "gpt-4o-mini, bitnet",
+            "--alias",
+            "llama,gpt-4o-mini",
+            "--alias",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(o.api.model_id, "x");
+        assert_eq!(o.api.aliases, ["gpt-4o-mini", "bitnet", "llama"]);
+        assert_eq!(o.api.file_names, ["x.gguf", "x"]);
+        assert!(!o.api.accept_any_model);
+        for bad in ["a,,b", " ", ","] {
+            let e = parse(&["--model", "a", "--alias", bad]).unwrap_err();
+            assert!(
+                e.contains("--alias") && e.contains("empty name"),
+                "{bad:?}: {e}"
+            );
+        }
+        let o = parse(&["--model", "a", "--accept-any-model"]).unwrap();
+        assert!(o.api.accept_any_model);
     }
 
     #[test]

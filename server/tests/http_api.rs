@@ -455,6 +455,102 @@ async fn bad_requests_get_clear_4xx_errors() {
     s.shutdown().await.unwrap();
 }
 
+/// Issue 18: `--alias` names are accepted and listed after the id; the file name is accepted
+/// but not listed; responses always name the model id; any other name is a 404.
+#[tokio::test]
+async fn aliases_are_accepted_and_listed_and_responses_name_the_model_id() {
+    let s = TestServer::ready(Setup {
+        aliases: vec!["gpt-4o-mini".into(), "bitnet".into()],
+        ..Setup::default()
+    })
+    .await;
+    let r = client().get(s.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let models: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["test-model", "gpt-4o-mini", "bitnet"], "{models}");
+    for entry in models["data"].as_array().unwrap() {
+        assert_eq!(entry["object"], "model", "{entry}");
+        assert_eq!(entry["owned_by"], "bitnet-server", "{entry}");
+    }
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for name in ["test-model", "gpt-4o-mini", "bitnet", "test-model.gguf"] {
+        let (status, body) = post(
+            &s.url("/v1/chat/completions"),
+            json!({"model": name, "messages": msgs, "max_tokens": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["model"], "test-model", "{name}");
+        let (status, body) = post(
+            &s.url("/v1/completions"),
+            json!({"model": name, "prompt": "a", "max_tokens": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["model"], "test-model", "{name}");
+        let (status, body) = post(
+            &s.url("/completion"),
+            json!({"model": name, "prompt": "a", "n_predict": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    let (status, body) = post(
+        &s.url("/v1/chat/completions"),
+        json!({"model": "gpt-9", "messages": msgs}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(error_message(&body).contains("gpt-9"), "{body}");
+    s.shutdown().await.unwrap();
+}
+
+/// Issue 18: `--accept-any-model` sends every name to the one model; responses name its id and
+/// `/v1/models` still lists only what the server serves.
+#[tokio::test]
+async fn accept_any_model_takes_any_name_and_answers_with_the_model_id() {
+    let s = TestServer::ready(Setup {
+        accept_any_model: true,
+        ..Setup::default()
+    })
+    .await;
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for name in ["gpt-4o", "", "anything/at-all:latest"] {
+        let (status, body) = post(
+            &s.url("/v1/chat/completions"),
+            json!({"model": name, "messages": msgs, "max_tokens": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name:?}: {body}");
+        assert_eq!(body["model"], "test-model", "{name:?}");
+        let (status, body) = post(
+            &s.url("/v1/completions"),
+            json!({"model": name, "prompt": "a", "max_tokens": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name:?}: {body}");
+        assert_eq!(body["model"], "test-model", "{name:?}");
+        let (status, body) = post(
+            &s.url("/completion"),
+            json!({"model": name, "prompt": "a", "n_predict": 2}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name:?}: {body}");
+    }
+    let r = client().get(s.url("/v1/models")).send().await.unwrap();
+    let models: Value = r.json().await.unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1, "{models}");
+    assert_eq!(models["data"][0]["id"], "test-model");
+    s.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn not_ready_gives_503_with_the_state_then_ready_gives_200() {
     let gate = Arc::new(Gate::default());

@@ -193,6 +193,8 @@ fn help_documents_env_vars_and_hides_secrets() {
         "HF_ENDPOINT",
         "HF_TOKEN",
         "HF_HUB_OFFLINE",
+        "BITNET_ALIAS",
+        "BITNET_ACCEPT_ANY_MODEL",
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),
@@ -216,6 +218,19 @@ fn bad_configuration_exits_2_with_a_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex"));
+    // BITNET_ALIAS is split on commas like --alias: the empty name between two commas exists
+    // only after the split, and is refused before the model is looked at.
+    let out = clean(&mut Command::new(BIN))
+        .args(["serve", "--model", "x"])
+        .env("BITNET_ALIAS", "gpt-4o-mini,,bitnet")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BITNET_ALIAS") && stderr.contains("empty name"),
+        "{stderr}"
+    );
 }
 
 /// A server whose stderr reader went away (closed pipe) must still log without panicking and

@@ -1,5 +1,5 @@
 """The pass/fail bookkeeping shared by the client test scripts (`openai_client_test.py`,
-`embeddings_client_test.py`): each check prints one `[ok]`/`[FAIL]` line, failures are kept,
+`embeddings_client_test.py`, `structured_client_test.py`, `schema_property_test.py`): each check prints one `[ok]`/`[FAIL]` line, failures are kept,
 and `report` prints the `N failure(s)` line the Rust tests look for."""
 
 FAILURES = []

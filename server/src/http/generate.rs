@@ -49,10 +49,12 @@ pub fn embedding_engine(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     Ok(engine)
 }
 
-/// 404 unless `requested` (when given) names this server's model.
+/// 404 unless `requested` (when given) is one of this server's model names, or the server
+/// accepts any name (`--accept-any-model`: it serves one model, which every request goes to).
 pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
     match requested {
         None => Ok(()),
+        Some(_) if state.accept_any_model => Ok(()),
         Some(name) if state.model_names.iter().any(|n| n == name) => Ok(()),
         Some(name) => Err(ApiError::unknown_model(name, &state.model_id)),
     }

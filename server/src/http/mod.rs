@@ -45,10 +45,14 @@ use metrics::{Limits, Metrics};
 /// What the API is configured with.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// The name clients use for the model (`/v1/models`, the `model` field).
+    /// The name clients use for the model (`/v1/models`, the `model` field of every response).
     pub model_id: String,
-    /// Other accepted names (e.g. the file name).
+    /// Other names a request may give (`--alias`), listed in `/v1/models` after the id.
     pub aliases: Vec<String>,
+    /// Names accepted but not listed: the model file's name, with and without `.gguf`.
+    pub file_names: Vec<String>,
+    /// `--accept-any-model`: any `model` value goes to the one served model.
+    pub accept_any_model: bool,
     pub api_key: Option<Secret>,
     /// Request body cap in bytes.
     pub max_body: usize,
@@ -65,7 +69,13 @@ pub struct Shared {
     pub engine: OnceLock<Arc<Engine>>,
     pub metrics: Metrics,
     pub model_id: String,
+    /// Every name a request may give: the id, the aliases, the file names (see
+    /// [`generate::check_model`]).
     pub model_names: Vec<String>,
+    /// What `/v1/models` lists: the id, then the aliases.
+    pub listed_models: Vec<String>,
+    /// See [`ApiConfig::accept_any_model`].
+    pub accept_any_model: bool,
     pub api_key: Option<Secret>,
     pub max_body: usize,
     /// See [`ApiConfig::body_timeout`].
@@ -95,10 +105,16 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: ApiConfig, health: Arc<Health>, cancel: CancellationToken) -> Self {
-        let mut model_names = vec![config.model_id.clone()];
+        let mut listed_models = vec![config.model_id.clone()];
         for alias in config.aliases {
-            if !model_names.contains(&alias) {
-                model_names.push(alias);
+            if !listed_models.contains(&alias) {
+                listed_models.push(alias);
+            }
+        }
+        let mut model_names = listed_models.clone();
+        for name in config.file_names {
+            if !model_names.contains(&name) {
+                model_names.push(name);
             }
         }
         AppState(Arc::new(Shared {
@@ -107,6 +123,8 @@ impl AppState {
             metrics: Metrics::default(),
             model_id: config.model_id,
             model_names,
+            listed_models,
+            accept_any_model: config.accept_any_model,
             api_key: config.api_key,
             max_body: config.max_body,
             body_timeout: config.body_timeout,

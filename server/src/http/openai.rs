@@ -996,16 +996,24 @@ struct ModelList<'a> {
     data: Vec<ModelEntry<'a>>,
 }
 
-/// `GET /v1/models`: the one model this server serves (listed before it is ready, too).
+/// `GET /v1/models`: the one model this server serves (listed before it is ready, too), first
+/// under its id, then once under each `--alias`. An alias is an entry of its own (as
+/// llama-swap's and LM Studio's aliases are) so that a client which checks its configured name
+/// against this list, or offers the list in a menu, finds the alias; `data[0]` stays the id,
+/// the name every response carries.
 pub async fn models(State(state): State<AppState>) -> Response {
     Json(ModelList {
         object: "list",
-        data: vec![ModelEntry {
-            id: &state.model_id,
-            object: "model",
-            created: state.created,
-            owned_by: "bitnet-server",
-        }],
+        data: state
+            .listed_models
+            .iter()
+            .map(|id| ModelEntry {
+                id,
+                object: "model",
+                created: state.created,
+                owned_by: "bitnet-server",
+            })
+            .collect(),
     })
     .into_response()
 }

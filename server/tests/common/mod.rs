@@ -386,6 +386,10 @@ pub struct Setup {
     /// Connection cap and timers (the server's defaults unless a test sets them).
     pub connections: ConnectionLimits,
     pub body_timeout: Duration,
+    /// `--alias` names.
+    pub aliases: Vec<String>,
+    /// `--accept-any-model`.
+    pub accept_any_model: bool,
 }
 
 impl Default for Setup {
@@ -411,6 +415,8 @@ impl Default for Setup {
                 max_connections: None,
             },
             body_timeout: Duration::from_secs_f64(config::DEFAULT_BODY_TIMEOUT_S),
+            aliases: Vec::new(),
+            accept_any_model: false,
         }
     }
 }
@@ -457,7 +463,9 @@ impl TestServer {
             }),
             api: ApiConfig {
                 model_id: "test-model".into(),
-                aliases: vec!["test-model.gguf".into()],
+                aliases: setup.aliases.clone(),
+                file_names: vec!["test-model.gguf".into(), "test-model".into()],
+                accept_any_model: setup.accept_any_model,
                 api_key: setup.api_key.clone().map(Secret::new),
                 max_body: setup.max_body,
                 body_timeout: setup.body_timeout,
