@@ -20,7 +20,10 @@
 //!   with PyPI `jsonschema`: `xtask/py/schema_property_test.py` (Must show 3).
 //!
 //! The Python tests need PyPI, so they are ignored in plain `cargo test` and run by
-//! `cargo xtask ci`.
+//! `cargo xtask ci`. They run on a model with the real LLaMA-3 vocabulary (128,256 tokens, the
+//! published BitNet file's) when its dump is at hand (`$BITNET_LLAMA3_VOCAB`, which CI sets, or
+//! `target/llama3.vocab.bin`), so masks are computed over real token boundaries (`", "`-style
+//! tokens spanning grammar pieces); otherwise on the toy vocabulary, saying so.
 
 mod common;
 
@@ -50,26 +53,51 @@ const PARALLEL: &str = "4";
 /// Written once per test process (tests run in parallel threads), renamed into place whole.
 fn model_file() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| write_model("structured-e2e", &synth::toy_vocab(150)))
+        .clone()
+}
+
+fn write_model(name: &str, vocab: &bitnet_tokenizer::vocab::GgufVocab) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{name}.gguf"));
+    let w = synth::build(&SHAPE, GgmlType::I2S, GgmlType::F16, vocab, 23);
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, w.to_bytes()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The same shape with the LLaMA-3 vocabulary, when its dump is at hand (module docs).
+fn llama3_model_file() -> Option<PathBuf> {
+    static PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let path = dir.join("structured-e2e.gguf");
-        let w = synth::build(
-            &SHAPE,
-            GgmlType::I2S,
-            GgmlType::F16,
-            &synth::toy_vocab(150),
-            23,
-        );
-        let tmp = dir.join(format!("structured-e2e.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, w.to_bytes()).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        path
+        let dump = std::env::var_os("BITNET_LLAMA3_VOCAB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| common::process::workspace().join("target/llama3.vocab.bin"));
+        if !dump.exists() {
+            eprintln!(
+                "no LLaMA-3 vocabulary dump at {} (cargo xtask gen-model makes it): the client \
+                 scripts run on the toy vocabulary",
+                dump.display()
+            );
+            return None;
+        }
+        let vocab = bitnet_tokenizer::vocab::RankedVocab::read_dump(&dump)
+            .unwrap()
+            .to_gguf();
+        Some(write_model("structured-e2e-llama3", &vocab))
     })
     .clone()
 }
 
 fn start() -> ServerProcess {
     ServerProcess::start(&model_file(), &["--parallel", PARALLEL])
+}
+
+/// A server for the client scripts: the LLaMA-3-vocabulary model when there is one.
+fn start_for_clients() -> ServerProcess {
+    let model = llama3_model_file().unwrap_or_else(model_file);
+    ServerProcess::start(&model, &["--parallel", PARALLEL])
 }
 
 /// POST `body`, require 200, return the reply.
@@ -489,7 +517,7 @@ fn the_openai_client_and_langchain_get_parsed_objects_and_tool_calls() {
     else {
         return;
     };
-    let s = start();
+    let s = start_for_clients();
     run_client_script(
         &python,
         "structured_client_test.py",
@@ -503,7 +531,7 @@ fn random_schemas_and_grammars_give_valid_outputs() {
     let Some(python) = python_with(&["jsonschema"]) else {
         return;
     };
-    let s = start();
+    let s = start_for_clients();
     run_client_script(
         &python,
         "schema_property_test.py",

@@ -10,7 +10,7 @@
 //!   a model could write digits until `max_tokens`. Like llama.cpp's grammars (16 digits per
 //!   part), a `number` or `integer` without a bound gets one: at most 16 integer digits
 //!   (|x| < 10^16), and a `number` without `multipleOf` at most [`MAX_FRACTION_DIGITS`] digits
-//!   after the point (`multipleOf: 1e-10`). Every output still validates against the schema as
+//!   after the point (`multipleOf: 1e-6`). Every output still validates against the schema as
 //!   sent; only these extremes cannot be written.
 
 use serde_json::Value;
@@ -33,7 +33,9 @@ const LIST: &[&str] = &["anyOf", "oneOf", "allOf", "prefixItems", "items"];
 const MAP: &[&str] = &["properties", "patternProperties", "$defs", "definitions"];
 
 /// The most digits after the decimal point of a generated `number` without `multipleOf`.
-pub const MAX_FRACTION_DIGITS: u32 = 10;
+/// (llguidance's `multipleOf` automaton computes `10^digits` in 32 bits, so at most 9 would
+/// work; 6 is what `printf("%f")` writes.)
+pub const MAX_FRACTION_DIGITS: u32 = 6;
 /// The largest magnitude of a generated `integer` without bounds: 16 digits.
 const MAX_INTEGER: i64 = 9_999_999_999_999_999;
 
@@ -162,7 +164,7 @@ mod tests {
         let p = &s["properties"];
         assert_eq!(p["n"]["minimum"], json!(-1e16));
         assert_eq!(p["n"]["maximum"], json!(1e16));
-        assert_eq!(p["n"]["multipleOf"], json!(1e-10));
+        assert_eq!(p["n"]["multipleOf"], json!(1e-6));
         assert_eq!(p["i"]["maximum"], json!(MAX_INTEGER));
         assert!(p["i"].get("multipleOf").is_none());
         assert_eq!(
