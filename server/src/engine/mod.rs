@@ -16,6 +16,7 @@
 //! about HTTP: request parsing and response shapes live in `http/`.
 
 pub mod bitnet;
+pub mod grammar;
 pub mod scheduler;
 
 use std::fmt;
