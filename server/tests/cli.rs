@@ -188,6 +188,62 @@ fn bench_reports_speed_memory_and_bandwidth() {
 }
 
 #[test]
+fn bench_compares_constrained_decoding() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let schema = dir.join("bench-schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}},
+            "required": ["a", "b"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let m = model().to_str().unwrap();
+    let s = schema.to_str().unwrap();
+    let out = ok(&[
+        "bench",
+        "-m",
+        m,
+        "-t",
+        "1",
+        "-p",
+        "4",
+        "-n",
+        "40",
+        "-b",
+        "1,3",
+        "-r",
+        "1",
+        "--json-schema",
+        s,
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // The unconstrained figures keep their shape: `batch`/`tg_tok_s` are the first -b.
+    assert_eq!(doc["batch"], 1, "{doc}");
+    assert_eq!(doc["tg"].as_array().unwrap().len(), 2, "{doc}");
+    let entries = doc["constrained"]["batches"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{doc}");
+    for (e, b) in entries.iter().zip([1, 3]) {
+        assert_eq!(e["batch"], b, "{doc}");
+        for key in ["tok_s", "constrained_tok_s"] {
+            assert!(e[key][0].as_f64().unwrap() > 0.0, "{doc}");
+        }
+        assert!(e["grammar_us_per_token"].as_f64().unwrap() > 0.0, "{doc}");
+        let share = e["grammar_share_pct"].as_f64().unwrap();
+        assert!(share > 0.0 && share < 100.0, "{doc}");
+        assert!(e["overhead_pct"].is_number(), "{doc}");
+        // 40 greedy steps under the schema complete at least one value per sequence
+        // (`{"a": 7, "b": "x"}` is 12 tokens at most with merges, more byte by byte).
+        assert!(e["values_completed"].as_u64().unwrap() >= b, "{doc}");
+    }
+
+    std::fs::write(&schema, r#"{"type": "array", "uniqueItems": true}"#).unwrap();
+    let o = run(&["bench", "-m", m, "-n", "2", "--json-schema", s]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`uniqueItems`"), "{err}");
+}
+
+#[test]
 fn perplexity_runs_like_llama_cpp() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let text = dir.join("ppl.txt");

@@ -1,6 +1,6 @@
 //! llama.cpp's GBNF → llguidance's Lark.
 //!
-//! GBNF (llama.cpp's `grammars/README.md` dialect): rules `name ::= body` (names
+//! GBNF (the dialect of llama.cpp's grammar README): rules `name ::= body` (names
 //! `[a-zA-Z0-9-]+`; generation starts at `root`), alternatives `|`, sequences, groups `( )`,
 //! postfix `*` `+` `?` `{m}` `{m,}` `{m,n}`, literals `"..."`, character classes `[...]` and
 //! `[^...]` with ranges, `.` (any character), escapes `\n \t \r \\ \" \[ \] \- \xHH \uHHHH
@@ -14,8 +14,10 @@
 //!
 //! Not supported (an error naming it): llama.cpp's token references `<[id]>`, `<name>`, `!<...>`.
 
+mod lexemes;
+
 use crate::{GrammarError, MAX_GRAMMAR_BYTES};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 /// The deepest nesting of parentheses accepted.
@@ -34,7 +36,7 @@ enum Node {
         ranges: Vec<(char, char)>,
     },
     Any,
-    /// Index into `Parser::rules` once resolved; the name and position until then.
+    /// A rule by name, with where it is used (resolved when translating).
     Ref {
         name: String,
         at: usize,
@@ -54,8 +56,7 @@ struct Rule {
     body: Node,
 }
 
-struct Parser<'a> {
-    src: &'a str,
+struct Parser {
     chars: Vec<char>,
     pos: usize,
     rules: Vec<Rule>,
@@ -71,16 +72,28 @@ pub fn gbnf_to_lark(text: &str) -> Result<String, GrammarError> {
         )));
     }
     let mut p = Parser {
-        src: text,
         chars: text.chars().collect(),
         pos: 0,
         rules: Vec::new(),
     };
     p.parse_grammar()?;
-    p.to_lark()
+    p.to_lark(true)
 }
 
-impl Parser<'_> {
+/// The translation with every repetition character-level (no lexeme lifting): the reference
+/// the lifted translation is tested against.
+#[doc(hidden)]
+pub fn gbnf_to_lark_char_level(text: &str) -> Result<String, GrammarError> {
+    let mut p = Parser {
+        chars: text.chars().collect(),
+        pos: 0,
+        rules: Vec::new(),
+    };
+    p.parse_grammar()?;
+    p.to_lark(false)
+}
+
+impl Parser {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -111,7 +124,6 @@ impl Parser<'_> {
     }
 
     fn error(&self, at: usize, msg: impl std::fmt::Display) -> GrammarError {
-        let _ = self.src;
         GrammarError::new(format!(
             "invalid GBNF grammar at {}: {msg}",
             self.location(at)
@@ -547,7 +559,7 @@ impl Parser<'_> {
         Ok(Node::Class { negated, ranges })
     }
 
-    fn to_lark(&self) -> Result<String, GrammarError> {
+    fn to_lark(&self, lift: bool) -> Result<String, GrammarError> {
         let index: HashMap<&str, usize> = self
             .rules
             .iter()
@@ -559,23 +571,62 @@ impl Parser<'_> {
                 "invalid GBNF grammar: there is no `root` rule: generation starts at `root ::= ...`",
             ));
         };
+        for rule in &self.rules {
+            self.check_refs(&rule.body, &index)?;
+        }
+        let bodies: Vec<&Node> = self.rules.iter().map(|r| &r.body).collect();
+        let mut em = Emitter {
+            index: &index,
+            bodies: &bodies,
+            lifted: if lift {
+                lexemes::liftable(&bodies, &index, root)
+            } else {
+                HashSet::new()
+            },
+            terminals: Vec::new(),
+        };
         let mut out = String::new();
         let _ = writeln!(out, "start: {}", lark_rule_name(root, "root"));
         for (i, rule) in self.rules.iter().enumerate() {
             let mut body = String::new();
-            self.emit(&rule.body, &index, &mut body)?;
+            em.emit(&rule.body, &mut body);
             let _ = writeln!(out, "{}: {}", lark_rule_name(i, &rule.name), body);
+        }
+        for (i, def) in em.terminals.iter().enumerate() {
+            let _ = writeln!(out, "L{i}: {def}");
         }
         Ok(out)
     }
 
-    /// Write `node` as a Lark expansion, parenthesised unless it is one atom.
-    fn emit(
-        &self,
-        node: &Node,
-        index: &HashMap<&str, usize>,
-        out: &mut String,
-    ) -> Result<(), GrammarError> {
+    /// Every rule a body uses is defined.
+    fn check_refs(&self, node: &Node, index: &HashMap<&str, usize>) -> Result<(), GrammarError> {
+        match node {
+            Node::Ref { name, at } if !index.contains_key(name.as_str()) => Err(self.error(
+                *at,
+                format!("rule `{name}` is used but never defined: add `{name} ::= ...`"),
+            )),
+            Node::Seq(items) | Node::Alt(items) => {
+                items.iter().try_for_each(|i| self.check_refs(i, index))
+            }
+            Node::Repeat { node, .. } => self.check_refs(node, index),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the Lark grammar: rules one to one, repetitions the analysis lifted as terminals.
+struct Emitter<'a> {
+    index: &'a HashMap<&'a str, usize>,
+    bodies: &'a [&'a Node],
+    /// Repetitions (by node address) that become one lexeme (`lexemes.rs`).
+    lifted: HashSet<usize>,
+    /// Definitions of the terminals `L0`, `L1`, ...
+    terminals: Vec<String>,
+}
+
+impl Emitter<'_> {
+    /// Write `node` as a Lark expansion (references were checked by `check_refs`).
+    fn emit(&mut self, node: &Node, out: &mut String) {
         match node {
             Node::Empty => out.push_str("\"\""),
             Node::Literal(text) => {
@@ -586,37 +637,15 @@ impl Parser<'_> {
                     if i > 0 {
                         out.push(' ');
                     }
-                    lark_char_string(c, out);
+                    lark_string(&[c], out);
                 }
                 if text.len() > 1 {
                     out.push(')');
                 }
             }
-            Node::Class { negated, ranges } if ranges.is_empty() && *negated => {
-                // `[^]`: any character.
-                out.push_str("/(?s:.)/");
-            }
-            Node::Class { negated, ranges } => {
-                out.push_str("/[");
-                if *negated {
-                    out.push('^');
-                }
-                for &(lo, hi) in ranges {
-                    let _ = write!(out, "\\x{{{:X}}}", lo as u32);
-                    if hi != lo {
-                        let _ = write!(out, "-\\x{{{:X}}}", hi as u32);
-                    }
-                }
-                out.push_str("]/");
-            }
-            Node::Any => out.push_str("/(?s:.)/"),
-            Node::Ref { name, at } => {
-                let Some(&i) = index.get(name.as_str()) else {
-                    return Err(self.error(
-                        *at,
-                        format!("rule `{name}` is used but never defined: add `{name} ::= ...`"),
-                    ));
-                };
+            Node::Class { .. } | Node::Any => class_regex(node, out),
+            Node::Ref { name, .. } => {
+                let i = self.index.get(name.as_str()).copied().unwrap_or(0);
                 out.push_str(&lark_rule_name(i, name));
             }
             Node::Seq(items) => {
@@ -625,7 +654,7 @@ impl Parser<'_> {
                     if i > 0 {
                         out.push(' ');
                     }
-                    self.emit(item, index, out)?;
+                    self.emit(item, out);
                 }
                 out.push(')');
             }
@@ -635,38 +664,125 @@ impl Parser<'_> {
                     if i > 0 {
                         out.push_str(" | ");
                     }
-                    self.emit(alt, index, out)?;
+                    self.emit(alt, out);
                 }
                 out.push(')');
             }
-            Node::Repeat { node, min, max } => {
-                if *max == Some(0) {
-                    // `x{0}` / `x{0,0}`: the empty string (the element is still checked).
-                    let mut ignored = String::new();
-                    self.emit(node, index, &mut ignored)?;
-                    out.push_str("\"\"");
-                    return Ok(());
+            Node::Repeat { max: Some(0), .. } => {
+                // `x{0}` / `x{0,0}`: the empty string.
+                out.push_str("\"\"");
+            }
+            Node::Repeat {
+                node: inner,
+                min,
+                max,
+            } if self.lifted.contains(&(node as *const Node as usize)) => {
+                // One lexeme: `x` repeated at least once, optional when the minimum is 0.
+                let mut def = String::from("(");
+                self.terminal(inner, &mut def);
+                def.push(')');
+                repetition((*min).max(1), *max, &mut def);
+                let name = format!("L{}", self.terminals.len());
+                self.terminals.push(def);
+                out.push_str(&name);
+                if *min == 0 {
+                    out.push('?');
                 }
+            }
+            Node::Repeat {
+                node: inner,
+                min,
+                max,
+            } => {
                 out.push('(');
-                self.emit(node, index, out)?;
+                self.emit(inner, out);
                 out.push(')');
-                match (min, max) {
-                    (0, None) => out.push('*'),
-                    (1, None) => out.push('+'),
-                    (0, Some(1)) => out.push('?'),
-                    (m, None) => {
-                        let _ = write!(out, "{{{m},}}");
-                    }
-                    (m, Some(n)) if m == n => {
-                        let _ = write!(out, "{{{m}}}");
-                    }
-                    (m, Some(n)) => {
-                        let _ = write!(out, "{{{m},{n}}}");
-                    }
-                }
+                repetition(*min, *max, out);
             }
         }
-        Ok(())
+    }
+
+    /// Write `node` as a Lark terminal expression (one regular language; rules inlined — the
+    /// analysis only lifts repetitions whose rules are not recursive).
+    fn terminal(&self, node: &Node, out: &mut String) {
+        match node {
+            Node::Empty => out.push_str("\"\""),
+            Node::Literal(text) => lark_string(text, out),
+            Node::Class { .. } | Node::Any => class_regex(node, out),
+            Node::Ref { name, .. } => {
+                let i = self.index.get(name.as_str()).copied().unwrap_or(0);
+                out.push('(');
+                self.terminal(self.bodies[i], out);
+                out.push(')');
+            }
+            Node::Seq(items) | Node::Alt(items) => {
+                let sep = if matches!(node, Node::Seq(_)) {
+                    " "
+                } else {
+                    " | "
+                };
+                out.push('(');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    self.terminal(item, out);
+                }
+                out.push(')');
+            }
+            Node::Repeat {
+                node: inner,
+                min,
+                max,
+            } => {
+                out.push('(');
+                self.terminal(inner, out);
+                out.push(')');
+                repetition(*min, *max, out);
+            }
+        }
+    }
+}
+
+/// `*`, `+`, `?`, `{m}`, `{m,}` or `{m,n}` after an expansion.
+fn repetition(min: u32, max: Option<u32>, out: &mut String) {
+    match (min, max) {
+        (0, None) => out.push('*'),
+        (1, None) => out.push('+'),
+        (0, Some(1)) => out.push('?'),
+        (m, None) => {
+            let _ = write!(out, "{{{m},}}");
+        }
+        (m, Some(n)) if m == n => {
+            let _ = write!(out, "{{{m}}}");
+        }
+        (m, Some(n)) => {
+            let _ = write!(out, "{{{m},{n}}}");
+        }
+    }
+}
+
+/// A class or `.` as a one-character Lark regex, every character as `\x{..}`.
+fn class_regex(node: &Node, out: &mut String) {
+    match node {
+        Node::Class {
+            negated: true,
+            ranges,
+        } if ranges.is_empty() => out.push_str("/(?s:.)/"),
+        Node::Class { negated, ranges } => {
+            out.push_str("/[");
+            if *negated {
+                out.push('^');
+            }
+            for &(lo, hi) in ranges {
+                let _ = write!(out, "\\x{{{:X}}}", lo as u32);
+                if hi != lo {
+                    let _ = write!(out, "-\\x{{{:X}}}", hi as u32);
+                }
+            }
+            out.push_str("]/");
+        }
+        _ => out.push_str("/(?s:.)/"),
     }
 }
 
@@ -676,17 +792,19 @@ fn lark_rule_name(i: usize, name: &str) -> String {
     format!("r{i}_{}", name.to_ascii_lowercase())
 }
 
-/// A one-character Lark string (JSON string syntax): quotes, backslashes and control characters
-/// escaped, everything else as itself.
-fn lark_char_string(c: char, out: &mut String) {
+/// A Lark string (JSON string syntax): quotes, backslashes and control characters escaped,
+/// everything else as itself.
+fn lark_string(text: &[char], out: &mut String) {
     out.push('"');
-    match c {
-        '"' => out.push_str("\\\""),
-        '\\' => out.push_str("\\\\"),
-        c if (c as u32) < 0x20 || c as u32 == 0x7F => {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+    for &c in text {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
         }
-        c => out.push(c),
     }
     out.push('"');
 }

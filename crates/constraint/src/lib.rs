@@ -25,6 +25,8 @@ use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
 
 pub use bounded::{MAX_FRACTION_DIGITS, bound_for_generation};
 pub use gbnf::gbnf_to_lark;
+#[doc(hidden)]
+pub use gbnf::gbnf_to_lark_char_level;
 pub use limits::{MAX_GRAMMAR_BYTES, parser_limits};
 
 /// What a request constrains its output to.
@@ -56,7 +58,7 @@ impl GrammarError {
     }
 }
 
-/// toktrie stores a token id in 24 bits and reserves `0xff_ffff` (toktrie's `toktree.rs`).
+/// toktrie stores a token id in 24 bits of a trie node and reserves `0xff_ffff`.
 const MAX_VOCAB: usize = 0xff_ffff;
 
 /// A model's vocabulary as the grammar engine sees it; built once per loaded model (building it
@@ -115,8 +117,8 @@ impl Vocabulary {
         }
         // Special tokens (and end-of-generation ones, however flagged) get toktrie's 0xFF marker
         // in front of their text: valid UTF-8 never contains 0xFF, so grammar text can never
-        // match them, and llguidance treats a token starting with it as special (toktrie's
-        // `TokTrie::SPECIAL_TOKEN_MARKER`). An ordinary token whose bytes start with 0xFF (a
+        // match them, and llguidance treats a token starting with it as special
+        // (`TokTrie::SPECIAL_TOKEN_MARKER`). An ordinary token whose bytes start with 0xFF (a
         // byte-level vocabulary's lone 0xFF byte) can never be part of UTF-8 text either; it is
         // emptied so that it is not mistaken for a special token (an empty token is never
         // allowed).
@@ -270,7 +272,7 @@ fn json_grammar(mut schema: serde_json::Value) -> Result<TopLevelGrammar, Gramma
     }
     bound_for_generation(&mut schema);
     // llguidance's supported way to set the compile options of a schema: its top-level
-    // `x-guidance` object (`JsonCompileOptions::json_to_llg_with_overrides`).
+    // `x-guidance` object, read by `JsonCompileOptions::json_to_llg_with_overrides`.
     json_options().apply_to(&mut schema);
     Ok(TopLevelGrammar::from_json_schema(schema))
 }
@@ -317,6 +319,12 @@ fn compile_error(what: &str, raw: &str) -> GrammarError {
             "unsupported JSON Schema {noun} {list}: remove {it} from the schema (the supported \
              keywords are listed in docs/structured-outputs.md)"
         ));
+    }
+    if first.contains("oneOf constraints are not supported") {
+        return GrammarError::new(
+            "unsupported JSON Schema `oneOf`: its branches are not verifiably disjoint (distinct \
+             types or a distinguishing `const`), so exactly-one cannot be enforced: use `anyOf`",
+        );
     }
     if let Some(i) = first.find("Unknown format: ") {
         let name = first[i + "Unknown format: ".len()..].trim();

@@ -9,8 +9,7 @@ use llguidance::api::ParserLimits;
 /// the lexer fuel below.
 pub const MAX_GRAMMAR_BYTES: usize = 256 * 1024;
 
-/// The string formats llguidance's JSON Schema compiler knows (`format`), from its
-/// `json/formats.rs`.
+/// The string formats llguidance's JSON Schema compiler knows (`format`).
 pub const JSON_FORMATS: &[&str] = &[
     "date-time",
     "time",
@@ -24,7 +23,8 @@ pub const JSON_FORMATS: &[&str] = &[
     "uri",
 ];
 
-/// The limits every grammar is compiled and run with. llguidance's speeds (its `api.rs`):
+/// The limits every grammar is compiled and run with. The speeds llguidance documents on
+/// `ParserLimits`:
 /// lexer fuel ~14k-50k units/ms, Earley items ~20k/ms, a lexer state 1-2 kB.
 pub fn parser_limits() -> ParserLimits {
     ParserLimits {

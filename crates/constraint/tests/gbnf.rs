@@ -35,7 +35,7 @@ fn err(grammar: &str) -> String {
     }
 }
 
-/// llama.cpp's JSON grammar (grammars/json.gbnf), written out here.
+/// llama.cpp's JSON grammar (its `json.gbnf`), written out here.
 const JSON_GBNF: &str = r#"
 root   ::= object
 value  ::= object | array | string | number | ("true" | "false" | "null") ws
@@ -286,4 +286,153 @@ fn limits() {
         "{}",
         err(chain)
     );
+}
+
+#[test]
+fn lexemes_are_lifted_where_safe() {
+    let lark = |g: &str| gbnf_to_lark(g).unwrap();
+    // JSON string content (inline, or through a rule used once) and bounded whitespace become
+    // one lexeme each.
+    let json = lark(JSON_GBNF);
+    assert!(json.contains("\nL0: ") && json.contains("\nL1: "), "{json}");
+    let via_rule =
+        lark("root ::= \"\\\"\" char* \"\\\"\"\nchar ::= [^\"\\\\] | \"\\\\\" [\"\\\\n]");
+    assert!(via_rule.contains("L0?"), "{via_rule}");
+    // Not where the longest match would change the language.
+    for g in [
+        "root ::= [0-9]* \"0\"",
+        "root ::= \"a\" [a-z]+ \"x\" | \"a\" [a-c] [a-z] \"y\"",
+        "root ::= [a-z]+ [a-z0-9]",
+        "root ::= (\"a\" | \"ab\")* \"c\"",
+        // `char` is used twice: its positions may compete with each other.
+        "root ::= \"\\\"\" char* \"\\\"\" | \"\\\"\" char \"!\"\nchar ::= [^\"\\\\]",
+    ] {
+        assert!(!lark(g).contains("\nL0:"), "{g} lifted: {}", lark(g));
+    }
+    let v = test_vocab();
+    yes(
+        &v,
+        "root ::= \"\\\"\" char* \"\\\"\" | \"\\\"\" char \"!\"\nchar ::= [^\"\\\\]",
+        "\"a!",
+    );
+    yes(
+        &v,
+        "root ::= \"a\" [a-z]+ \"x\" | \"a\" [a-c] [a-z] \"y\"",
+        "abyy",
+    );
+    yes(
+        &v,
+        "root ::= \"a\" [a-z]+ \"x\" | \"a\" [a-c] [a-z] \"y\"",
+        "abyx",
+    );
+    yes(&v, "root ::= [a-z]+ [a-z0-9]", "abc");
+}
+
+/// A random GBNF grammar over the characters a, b, c, x with up to three rules (recursion
+/// allowed), written out as text.
+fn random_grammar(rng: &mut SplitMix64) -> String {
+    fn pick(rng: &mut SplitMix64, n: u64) -> u64 {
+        rng.next_u64() % n
+    }
+    fn expr(rng: &mut SplitMix64, depth: u32, rules: u64) -> String {
+        let atoms = [
+            "\"a\"", "\"b\"", "\"ab\"", "\"x\"", "[a-b]", "[ac]", "[^a]", ".", "[a-c]", "\"\"",
+        ];
+        let k = if depth >= 3 {
+            pick(rng, 2)
+        } else {
+            pick(rng, 6)
+        };
+        match k {
+            0 => atoms[pick(rng, atoms.len() as u64) as usize].to_string(),
+            1 => {
+                if rules > 1 && pick(rng, 3) == 0 {
+                    format!("r{}", pick(rng, rules - 1) + 1)
+                } else {
+                    atoms[pick(rng, atoms.len() as u64) as usize].to_string()
+                }
+            }
+            2 => (0..2 + pick(rng, 2))
+                .map(|_| expr(rng, depth + 1, rules))
+                .collect::<Vec<_>>()
+                .join(" "),
+            3 => format!(
+                "({})",
+                (0..2 + pick(rng, 2))
+                    .map(|_| expr(rng, depth + 1, rules))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+            _ => {
+                let ops = ["*", "+", "?", "{2}", "{1,3}", "{0,2}", "{2,}"];
+                format!(
+                    "({}){}",
+                    expr(rng, depth + 1, rules),
+                    ops[pick(rng, ops.len() as u64) as usize]
+                )
+            }
+        }
+    }
+    let rules = 1 + pick(rng, 3);
+    let mut text = format!("root ::= {}\n", expr(rng, 0, rules));
+    for r in 1..rules {
+        text.push_str(&format!("r{r} ::= {}\n", expr(rng, 1, rules)));
+    }
+    text
+}
+
+#[test]
+fn lifted_and_character_level_translations_accept_the_same_strings() {
+    // The lexeme analysis (src/gbnf/lexemes.rs) must never change the language: on random
+    // grammars, the lifted translation and the all-character-level one agree on every string
+    // tried (random strings over the alphabet and strings generated from the grammar).
+    // Byte tokens and one end-of-generation token: generated strings stay short.
+    let mut bytes: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    bytes.push(b"<|eot|>".to_vec());
+    let mut special = vec![false; 257];
+    special[256] = true;
+    let v = Vocabulary::new(bytes.clone(), special, vec![256]).unwrap();
+    let mut rng = SplitMix64(0x9b_f0_18);
+    let (mut lifted_grammars, mut compared) = (0, 0);
+    for case in 0..400 {
+        let text = random_grammar(&mut rng);
+        let lifted = gbnf_to_lark(&text).unwrap();
+        let exact = bitnet_constraint::gbnf_to_lark_char_level(&text).unwrap();
+        if lifted == exact {
+            continue;
+        }
+        let (gl, ge) = (Grammar::Lark(lifted.clone()), Grammar::Lark(exact.clone()));
+        if v.compile(&ge).is_err() {
+            continue; // a grammar with no string at all
+        }
+        lifted_grammars += 1;
+        let mut samples: Vec<String> = Vec::new();
+        for _ in 0..20 {
+            let n = rng.next_u64() % 7;
+            samples.push(
+                (0..n)
+                    .map(|_| ['a', 'b', 'c', 'x'][(rng.next_u64() % 4) as usize])
+                    .collect(),
+            );
+        }
+        for _ in 0..10 {
+            let mut c = v.compile(&ge).unwrap();
+            if let Ok(out) = generate(&mut c, &bytes, &[256], &mut rng, 12) {
+                samples.push(String::from_utf8(out).unwrap());
+            }
+        }
+        for s in &samples {
+            let (a, b) = (accepts_text(&v, &gl, s), accepts_text(&v, &ge, s));
+            assert_eq!(
+                a, b,
+                "case {case}: {s:?}: lifted {a}, character-level {b}\n{text}\n{lifted}\n{exact}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        lifted_grammars >= 50,
+        "only {lifted_grammars} grammars had a lexeme lifted"
+    );
+    eprintln!("{lifted_grammars} grammars with lifted lexemes, {compared} strings compared");
 }

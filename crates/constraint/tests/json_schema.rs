@@ -69,6 +69,19 @@ fn unsupported_keywords_are_named() {
     assert!(m.contains("`not`"), "{m}");
     let m = schema_err(json!({"type": "object", "dependentRequired": {"a": ["b"]}}));
     assert!(m.contains("`dependentRequired`"), "{m}");
+    let m = schema_err(json!({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}));
+    assert!(
+        m.contains("unsupported JSON Schema `oneOf`") && m.contains("use `anyOf`"),
+        "{m}"
+    );
+    // Disjoint branches (a tagged union, as Pydantic writes one) are fine.
+    let v = test_vocab();
+    let tagged = Grammar::JsonSchema(json!({"oneOf": [
+        {"type": "object", "properties": {"kind": {"const": "a"}}, "required": ["kind"], "additionalProperties": false},
+        {"type": "integer"}
+    ]}));
+    assert!(accepts_text(&v, &tagged, r#"{"kind": "a"}"#));
+    assert!(accepts_text(&v, &tagged, "12"));
     let m = schema_err(json!({"type": "string", "format": "credit-card"}));
     assert!(
         m.contains("unsupported JSON Schema string format `credit-card`"),

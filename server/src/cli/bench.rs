@@ -7,14 +7,25 @@
 //! `embed` calls of texts of `-p` tokens each, one text at a time and `-b` texts per call,
 //! reported as tokens/s and texts/s (`embed` in the JSON).
 //!
+//! With `--json-schema FILE`, decode is also measured with every sequence constrained to the
+//! schema (`bitnet-constraint`), in the same run and at each `-b`: sequences then feed back
+//! their own greedy token, masked and accepted by the grammar (restarted when complete), next to
+//! the same loop without the grammar; `constrained` in the JSON has both rates, the mask time per
+//! token and the overhead (docs/structured-outputs.md).
+//!
 //! `cargo xtask bench` runs this once per cell, interleaved with llama.cpp, and prints the table.
-//! Token ids are drawn from a fixed-seed generator, so no tokenizer is involved.
+//! Token ids are drawn from a fixed-seed generator, so no tokenizer is involved (but for the
+//! grammar's vocabulary under `--json-schema`).
 
 use super::model_args::ModelArgs;
+use crate::engine::bitnet::BitnetTokenizer;
 use anyhow::{Context, Result, bail};
+use bitnet_constraint::{Constraint, Grammar};
+use bitnet_gguf::GgufFile;
 use bitnet_model::{HeadKind, Logits, Model, ModelKind, SeqInput};
 use bitnet_rng::SplitMix64;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -27,9 +38,10 @@ pub struct BenchArgs {
     #[arg(short = 'n', long, default_value_t = 64)]
     pub n_gen: usize,
     /// Sequences decoded together in tg (each with its own cache, one forward pass per step,
-    /// as the server batches concurrent requests); tg then reports the aggregate tok/s.
-    #[arg(short = 'b', long, default_value_t = 1)]
-    pub batch: usize,
+    /// as the server batches concurrent requests); tg then reports the aggregate tok/s. Several
+    /// sizes (`-b 1,8`): tg at each (`tg` in the JSON; `tg_tok_s` is the first).
+    #[arg(short = 'b', long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
     /// Timed repetitions of each test (after one untimed warm-up).
     #[arg(short = 'r', long, default_value_t = 1)]
     pub reps: usize,
@@ -40,17 +52,42 @@ pub struct BenchArgs {
     /// Buffer size for `--memory-bandwidth`, MiB (well above the last-level cache).
     #[arg(long, default_value_t = 1024)]
     pub buffer_mib: usize,
+    /// A JSON schema file: also decode with every sequence constrained to it, at each `-b`, and
+    /// report tok/s with and without the constraint and the mask time per token.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let margs = &args.model;
-    if args.n_prompt == 0 || args.n_gen == 0 || args.reps == 0 || args.batch == 0 {
+    let mut batches = args.batch.clone();
+    if args.n_prompt == 0
+        || args.n_gen == 0
+        || args.reps == 0
+        || batches.is_empty()
+        || batches.contains(&0)
+    {
         bail!("-p, -n, -b and -r must be at least 1");
     }
+    let first_batch = batches[0];
+    batches.sort_unstable();
+    batches.dedup();
+    let schema = args
+        .json_schema
+        .as_ref()
+        .map(|p| -> Result<serde_json::Value> {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the JSON schema {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
+        })
+        .transpose()?;
     let t0 = Instant::now();
     let (file, model) = margs.load_with_ctx(Some(args.n_prompt + args.n_gen))?;
     let load_s = t0.elapsed().as_secs_f64();
     if let ModelKind::Embedding { dim, .. } = model.kind() {
+        if schema.is_some() {
+            bail!("--json-schema needs a generation model; this is an embedding model");
+        }
         return run_embed(args, &model, dim, load_s, file.file_size());
     }
     let c = &model.config;
@@ -71,8 +108,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     // tg starts from an empty cache, as llama-bench's does: every step attends to the tokens
     // generated so far.
-    let run_tg = || -> Result<f64> {
-        let mut caches: Vec<_> = (0..args.batch).map(|_| model.new_cache()).collect();
+    let run_tg = |batch: usize| -> Result<f64> {
+        let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
         let t = Instant::now();
         for tok in &generated {
             let mut batch: Vec<SeqInput> = caches
@@ -85,17 +122,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .collect();
             model.forward(&mut batch)?;
         }
-        Ok((args.n_gen * args.batch) as f64 / t.elapsed().as_secs_f64())
+        Ok((args.n_gen * batch) as f64 / t.elapsed().as_secs_f64())
     };
     // Warm-up: faults the mapped weights in and settles the thread pool.
     run_pp()?;
-    run_tg()?;
+    run_tg(first_batch)?;
     let mut pp = Vec::new();
-    let mut tg = Vec::new();
+    let mut tg_at: Vec<(usize, Vec<f64>)> = batches.iter().map(|&b| (b, Vec::new())).collect();
     for _ in 0..args.reps {
         pp.push(run_pp()?);
-        tg.push(run_tg()?);
+        for (b, tg) in tg_at.iter_mut() {
+            tg.push(run_tg(*b)?);
+        }
     }
+    let tg = tg_at
+        .iter()
+        .find(|(b, _)| *b == first_batch)
+        .map(|(_, tg)| tg.clone())
+        .unwrap_or_default();
+    let constrained = match &schema {
+        Some(schema) => Some(bench_constrained(
+            args, &file, &model, schema, &batches, &generated,
+        )?),
+        None => None,
+    };
 
     // Bytes one decode step reads: every tensor but the embedding, plus the head's weights.
     let embd = file
@@ -115,9 +165,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         HeadKind::F16 => embd.n_elements() * 2,
         HeadKind::Q8 => embd.n_elements() / 32 * 34,
     };
-    // The caches' full size at the end of tg (they grow as tokens arrive).
-    let kv_bytes =
-        c.kv_bytes_per_token() * (args.n_prompt + args.n_gen).max(args.n_gen * args.batch);
+    // The caches' full size at the end of tg at the largest batch (they grow as tokens arrive).
+    let most = batches.last().copied().unwrap_or(1);
+    let kv_bytes = c.kv_bytes_per_token() * (args.n_prompt + args.n_gen).max(args.n_gen * most);
     let peak_rss = peak_rss_bytes();
     let threads = model.threads();
     let decode_bytes = body + head;
@@ -135,10 +185,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "threads": threads,
         "n_prompt": args.n_prompt,
         "n_gen": args.n_gen,
-        "batch": args.batch,
+        "batch": first_batch,
         "load_s": load_s,
         "pp_tok_s": pp,
         "tg_tok_s": tg,
+        "tg": tg_at
+            .iter()
+            .map(|(b, tg)| serde_json::json!({"batch": b, "tok_s": tg}))
+            .collect::<Vec<_>>(),
+        "constrained": constrained,
         "peak_rss_bytes": peak_rss,
         "file_bytes": file.file_size(),
         "kv_bytes": kv_bytes,
@@ -148,6 +203,125 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     });
     println!("{doc}");
     Ok(())
+}
+
+/// Decode with and without a JSON-schema constraint at each batch size, in one run: `n_gen`
+/// steps of `b` sequences, each feeding back its own greedy token. Without the constraint the
+/// token is the argmax of the logits; with it, the logits are masked first and the token is
+/// accepted by the sequence's grammar state, which restarts (a fork of the compiled one) when
+/// the schema's value is complete. Returns one JSON entry per batch size.
+fn bench_constrained(
+    args: &BenchArgs,
+    file: &GgufFile,
+    model: &Model,
+    schema: &serde_json::Value,
+    batches: &[usize],
+    generated: &[u32],
+) -> Result<serde_json::Value> {
+    let data = bitnet_tokenizer::TokenizerData::from_gguf(file)
+        .context("--json-schema needs the model's tokenizer")?;
+    let tokenizer = bitnet_tokenizer::Tokenizer::new(data)?;
+    let codec = BitnetTokenizer::without_template(tokenizer);
+    let t = Instant::now();
+    let vocab = crate::engine::grammar::vocabulary(&codec)?;
+    let vocab_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let compiled = vocab.compile(&Grammar::JsonSchema(schema.clone()))?;
+    let compile_s = t.elapsed().as_secs_f64();
+
+    // One decode run; `Some` grammar states constrain it. Returns tok/s, the time spent in
+    // mask + accept, and the number of values completed.
+    let run = |batch: usize, constrain: bool| -> Result<(f64, Duration, usize)> {
+        let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
+        let mut states: Vec<Constraint> = (0..batch).map(|_| compiled.fork()).collect();
+        let mut next: Vec<u32> = vec![generated[0]; batch];
+        let mut in_grammar = Duration::ZERO;
+        let mut completed = 0;
+        let t = Instant::now();
+        for _ in 0..args.n_gen {
+            let mut inputs: Vec<SeqInput> = caches
+                .iter_mut()
+                .zip(&next)
+                .map(|(cache, tok)| SeqInput {
+                    cache,
+                    tokens: std::slice::from_ref(tok),
+                    logits: Logits::Last,
+                })
+                .collect();
+            let mut logits = model.forward(&mut inputs)?;
+            for (i, l) in logits.iter_mut().enumerate() {
+                if constrain {
+                    let tm = Instant::now();
+                    let state = &mut states[i];
+                    if state.is_finished() {
+                        *state = compiled.fork();
+                        completed += 1;
+                    }
+                    state.mask(l)?;
+                    in_grammar += tm.elapsed();
+                }
+                let tok = argmax(l);
+                if constrain {
+                    let tm = Instant::now();
+                    states[i].accept(tok)?;
+                    in_grammar += tm.elapsed();
+                }
+                next[i] = tok;
+            }
+        }
+        Ok((
+            (args.n_gen * batch) as f64 / t.elapsed().as_secs_f64(),
+            in_grammar,
+            completed,
+        ))
+    };
+    let mut out = Vec::new();
+    for &b in batches {
+        run(b, false)?; // warm-up
+        run(b, true)?;
+        let (mut plain, mut constrained) = (Vec::new(), Vec::new());
+        let (mut grammar_time, mut completed) = (Duration::ZERO, 0);
+        let mut constrained_time = 0.0;
+        for _ in 0..args.reps {
+            plain.push(run(b, false)?.0);
+            let (tok_s, in_grammar, done) = run(b, true)?;
+            constrained.push(tok_s);
+            constrained_time += (args.n_gen * b) as f64 / tok_s;
+            grammar_time += in_grammar;
+            completed += done;
+        }
+        let tokens = (args.n_gen * b * args.reps) as f64;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        out.push(serde_json::json!({
+            "batch": b,
+            "tok_s": plain,
+            "constrained_tok_s": constrained,
+            "grammar_us_per_token": grammar_time.as_secs_f64() * 1e6 / tokens,
+            // The share of the constrained runs' time spent masking and accepting: measured
+            // inside the same runs, so other load on the machine does not skew it the way it
+            // can skew the ratio of two separately timed rates.
+            "grammar_share_pct": grammar_time.as_secs_f64() / constrained_time * 100.0,
+            "overhead_pct": (mean(&plain) / mean(&constrained) - 1.0) * 100.0,
+            "values_completed": completed,
+        }));
+    }
+    Ok(serde_json::json!({
+        "schema": args.json_schema.as_ref().map(|p| p.display().to_string()),
+        "vocabulary_s": vocab_s,
+        "compile_s": compile_s,
+        "batches": out,
+    }))
+}
+
+/// The id of the largest logit (the first of equals); masked logits are -inf.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// The embedding benchmark: texts of `-p` random tokens, embedded one per call and `-b` per
@@ -162,7 +336,9 @@ fn run_embed(
 ) -> Result<()> {
     let n_vocab = model.config.n_vocab as u64;
     let mut rng = SplitMix64(0x5eed);
-    let mut batches = vec![1, args.batch];
+    let mut batches = vec![1];
+    batches.extend(&args.batch);
+    batches.sort_unstable();
     batches.dedup();
     let most = *batches.iter().max().unwrap_or(&1);
     let texts: Vec<Vec<u32>> = (0..most)

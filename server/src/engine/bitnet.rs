@@ -230,6 +230,15 @@ impl BitnetTokenizer {
             chat: Some(chat),
         }
     }
+
+    /// Ids and token bytes only, no chat template (as for an embedding model): for tools that
+    /// never render a conversation (`bench`).
+    pub fn without_template(tokenizer: tok::Tokenizer) -> Self {
+        Self {
+            tokenizer,
+            chat: None,
+        }
+    }
 }
 
 impl TokenCodec for BitnetTokenizer {
