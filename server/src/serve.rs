@@ -320,8 +320,19 @@ async fn acquire_and_load(
                 None => tracing::info!(n_ctx = engine.handle.n_ctx(), %kernel, "model loaded"),
             }
             health.set_loaded(kernel, engine.handle.embedding_dim());
-            if state.set_engine(Arc::new(engine)).is_ok() {
+            let engine = Arc::new(engine);
+            if state.set_engine(engine.clone()).is_ok() {
                 health.set(ModelState::Ready);
+            }
+            // The grammar engine's view of the vocabulary (about a second for 128k tokens) is
+            // built now, off the request path, so the first structured request does not wait
+            // for it (it would build it itself otherwise, once).
+            if engine.handle.embedding_dim().is_none() {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = engine.grammar_vocabulary() {
+                        tracing::warn!(error = %e, "structured outputs are unavailable");
+                    }
+                });
             }
             Ok(())
         }

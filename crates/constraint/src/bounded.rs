@@ -77,6 +77,43 @@ pub fn bound_for_generation(schema: &mut Value) {
     }
 }
 
+/// The most digits after the point a `multipleOf` may have: llguidance's automaton for it
+/// computes `10^digits` in 32 bits.
+pub const MAX_MULTIPLE_OF_DIGITS: i32 = 9;
+
+/// Refuse what the grammar engine would get wrong rather than reject: a `multipleOf` anywhere
+/// in `schema` with more than [`MAX_MULTIPLE_OF_DIGITS`] digits after the point, or larger
+/// than 32 bits once scaled (llguidance's arithmetic for it would overflow). The error names
+/// the value and the fix.
+pub fn check_supported(schema: &Value) -> Result<(), crate::GrammarError> {
+    let mut stack: Vec<&Value> = vec![schema];
+    while let Some(node) = stack.pop() {
+        match node {
+            Value::Object(obj) => {
+                if let Some(d) = obj.get("multipleOf").and_then(Value::as_f64)
+                    && d > 0.0
+                    && !(0..=MAX_MULTIPLE_OF_DIGITS).any(|k| {
+                        let scaled = d * 10f64.powi(k);
+                        (scaled - scaled.round()).abs() <= 1e-6
+                            && scaled.round() >= 1.0
+                            && scaled.round() <= f64::from(u32::MAX)
+                    })
+                {
+                    return Err(crate::GrammarError::new(format!(
+                        "unsupported `multipleOf` {d}: the engine handles multiples with at \
+                         most {MAX_MULTIPLE_OF_DIGITS} digits after the point and below 2^32 \
+                         once scaled (e.g. 0.01, 1e-6, 250): use one of those"
+                    )));
+                }
+                stack.extend(obj.values());
+            }
+            Value::Array(list) => stack.extend(list),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The length bounds of a `number`/`integer` schema (or a type list with one of them) that has
 /// none of its own on that side.
 fn bound_number(obj: &mut serde_json::Map<String, Value>) {
@@ -150,6 +187,24 @@ mod tests {
         let mut any = json!({"type": "object"});
         bound_for_generation(&mut any);
         assert_eq!(any, json!({"type": "object"}));
+    }
+
+    #[test]
+    fn multiples_the_engine_cannot_enforce_are_refused() {
+        for ok in [
+            json!(0.5),
+            json!(1e-6),
+            json!(1e-9),
+            json!(250),
+            json!(0.25),
+        ] {
+            assert!(check_supported(&json!({"multipleOf": ok})).is_ok(), "{ok}");
+        }
+        for bad in [json!(1e-10), json!(1e-16), json!(0.1234567891), json!(5e12)] {
+            let e =
+                check_supported(&json!({"properties": {"x": {"multipleOf": bad}}})).unwrap_err();
+            assert!(e.message.contains("multipleOf"), "{bad}: {e}");
+        }
     }
 
     #[test]

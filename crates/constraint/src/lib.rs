@@ -23,7 +23,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie, TokenId};
 use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
 
-pub use bounded::{MAX_FRACTION_DIGITS, bound_for_generation};
+pub use bounded::{MAX_FRACTION_DIGITS, bound_for_generation, check_supported};
 pub use gbnf::gbnf_to_lark;
 #[doc(hidden)]
 pub use gbnf::gbnf_to_lark_char_level;
@@ -257,6 +257,7 @@ fn json_grammar(mut schema: serde_json::Value) -> Result<TopLevelGrammar, Gramma
     let text = serde_json::to_string(&schema)
         .map_err(|e| GrammarError::new(format!("invalid JSON schema: {e}")))?;
     check_size("JSON schema", text.len())?;
+    check_supported(&schema)?;
     let Some(obj) = schema.as_object_mut() else {
         return Err(GrammarError::new(format!(
             "invalid JSON schema: a schema must be a JSON object (like {{\"type\": \"object\", \

@@ -524,6 +524,15 @@ fn parse_tool(i: usize, item: &Value) -> Result<Function, ApiError> {
 /// whose `type`, when given, is `"object"` (and is added when left out, so the arguments are
 /// always an object).
 fn parse_parameters(param: &str, v: Option<&Value>) -> Result<Value, ApiError> {
+    if let Some(schema) = v {
+        // What the engine would get wrong inside `%json` (tool_choice auto) is refused here.
+        bitnet_constraint::check_supported(schema).map_err(|e| {
+            invalid(
+                param,
+                format!("the parameters at `{param}` cannot be enforced: {e}"),
+            )
+        })?;
+    }
     let schema = match v {
         None | Some(Value::Null) => return Ok(json!({"type": "object", "properties": {}})),
         Some(Value::Object(schema)) => schema,
