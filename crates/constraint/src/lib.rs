@@ -197,10 +197,12 @@ impl Vocabulary {
                 (TopLevelGrammar::from_lark(text.clone()), "Lark grammar")
             }
         };
-        let parser = self
-            .factory
-            .create_parser(top)
-            .map_err(|e| compile_error(what, &e.to_string()))?;
+        // llguidance returns errors for bad grammars; a panic inside it (a bug) is caught and
+        // reported the same way rather than taking the engine down.
+        let parser = llguidance::panic_utils::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.create_parser(top)
+        }))
+        .map_err(|e| compile_error(what, &e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(compile_error(what, &e));
