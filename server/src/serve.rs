@@ -319,20 +319,22 @@ async fn acquire_and_load(
                 ),
                 None => tracing::info!(n_ctx = engine.handle.n_ctx(), %kernel, "model loaded"),
             }
-            health.set_loaded(kernel, engine.handle.embedding_dim());
+            // The grammar engine's view of the vocabulary (about half a second for 128k
+            // tokens) is built before the server says ready, so the first structured request
+            // does not wait for it.
             let engine = Arc::new(engine);
+            if engine.handle.embedding_dim().is_none() {
+                let e2 = engine.clone();
+                let built = tokio::task::spawn_blocking(move || e2.grammar_vocabulary()).await;
+                match built {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "structured outputs are unavailable"),
+                    Err(e) => tracing::warn!(error = %e, "building the grammar vocabulary crashed"),
+                }
+            }
+            health.set_loaded(kernel, engine.handle.embedding_dim());
             if state.set_engine(engine.clone()).is_ok() {
                 health.set(ModelState::Ready);
-            }
-            // The grammar engine's view of the vocabulary (about a second for 128k tokens) is
-            // built now, off the request path, so the first structured request does not wait
-            // for it (it would build it itself otherwise, once).
-            if engine.handle.embedding_dim().is_none() {
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = engine.grammar_vocabulary() {
-                        tracing::warn!(error = %e, "structured outputs are unavailable");
-                    }
-                });
             }
             Ok(())
         }

@@ -255,3 +255,20 @@ fn four_tokenize_bombs_at_once_stay_under_100_mb() {
     }
     assert_eq!(s.request("GET", "/health", "").unwrap().0, 200);
 }
+
+/// The loader's warm-up run (a short prompt and one decode step, before `/health` says ready)
+/// fits whatever context the model is loaded with, down to one token.
+#[test]
+fn the_warm_up_run_fits_any_context() {
+    use bitnet_server::engine::{ModelLoader, bitnet::BitnetLoader};
+    for n_ctx in [1, 2, 16, 17, 1024] {
+        let opts = bitnet_model::LoadOptions {
+            n_ctx: Some(n_ctx),
+            threads: 1,
+            ..Default::default()
+        };
+        if let Err(e) = BitnetLoader.load(&model_file(), &opts, 1) {
+            panic!("n_ctx {n_ctx}: {e}");
+        }
+    }
+}

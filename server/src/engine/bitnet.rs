@@ -76,6 +76,7 @@ pub fn loaded_model(
         ModelKind::Embedding { .. } => None,
     };
     let kernel = format!("{} ({} threads)", model.kernels().name, model.threads());
+    warm_up(&model)?;
     tracing::info!(
         kernel = %kernel,
         head = ?model.head(),
@@ -99,6 +100,51 @@ pub fn loaded_model(
         sampler,
         kernel,
     })
+}
+
+/// Tokens of the warm-up prompt: enough for the batched (prefill) code paths, small enough to
+/// cost a fraction of a second on the 2B model.
+const WARM_UP_TOKENS: u32 = 16;
+
+/// Runs the model once before it serves: a short prompt, then one decode step (or one
+/// embedding). The weights are memory-mapped, so without this the first request pays for
+/// reading the whole file from disk and faulting it in (several times the cost of a warm
+/// request); the scratch buffers and the thread pool are also set up here. Called while
+/// `/health` still says `loading`.
+fn warm_up(model: &Model) -> Result<(), LoadError> {
+    let start = std::time::Instant::now();
+    let n_vocab = model.config.n_vocab.max(1) as u32;
+    // Room for the decode step after the prompt, in however small a context.
+    let n_ctx = model.n_ctx();
+    let len = (WARM_UP_TOKENS as usize)
+        .min(n_ctx.saturating_sub(1))
+        .max(1);
+    let prompt: Vec<u32> = (0..len as u32).map(|i| i % n_vocab).collect();
+    let ran = match model.kind() {
+        ModelKind::Generation => {
+            let mut cache = model.new_cache();
+            let mut run = |tokens: &[u32]| {
+                model.forward(&mut [SeqInput {
+                    cache: &mut cache,
+                    tokens,
+                    logits: Logits::Last,
+                }])
+            };
+            let prefilled = run(&prompt);
+            if len < n_ctx {
+                prefilled.and_then(|_| run(&prompt[..1]))
+            } else {
+                prefilled
+            }
+        }
+        ModelKind::Embedding { .. } => model.embed(&[&prompt]),
+    };
+    ran.map_err(|e| LoadError(format!("the model failed its warm-up run: {e}")))?;
+    tracing::info!(
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "warm-up run done (weights faulted in)"
+    );
+    Ok(())
 }
 
 /// The model plus one KV cache per live sequence.
