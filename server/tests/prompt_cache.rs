@@ -96,7 +96,7 @@ fn logits_after_a_cached_prefix_equal_the_logits_from_scratch() {
     other.extend(tokens(2, 10));
     let (seq, _) = backend.new_sequence_for(&other, true).unwrap();
     backend.prefill(seq, &other).unwrap();
-    backend.release(seq, &other);
+    backend.release(seq, &other, other.len());
     let stats = backend.prompt_cache_stats();
     assert_eq!(stats.entries, 1);
     assert!(stats.bytes > 0);
@@ -118,7 +118,7 @@ fn logits_after_a_cached_prefix_equal_the_logits_from_scratch() {
     backend.free(fresh);
     let mut history = prompt.clone();
     history.extend(tokens(3, 4));
-    backend.release(seq, &history);
+    backend.release(seq, &history, prompt.len());
     assert_eq!(backend.prompt_cache_stats().entries, 2);
 
     // Whole reuse: the next prompt extends that sequence (a chat's next turn), which is moved
@@ -132,10 +132,12 @@ fn logits_after_a_cached_prefix_equal_the_logits_from_scratch() {
     let logits = backend.prefill(seq, &next[reused..]).unwrap();
     assert_same_bits(&logits, &expected, "sequence moved from the cache");
 
-    // The same prompt again: all but its last token are reused.
-    backend.release(seq, &next);
+    // The same prompt again: all but its last token are reused (the entry is moved out and
+    // cut to them, then the last token is computed on top).
+    backend.release(seq, &next, next.len());
     let (seq, reused) = backend.new_sequence_for(&next, true).unwrap();
     assert_eq!(reused, next.len() - 1);
+    assert_eq!(backend.prompt_cache_stats().entries, 1, "moved out");
     let logits = backend.prefill(seq, &next[reused..]).unwrap();
     assert_same_bits(&logits, &expected, "a resent prompt");
     backend.free(seq);
@@ -146,7 +148,7 @@ fn logits_after_a_cached_prefix_equal_the_logits_from_scratch() {
     let (seq, reused) = backend.new_sequence_for(&next, true).unwrap();
     assert_eq!(reused, 0);
     backend.prefill(seq, &next).unwrap();
-    backend.release(seq, &next);
+    backend.release(seq, &next, next.len());
     assert_eq!(backend.prompt_cache_stats().entries, 0);
 }
 

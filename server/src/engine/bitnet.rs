@@ -201,9 +201,9 @@ impl Backend for BitnetBackend {
         Ok((self.add_sequence(cache), reused))
     }
 
-    fn release(&mut self, seq: SeqId, tokens: &[u32]) {
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
         if let Some(cache) = self.seqs.remove(&seq) {
-            self.prompt_cache.insert(tokens, cache);
+            self.prompt_cache.insert(tokens, prompt_len, cache);
         }
     }
 

@@ -70,11 +70,12 @@ pub trait Backend: Send {
         Ok((self.new_sequence()?, 0))
     }
     /// The sequence ended without a backend error: `tokens` are the tokens it was given so far
-    /// (prompt, then generated), of which its KV cache holds the first ones (every token fed;
-    /// the last sampled one was not). A backend with a prompt cache keeps that KV under those
-    /// tokens if its budget allows; either way the slot is free afterwards. Default: `free`.
-    fn release(&mut self, seq: SeqId, tokens: &[u32]) {
-        let _ = tokens;
+    /// (its `prompt_len` prompt tokens, then generated ones), of which its KV cache holds the
+    /// first ones (every token fed; the last sampled one was not). A backend with a prompt
+    /// cache keeps that KV under those tokens if its budget allows; either way the slot is free
+    /// afterwards. Default: `free`.
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
+        let _ = (tokens, prompt_len);
         self.free(seq);
     }
     /// The most bytes of KV the prompt cache may keep for ended sequences (0: none; what it

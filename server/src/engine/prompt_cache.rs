@@ -13,6 +13,16 @@
 //!   of the shared prefix are copied out of the best snapshot, which stays in the pool (a
 //!   memcpy of milliseconds against seconds of prefill).
 //!
+//! A snapshot also knows how many of its tokens were its prompt. When a new prompt matches all
+//! of that prompt but its last token, and differs only in what the snapshot generated, the new
+//! request continues that conversation: the snapshot is moved out too, cut to the match, rather
+//! than copied. This is the chat case as real templates make it: BitNet's generation prompt
+//! ends with `"Assistant: "`, whose trailing space is its own token, while the next turn
+//! renders `"Assistant: Hello"`, where the space belongs to the reply's first token, so the
+//! previous sequence is never a whole prefix of the next prompt. Copying there would leave a
+//! snapshot per turn in the pool, each holding the whole conversation so far (a 10-turn chat
+//! would keep the sum of all its lengths); moving keeps one per conversation.
+//!
 //! A lookup always leaves at least one prompt token to compute, since the caller needs the
 //! logits after the last prompt token. Snapshots are stored without spare capacity, so the
 //! budget counts the memory they really take; a snapshot larger than the whole budget is not
@@ -32,6 +42,8 @@ pub trait Snapshot: Sized {
     fn prefix(&self, len: usize) -> Self;
     /// Give back spare capacity, so that [`Snapshot::bytes`] is what the tokens take.
     fn shrink_to_fit(&mut self);
+    /// Forget every token after the first `len`.
+    fn truncate(&mut self, len: usize);
 }
 
 impl Snapshot for KvCache {
@@ -47,10 +59,15 @@ impl Snapshot for KvCache {
     fn shrink_to_fit(&mut self) {
         KvCache::shrink_to_fit(self)
     }
+    fn truncate(&mut self, len: usize) {
+        KvCache::truncate(self, len)
+    }
 }
 
 struct Entry<S> {
     tokens: Vec<u32>,
+    /// How many of `tokens` were the prompt (the rest were generated).
+    prompt_len: usize,
     kv: S,
     bytes: usize,
 }
@@ -105,9 +122,11 @@ impl<S: Snapshot> PromptCache<S> {
 
     /// The state of the longest reusable prefix of `prompt`, and its length in tokens: at most
     /// `prompt.len() - 1` (one token is always left to compute), `None` when no snapshot shares
-    /// a first token with it. A snapshot that is wholly a prefix of the prompt is moved out of
-    /// the cache; otherwise its first rows are copied and it stays, as the most recently used.
-    /// Among equally long matches the most recently used wins.
+    /// a first token with it. A snapshot that is wholly a prefix of the prompt, or whose own
+    /// prompt the match covers but for at most its last token (the prompt continues its
+    /// conversation), is moved out of the cache, cut to the match; otherwise its first rows are
+    /// copied and it stays, as the most recently used. Among equally long matches the most
+    /// recently used wins.
     pub fn take(&mut self, prompt: &[u32]) -> Option<(S, usize)> {
         let limit = prompt.len().checked_sub(1)?;
         let (index, reuse) = self
@@ -119,9 +138,11 @@ impl<S: Snapshot> PromptCache<S> {
         if reuse == 0 {
             return None;
         }
-        if reuse == self.entries[index].tokens.len() {
-            let entry = self.entries.remove(index);
+        let entry = &self.entries[index];
+        if reuse == entry.tokens.len() || reuse + 1 >= entry.prompt_len {
+            let mut entry = self.entries.remove(index);
             self.bytes -= entry.bytes;
+            entry.kv.truncate(reuse);
             return Some((entry.kv, reuse));
         }
         let entry = self.entries.remove(index);
@@ -131,12 +152,12 @@ impl<S: Snapshot> PromptCache<S> {
     }
 
     /// Keep `kv` under the tokens it holds, `tokens[..kv.tokens()]` (`tokens` may go further:
-    /// the last sampled token was never fed), evicting the least recently used snapshots to
-    /// make room. Not kept: an empty state, one `tokens` cannot name, one larger than the
+    /// the last sampled token was never fed), of which the first `prompt_len` were its prompt,
+    /// evicting the least recently used snapshots to make room. Not kept: an empty state, one `tokens` cannot name, one larger than the
     /// whole budget, or one that a kept snapshot already contains (that one becomes the most
     /// recently used). Kept snapshots that are a prefix of the new one are dropped: it serves
     /// every prompt they would, as far or further.
-    pub fn insert(&mut self, tokens: &[u32], mut kv: S) {
+    pub fn insert(&mut self, tokens: &[u32], prompt_len: usize, mut kv: S) {
         let n = kv.tokens();
         if n == 0 || n > tokens.len() || self.budget == 0 {
             return;
@@ -169,6 +190,7 @@ impl<S: Snapshot> PromptCache<S> {
         self.bytes += bytes;
         self.entries.push(Entry {
             tokens: tokens.to_vec(),
+            prompt_len: prompt_len.min(n),
             kv,
             bytes,
         });
@@ -228,20 +250,25 @@ mod tests {
         fn shrink_to_fit(&mut self) {
             self.spare = 0;
         }
+        fn truncate(&mut self, len: usize) {
+            self.rows.truncate(len);
+        }
+    }
+
+    /// Keep `rows` as a sequence whose whole token list was its prompt.
+    fn keep(c: &mut PromptCache<Fake>, rows: &[u32]) {
+        c.insert(rows, rows.len(), fake(rows));
     }
 
     #[test]
     fn a_whole_snapshot_is_moved_and_a_partial_one_copied() {
         let mut c = PromptCache::new(1000);
-        c.insert(&[1, 2, 3, 9], fake(&[1, 2, 3]));
-        assert_eq!(
-            (c.len(), c.bytes()),
-            (1, 30),
-            "stored trimmed, under its 3 tokens"
-        );
-        // A prompt diverging after two tokens: the first two rows are copied, the entry stays.
-        let (kv, k) = c.take(&[1, 2, 7, 7]).unwrap();
-        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2], true, 2));
+        c.insert(&[1, 2, 3, 9], 3, fake(&[1, 2, 3]));
+        assert_eq!((c.len(), c.bytes()), (1, 30), "trimmed, under its 3 tokens");
+        // A prompt diverging early in the entry's prompt: the matching row is copied, the
+        // entry stays.
+        let (kv, k) = c.take(&[1, 7, 7]).unwrap();
+        assert_eq!((kv.rows, kv.copied, k), (vec![1], true, 1));
         assert_eq!(c.len(), 1);
         // The next turn of a chat: the whole entry is a prefix, so it is moved out.
         let (kv, k) = c.take(&[1, 2, 3, 4, 5]).unwrap();
@@ -249,12 +276,32 @@ mod tests {
         assert_eq!((c.len(), c.bytes()), (0, 0));
     }
 
+    /// A chat's next turn as templates render it: the new prompt matches the previous prompt
+    /// but its last token, not the reply the cache holds after it. The entry is moved out, cut
+    /// to the match, instead of being copied and kept beside the new sequence.
+    #[test]
+    fn a_prompt_continuing_a_snapshot_past_its_prompt_takes_it() {
+        let mut c = PromptCache::new(1000);
+        // Prompt [1, 2, 3, 4] (ending "Assistant: "), then the reply [5, 6] it generated.
+        c.insert(&[1, 2, 3, 4, 5, 6, 7], 4, fake(&[1, 2, 3, 4, 5, 6]));
+        let (kv, k) = c.take(&[1, 2, 3, 8, 6, 9]).unwrap();
+        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2, 3], false, 3));
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+        // Diverging earlier in its prompt (another question after shared passages): copied.
+        c.insert(&[1, 2, 3, 4, 5, 6, 7], 4, fake(&[1, 2, 3, 4, 5, 6]));
+        let (kv, k) = c.take(&[1, 2, 9, 9]).unwrap();
+        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2], true, 2));
+        assert_eq!(c.len(), 1);
+    }
+
     #[test]
     fn one_prompt_token_is_always_left_to_compute() {
         let mut c = PromptCache::new(1000);
-        c.insert(&[1, 2, 3], fake(&[1, 2, 3]));
+        keep(&mut c, &[1, 2, 3]);
+        // The same prompt again: all but its last token, taken from the entry.
         let (kv, k) = c.take(&[1, 2, 3]).unwrap();
-        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2], true, 2));
+        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2], false, 2));
+        keep(&mut c, &[1, 2, 3]);
         assert!(c.take(&[1]).is_none(), "a one-token prompt reuses nothing");
         assert!(c.take(&[]).is_none());
         assert!(c.take(&[5, 1, 2]).is_none(), "no shared first token");
@@ -264,28 +311,29 @@ mod tests {
     #[test]
     fn the_longest_match_wins_then_the_most_recent() {
         let mut c = PromptCache::new(1000);
-        c.insert(&[1, 2, 3, 4], fake(&[1, 2, 3, 4]));
-        c.insert(&[1, 2, 5, 6], fake(&[1, 2, 5, 6]));
-        c.insert(&[1, 2, 7, 8], fake(&[1, 2, 7, 8]));
-        let (kv, k) = c.take(&[1, 2, 5, 0, 0]).unwrap();
-        assert_eq!((kv.rows, k), (vec![1, 2, 5], 3));
-        // Tie on two tokens: the most recently used ([1, 2, 5, 6], just touched) is copied.
+        keep(&mut c, &[1, 2, 3, 4, 0]);
+        keep(&mut c, &[1, 2, 5, 6, 0]);
+        keep(&mut c, &[1, 2, 7, 8, 0]);
+        let (kv, k) = c.take(&[1, 2, 5, 9, 9]).unwrap();
+        assert_eq!((kv.rows, kv.copied, k), (vec![1, 2, 5], true, 3));
+        // Tie on two tokens: the most recently used ([1, 2, 5, ...], just touched) is copied.
         let (kv, _) = c.take(&[1, 2, 0]).unwrap();
         assert_eq!(kv.rows, vec![1, 2]);
-        assert_eq!(c.entries.last().unwrap().tokens, vec![1, 2, 5, 6]);
+        assert_eq!(c.entries.last().unwrap().tokens, vec![1, 2, 5, 6, 0]);
+        assert_eq!(c.len(), 3);
     }
 
     #[test]
     fn least_recently_used_snapshots_are_evicted_to_fit_the_budget() {
         let mut c = PromptCache::new(100);
-        c.insert(&[1, 1, 1, 1], fake(&[1, 1, 1, 1])); // 40 bytes
-        c.insert(&[2, 2, 2, 2], fake(&[2, 2, 2, 2])); // 80
-        let _ = c.take(&[1, 1, 0]); // [1, ...] is now the most recently used
-        c.insert(&[3, 3, 3], fake(&[3, 3, 3])); // 110 > 100: [2, ...] goes
+        keep(&mut c, &[1, 1, 1, 1]); // 40 bytes
+        keep(&mut c, &[2, 2, 2, 2]); // 80
+        let _ = c.take(&[1, 0]); // [1, ...] is now the most recently used
+        keep(&mut c, &[3, 3, 3]); // 110 > 100: [2, ...] goes
         assert_eq!(c.bytes(), 70);
         assert!(c.take(&[2, 2, 0]).is_none());
-        assert!(c.take(&[1, 1, 0]).is_some());
-        c.insert(&[4; 11], fake(&[4; 11])); // 110 bytes: larger than the budget, not kept
+        assert!(c.take(&[1, 0]).is_some());
+        keep(&mut c, &[4; 11]); // 110 bytes: larger than the budget, not kept
         assert_eq!((c.len(), c.bytes()), (2, 70));
         c.set_budget(45);
         assert_eq!(
@@ -295,24 +343,24 @@ mod tests {
         );
         c.set_budget(0);
         assert_eq!((c.len(), c.bytes()), (0, 0));
-        c.insert(&[5], fake(&[5]));
+        keep(&mut c, &[5]);
         assert!(c.is_empty(), "budget 0 keeps nothing");
     }
 
     #[test]
     fn contained_and_containing_snapshots_are_not_kept_twice() {
         let mut c = PromptCache::new(1000);
-        c.insert(&[1, 2], fake(&[1, 2]));
-        c.insert(&[1, 2, 3, 4], fake(&[1, 2, 3, 4]));
+        keep(&mut c, &[1, 2]);
+        keep(&mut c, &[1, 2, 3, 4]);
         assert_eq!(
             (c.len(), c.bytes()),
             (1, 40),
             "the prefix [1, 2] is dropped"
         );
-        c.insert(&[1, 2, 3], fake(&[1, 2, 3]));
+        keep(&mut c, &[1, 2, 3]);
         assert_eq!((c.len(), c.bytes()), (1, 40), "[1, 2, 3] is already there");
-        c.insert(&[], fake(&[]));
-        c.insert(&[7], fake(&[7, 8]));
+        keep(&mut c, &[]);
+        c.insert(&[7], 1, fake(&[7, 8]));
         assert_eq!(c.len(), 1, "empty, or more rows than tokens: not kept");
     }
 }

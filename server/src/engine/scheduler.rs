@@ -238,7 +238,7 @@ impl Scheduler {
                 backend.free(a.seq);
                 false
             } else if a.finished || a.events.is_closed() {
-                backend.release(a.seq, &a.history);
+                backend.release(a.seq, &a.history, a.prompt_len);
                 released = true;
                 false
             } else {

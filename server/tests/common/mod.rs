@@ -110,6 +110,9 @@ impl Snapshot for Rows {
         Rows(self.0[..len].to_vec())
     }
     fn shrink_to_fit(&mut self) {}
+    fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
 }
 
 /// The deterministic test backend.
@@ -193,7 +196,7 @@ impl Backend for TestBackend {
         self.stats.reused_tokens.fetch_add(reused, Ordering::SeqCst);
         Ok((id, reused))
     }
-    fn release(&mut self, seq: SeqId, tokens: &[u32]) {
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
         let Some(rows) = self.seqs.remove(&seq) else {
             return;
         };
@@ -203,7 +206,7 @@ impl Backend for TestBackend {
             "released under tokens {tokens:?} that do not start with what it was fed {rows:?}"
         );
         if let Some(cache) = &mut self.prompt_cache {
-            cache.insert(tokens, Rows(rows));
+            cache.insert(tokens, prompt_len, Rows(rows));
         }
     }
     fn set_prompt_cache_budget(&mut self, bytes: usize) {
