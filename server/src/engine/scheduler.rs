@@ -4,10 +4,11 @@
 //! Each iteration: drop sequences whose client went away (their event receiver was dropped) or
 //! that ended (their KV goes to the backend's prompt cache, [`Backend::release`]), admit queued
 //! requests while fewer than `parallel` run (each starting from the longest cached prefix of
-//! its prompt, [`Backend::new_sequence_for`], unless it asked not to), feed the pending prompt chunks of
-//! every sequence still in prefill in one batch (up to `prefill_chunk` tokens), then run ONE
-//! decode step over every sequence that has a token to feed, sample, and send the results. New requests thus join between steps without waiting for
-//! others to finish, and a cancelled request costs at most the step already under way.
+//! its prompt, [`Backend::new_sequence_for`], unless it asked not to), feed the pending prompt
+//! chunks of every sequence still in prefill in one batch (up to `prefill_chunk` tokens), then
+//! run ONE decode step over every sequence that has a token to feed, sample, and send the
+//! results. New requests thus join between steps without waiting for others to finish, and a
+//! cancelled request costs at most the step already under way.
 //!
 //! An embedding model's requests ([`Job::Embed`]) go through the same loop: each iteration
 //! embeds the next inputs of the waiting requests, oldest first, up to `prefill_chunk` tokens
