@@ -280,6 +280,15 @@ pub struct ServeArgs {
     )]
     pub parallel: usize,
 
+    /// RAM for the prompt cache: the KV of ended requests, kept so that a later prompt starting
+    /// the same way (the next turn of a chat, a RAG prompt with the same system text and
+    /// passages) skips computing that prefix; least recently used entries go first. 0 disables
+    /// it. Counted with the KV cache of --parallel x --ctx-size in the memory check [default:
+    /// 1GiB, lowered to half of what that KV cache and the model file leave of the available
+    /// memory].
+    #[arg(long, env = "BITNET_CACHE_RAM", value_parser = parse_size, help_heading = "Inference")]
+    pub cache_ram: Option<usize>,
+
     /// The most requests waiting for a slot; beyond it requests get 503 with Retry-After.
     #[arg(
         long,
@@ -515,6 +524,8 @@ impl ServeArgs {
             engine: EngineConfig {
                 parallel: self.parallel,
                 queue_size: self.queue_size,
+                // Sized at load from --cache-ram and the memory left (`cli::serve`).
+                cache_ram: None,
                 ..EngineConfig::default()
             },
             // The output head (`--head`) is the serve command's flag; it sets `load.head`.
@@ -669,6 +680,30 @@ mod tests {
         );
         assert_eq!(parse(&["--model", "a"]).unwrap().api.max_body, 2 << 20);
         assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        let cache_ram = |argv: &[&str]| {
+            T::try_parse_from(["x", "--model", "a"].iter().chain(argv))
+                .map(|t| t.args.cache_ram)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            cache_ram(&[]).unwrap(),
+            None,
+            "sized at load when not given"
+        );
+        assert_eq!(
+            cache_ram(&["--cache-ram", "512MiB"]).unwrap(),
+            Some(512 << 20)
+        );
+        assert_eq!(cache_ram(&["--cache-ram", "0"]).unwrap(), Some(0));
+        assert!(cache_ram(&["--cache-ram", "lots"]).is_err());
+        assert_eq!(
+            parse(&["--model", "a", "--cache-ram", "1G"])
+                .unwrap()
+                .engine
+                .cache_ram,
+            None,
+            "the loader sets the budget"
+        );
         assert!(parse_size("2X").is_err());
         assert!(parse_size("").is_err());
         let o = parse(&["--model", "a", "--host", "::1", "--port", "9"]).unwrap();

@@ -1,10 +1,15 @@
-//! What the machine can hold, and the `--ctx-size` bound it implies.
+//! What the machine can hold, and the `--ctx-size` and `--cache-ram` bounds it implies.
 //!
 //! Each sequence's KV cache grows on demand up to the context limit (`model::KvCache`), so an
 //! oversized `--ctx-size` does not fail at load: it fails later, when one long request makes
 //! the cache outgrow memory and the allocator aborts the process (or the kernel OOM-kills it).
 //! [`check_context`] refuses such a limit up front, as well as one above the model's trained
-//! context unless that is explicitly allowed.
+//! context unless that is explicitly allowed. The prompt cache (the KV of ended requests, kept
+//! for prompts that start the same way) comes on top: a `--cache-ram` given explicitly must fit
+//! beside the KV cache of every sequence; without one the budget is
+//! [`DEFAULT_CACHE_RAM`](crate::engine::DEFAULT_CACHE_RAM), lowered to half of what is left once
+//! that KV cache and the model file (whose pages should stay resident) are counted (the other
+//! half for activations, buffers and connections).
 //!
 //! Available memory is the smaller of `MemAvailable` (/proc/meminfo) and the room left under
 //! the cgroup's limit (v2 `memory.max` − `memory.current` + reclaimable `inactive_file`, or v1
@@ -15,6 +20,7 @@
 
 use std::path::Path;
 
+use crate::engine::DEFAULT_CACHE_RAM;
 use crate::health::human_bytes;
 use bitnet_gguf::GgufFile;
 use bitnet_model::{ModelConfig, ModelKind};
@@ -103,16 +109,27 @@ pub fn kv_cache_bytes(config: &ModelConfig, n_ctx: usize, parallel: usize) -> u6
         .saturating_mul(parallel.max(1) as u64)
 }
 
+/// What the prompt cache may take and where the memory figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRam {
+    /// `--cache-ram` as given (`None`: not given, the default applies).
+    pub requested: Option<usize>,
+    /// Bytes of the model file: without an explicit budget, the default leaves room for them.
+    pub file_bytes: u64,
+}
+
 /// Refuse a context limit (`None`: the trained one) above the model's trained context unless
-/// `allow_beyond_training`, or one whose KV cache for `parallel` sequences exceeds `available`
-/// memory. The error names the figures and the fix.
+/// `allow_beyond_training`, or one whose KV cache for `parallel` sequences (plus an explicitly
+/// requested prompt cache) exceeds `available` memory. The error names the figures and the
+/// fix. `Ok`: the prompt cache's budget in bytes (0 for an embedding model, which has none).
 pub fn check_context(
     config: &ModelConfig,
     n_ctx: Option<usize>,
     parallel: usize,
+    cache: CacheRam,
     allow_beyond_training: bool,
     available: Option<&Available>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let n_ctx = n_ctx.unwrap_or(config.n_ctx_train).max(1);
     if n_ctx > config.n_ctx_train && !allow_beyond_training {
         return Err(format!(
@@ -125,17 +142,36 @@ pub fn check_context(
             arch = config.arch,
         ));
     }
-    let Some(available) = available else {
-        return Ok(());
-    };
     // An embedding model keeps a cache only for the inputs of the pass in flight (at most one
     // of them longer than the pass's token budget, `Model::embed_with_budget`), whatever the
-    // number of requests: one context's worth is its bound.
-    let parallel = match config.kind {
-        ModelKind::Embedding { .. } => 1,
-        ModelKind::Generation => parallel.max(1),
+    // number of requests: one context's worth is its bound. It has no prompt cache.
+    let (parallel, requested) = match config.kind {
+        ModelKind::Embedding { .. } => (1, Some(0)),
+        ModelKind::Generation => (parallel.max(1), cache.requested),
     };
-    let needed = kv_cache_bytes(config, n_ctx, parallel);
+    let Some(available) = available else {
+        return Ok(requested.unwrap_or(DEFAULT_CACHE_RAM));
+    };
+    let kv = kv_cache_bytes(config, n_ctx, parallel);
+    let explicit = requested.unwrap_or(0) as u64;
+    let needed = kv.saturating_add(explicit);
+    if needed > available.bytes && explicit > 0 {
+        let per_token = (config.kv_bytes_per_token() as u64)
+            .max(1)
+            .saturating_mul(parallel as u64);
+        let fits = available.bytes.saturating_sub(explicit) / per_token;
+        return Err(format!(
+            "--ctx-size {n_ctx} with --parallel {parallel} needs up to {} of KV cache, and \
+             --cache-ram asks {} more for the prompt cache: more than the {} available ({}). \
+             Lower --cache-ram (BITNET_CACHE_RAM; 0 disables the prompt cache), --ctx-size \
+             (BITNET_CTX_SIZE) to at most {fits} or --parallel (BITNET_PARALLEL), or give the \
+             server more memory",
+            human_bytes(kv),
+            human_bytes(explicit),
+            human_bytes(available.bytes),
+            available.source,
+        ));
+    }
     if needed > available.bytes {
         let per_token = (config.kv_bytes_per_token() as u64)
             .max(1)
@@ -155,27 +191,42 @@ pub fn check_context(
             hd = config.head_dim,
         ));
     }
-    Ok(())
+    Ok(requested.unwrap_or_else(|| {
+        let left = available
+            .bytes
+            .saturating_sub(kv)
+            .saturating_sub(cache.file_bytes)
+            / 2;
+        usize::try_from(left).map_or(DEFAULT_CACHE_RAM, |left| left.min(DEFAULT_CACHE_RAM))
+    }))
 }
 
-/// [`check_context`] for the model file at `path` and this machine's [`available`] memory.
-/// `Ok` when the file cannot be read as a model: loading it reports that better.
+/// [`check_context`] for the model file at `path` and this machine's [`available`] memory:
+/// the prompt cache's budget, or why the settings cannot fit. When the file cannot be read as
+/// a model (loading it reports that better): `Ok` with `cache_ram` or the default.
 pub fn check_model_file(
     path: &Path,
     n_ctx: Option<usize>,
     parallel: usize,
+    cache_ram: Option<usize>,
     allow_beyond_training: bool,
-) -> Result<(), String> {
+) -> Result<usize, String> {
+    let unread = Ok(cache_ram.unwrap_or(DEFAULT_CACHE_RAM));
     let Ok(file) = GgufFile::open(path) else {
-        return Ok(());
+        return unread;
     };
     let Ok(config) = ModelConfig::from_gguf(&file) else {
-        return Ok(());
+        return unread;
+    };
+    let cache = CacheRam {
+        requested: cache_ram,
+        file_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
     };
     check_context(
         &config,
         n_ctx,
         parallel,
+        cache,
         allow_beyond_training,
         available().as_ref(),
     )
@@ -184,6 +235,11 @@ pub fn check_model_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NOT_GIVEN: CacheRam = CacheRam {
+        requested: None,
+        file_bytes: 0,
+    };
 
     fn config() -> ModelConfig {
         ModelConfig {
@@ -216,20 +272,27 @@ mod tests {
             bytes: 2 << 30,
             source: "the cgroup limit".into(),
         };
-        assert!(check_context(&c, None, 4, false, Some(&cgroup)).is_ok());
-        let e = check_context(&c, Some(8192), 1, false, Some(&cgroup)).unwrap_err();
+        assert!(check_context(&c, None, 4, NOT_GIVEN, false, Some(&cgroup)).is_ok());
+        let e = check_context(&c, Some(8192), 1, NOT_GIVEN, false, Some(&cgroup)).unwrap_err();
         assert!(e.contains("trained context of 4096"), "{e}");
-        assert!(check_context(&c, Some(8192), 1, true, Some(&cgroup)).is_ok());
-        let e = check_context(&c, Some(4096), 8, false, Some(&cgroup)).unwrap_err();
+        assert!(check_context(&c, Some(8192), 1, NOT_GIVEN, true, Some(&cgroup)).is_ok());
+        let e = check_context(&c, Some(4096), 8, NOT_GIVEN, false, Some(&cgroup)).unwrap_err();
         assert!(
             e.contains("2.3 GiB") && e.contains("2.0 GiB available (the cgroup limit)"),
             "{e}"
         );
         assert!(e.contains("at most 3495"), "{e}");
-        let e = check_context(&c, Some(usize::MAX), usize::MAX, true, Some(&cgroup));
+        let e = check_context(
+            &c,
+            Some(usize::MAX),
+            usize::MAX,
+            NOT_GIVEN,
+            true,
+            Some(&cgroup),
+        );
         assert!(e.is_err(), "saturates instead of overflowing");
         assert!(
-            check_context(&c, Some(1 << 40), 4, true, None).is_ok(),
+            check_context(&c, Some(1 << 40), 4, NOT_GIVEN, true, None).is_ok(),
             "no figure, no bound"
         );
     }
@@ -250,8 +313,92 @@ mod tests {
             bytes: 2 << 30,
             source: "the cgroup limit".into(),
         };
-        assert!(check_context(&c, Some(4096), 8, false, Some(&cgroup)).is_ok());
-        assert!(check_context(&config(), Some(4096), 8, false, Some(&cgroup)).is_err());
+        assert!(check_context(&c, Some(4096), 8, NOT_GIVEN, false, Some(&cgroup)).is_ok());
+        assert!(check_context(&config(), Some(4096), 8, NOT_GIVEN, false, Some(&cgroup)).is_err());
+    }
+
+    /// An explicit --cache-ram must fit beside the KV cache; the default shrinks to half of
+    /// what is left after the KV cache and the model file.
+    #[test]
+    fn the_prompt_cache_budget_is_counted_with_the_kv_cache() {
+        let c = config();
+        let kv = kv_cache_bytes(&c, 4096, 4) as usize; // 1.17 GiB
+        let cgroup = Available {
+            bytes: 2 << 30,
+            source: "the cgroup limit".into(),
+        };
+        let asked = |bytes: usize, file_bytes: u64| CacheRam {
+            requested: Some(bytes),
+            file_bytes,
+        };
+        let e =
+            check_context(&c, Some(4096), 4, asked(1 << 30, 0), false, Some(&cgroup)).unwrap_err();
+        assert!(
+            e.contains("--cache-ram asks 1.0 GiB more") && e.contains("BITNET_CACHE_RAM"),
+            "{e}"
+        );
+        assert_eq!(
+            check_context(
+                &c,
+                Some(4096),
+                4,
+                asked(512 << 20, 1 << 30),
+                false,
+                Some(&cgroup)
+            ),
+            Ok(512 << 20),
+            "an explicit budget is not lowered for the file"
+        );
+        assert_eq!(
+            check_context(&c, Some(4096), 4, asked(0, 0), false, Some(&cgroup)),
+            Ok(0)
+        );
+        // Not given: 1 GiB when it fits, else half of what is left, else nothing.
+        assert_eq!(
+            check_context(&c, Some(4096), 4, NOT_GIVEN, false, Some(&cgroup)),
+            Ok(((2 << 30) - kv) / 2)
+        );
+        let with_file = CacheRam {
+            requested: None,
+            file_bytes: 1 << 30,
+        };
+        assert_eq!(
+            check_context(&c, Some(4096), 4, with_file, false, Some(&cgroup)),
+            Ok(0)
+        );
+        let roomy = Available {
+            bytes: 16 << 30,
+            source: "MemAvailable".into(),
+        };
+        assert_eq!(
+            check_context(&c, Some(4096), 4, with_file, false, Some(&roomy)),
+            Ok(DEFAULT_CACHE_RAM)
+        );
+        assert_eq!(
+            check_context(&c, Some(4096), 4, NOT_GIVEN, false, None),
+            Ok(DEFAULT_CACHE_RAM),
+            "no figure: the default"
+        );
+        // An embedding model has no prompt cache, whatever was asked.
+        let embed = ModelConfig {
+            kind: ModelKind::Embedding {
+                dim: 2560,
+                pooling: bitnet_model::Pooling::Last,
+                pooling_defaulted: false,
+            },
+            ..config()
+        };
+        assert_eq!(
+            check_context(
+                &embed,
+                Some(4096),
+                4,
+                asked(1 << 30, 0),
+                false,
+                Some(&cgroup)
+            ),
+            Ok(0)
+        );
     }
 
     #[test]

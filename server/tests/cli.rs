@@ -377,6 +377,9 @@ fn generate_hides_control_tokens_like_the_server() {
             parallel: 1,
             queue_size: 1,
             prefill_chunk: n_ctx,
+            // Each run after the first starts from the previous one's cached prompt: the
+            // comparison with `generate` (no cache) below also checks that reuse changes nothing.
+            cache_ram: Some(1 << 30),
         },
     )
     .unwrap();
@@ -403,6 +406,7 @@ fn generate_hides_control_tokens_like_the_server() {
                 ignore_eos: true,
                 constraint: None,
                 n: 1,
+                cache_prompt: true,
             })
             .unwrap();
         let (mut text, mut controls) = (String::new(), 0);

@@ -1,5 +1,6 @@
 //! The scheduler under load, with the deterministic test backend: continuous batching, a full
-//! queue, client disconnects, and graceful shutdown.
+//! queue, client disconnects, graceful shutdown, and the prompt cache (what is prefilled, what
+//! is reused, eviction).
 
 mod common;
 
@@ -8,11 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitnet_server::engine::{
-    Engine, EngineConfig, Event, FinishReason, GenerationRequest, LoadedModel, SubmitError,
+    Engine, EngineConfig, Event, FinishReason, GenerationRequest, LoadedModel, SubmitError, Usage,
 };
 use bitnet_server::sampling::SamplingParams;
 use common::{
-    BackendStats, Setup, TestBackend, TestServer, TestTokenizer, client, sse_data, test_sampler,
+    BackendStats, ROW_BYTES, Setup, TestBackend, TestServer, TestTokenizer, client, sse_data,
+    test_sampler,
 };
 use serde_json::{Value, json};
 
@@ -42,10 +44,43 @@ fn engine(
             parallel,
             queue_size: queue,
             prefill_chunk: 8,
+            cache_ram: None,
         },
     )
     .unwrap();
     (engine, stats)
+}
+
+/// An engine whose test backend has a prompt cache of `budget` bytes ([`ROW_BYTES`] a token).
+fn cached_engine(budget: usize) -> (Engine, Arc<BackendStats>) {
+    let stats = Arc::new(BackendStats::default());
+    let backend = TestBackend::new(4096, false, Duration::ZERO, stats.clone()).with_prompt_cache();
+    let model = LoadedModel {
+        backend: Box::new(backend),
+        tokenizer: Arc::new(TestTokenizer),
+        sampler: test_sampler(),
+        kernel: "test".into(),
+    };
+    let config = EngineConfig {
+        parallel: 2,
+        queue_size: 4,
+        prefill_chunk: 8,
+        cache_ram: Some(budget),
+    };
+    (Engine::start(model, config).unwrap(), stats)
+}
+
+/// Run one request to its end: the text and the usage.
+async fn run(engine: &Engine, request: GenerationRequest) -> (String, Usage) {
+    let mut rx = engine.handle.submit(request).unwrap();
+    let mut text = String::new();
+    loop {
+        match rx.recv().await.expect("the engine answered") {
+            Event::Token { text: t, .. } => text.push_str(&t),
+            Event::Done { text: t, usage, .. } => return (text + &t, usage),
+            Event::Failed { message } => panic!("{message}"),
+        }
+    }
 }
 
 fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
@@ -58,6 +93,7 @@ fn request(prompt: &str, max_tokens: usize) -> GenerationRequest {
         ignore_eos: false,
         constraint: None,
         n: 1,
+        cache_prompt: true,
     }
 }
 
@@ -757,5 +793,114 @@ async fn a_constraint_masks_every_draw_and_ends_the_output_when_complete() {
     );
     let mut rx = engine.handle.submit(request("a", 2)).unwrap();
     assert_eq!(choices(&mut rx, 1).await.unwrap()[0].0, "bc");
+    engine.stop();
+}
+
+/// The prompt cache at the scheduler: a chat's next turn (the previous sequence is a prefix of
+/// the prompt) and a shared RAG-style prefix are prefilled only past what is cached, with the
+/// same output; `cache_prompt: false` prefills everything; the counters add up.
+#[tokio::test]
+async fn a_cached_prefix_is_not_prefilled_again() {
+    let (engine, stats) = cached_engine(1 << 20);
+    let (plain, _) = engine_without_cache();
+    let prefilled = || stats.prefilled_tokens.load(Ordering::SeqCst);
+
+    // Turn 1: 10 prompt tokens, 3 generated ("abc"); its KV holds the prompt and "ab" (the
+    // last sampled token is never fed).
+    let (text, usage) = run(&engine, request("0123456789", 3)).await;
+    assert_eq!(text, "abc");
+    assert_eq!((usage.prompt_tokens, usage.cached_tokens), (10, 0));
+    assert_eq!(prefilled(), 10);
+
+    // Turn 2 resends turn 1 and its reply, then more: the cached 12 tokens are moved over and
+    // only the 4 after them are prefilled. The output is what an engine without a cache says.
+    let turn2 = request("0123456789abcXYZ", 3);
+    let (text, usage) = run(&engine, turn2).await;
+    let (expected, _) = run(&plain, request("0123456789abcXYZ", 3)).await;
+    assert_eq!(text, expected);
+    assert_eq!((usage.prompt_tokens, usage.cached_tokens), (16, 12));
+    assert_eq!(prefilled(), 10 + 4);
+
+    // A prompt sharing only the first 8 tokens: those rows are copied, 2 are prefilled.
+    let (_, usage) = run(&engine, request("01234567QQ", 2)).await;
+    assert_eq!(usage.cached_tokens, 8);
+    assert_eq!(prefilled(), 10 + 4 + 2);
+
+    // cache_prompt: false computes the whole prompt even though it is cached.
+    let (_, usage) = run(
+        &engine,
+        GenerationRequest {
+            cache_prompt: false,
+            ..request("01234567QQ", 2)
+        },
+    )
+    .await;
+    assert_eq!(usage.cached_tokens, 0);
+    assert_eq!(prefilled(), 10 + 4 + 2 + 10);
+
+    // Counters: cached and computed prompt tokens; the pool holds turn 2's sequence (18 rows)
+    // and the "01234567QQ" one (11 rows; the second run added nothing new).
+    assert_eq!(stats.reused_tokens.load(Ordering::SeqCst), 12 + 8);
+    let s = engine.handle.stats();
+    assert_eq!((s.prompt_tokens, s.prompt_tokens_cached), (26, 20));
+    wait_until("the last sequence released", Duration::from_secs(5), || {
+        let s = engine.handle.stats();
+        (s.prompt_cache_entries, s.prompt_cache_bytes) == (2, (18 + 11) * ROW_BYTES)
+    })
+    .await;
+    engine.stop();
+    plain.stop();
+}
+
+fn engine_without_cache() -> (Engine, Arc<BackendStats>) {
+    engine(2, 4, false, Duration::ZERO)
+}
+
+/// Under a budget of 25 rows, the least recently used sequences make room for new ones.
+#[tokio::test]
+async fn the_least_recently_used_prompts_are_evicted_to_fit_the_budget() {
+    let (engine, _) = cached_engine(25 * ROW_BYTES);
+    // Each keeps 10 rows: 9 prompt tokens and the first of 2 generated ("a").
+    for p in ["1ABCDEFGH", "2ABCDEFGH", "3ABCDEFGH"] {
+        run(&engine, request(p, 2)).await;
+    }
+    // 30 rows do not fit 25: the oldest ("1…") went.
+    wait_until("eviction", Duration::from_secs(5), || {
+        let s = engine.handle.stats();
+        (s.prompt_cache_entries, s.prompt_cache_bytes) == (2, 20 * ROW_BYTES)
+    })
+    .await;
+    let (_, usage) = run(&engine, request("1ABCDEFGHa!", 2)).await;
+    assert_eq!(usage.cached_tokens, 0, "evicted");
+    // That one's 12 rows evicted "2…", the least recently used now; "3…" is still there.
+    let (_, usage) = run(&engine, request("3ABCDEFGHa!", 2)).await;
+    assert_eq!(usage.cached_tokens, 10);
+    let (_, usage) = run(&engine, request("2ABCDEFGHa!", 2)).await;
+    assert_eq!(usage.cached_tokens, 0, "evicted");
+    wait_until("the budget held", Duration::from_secs(5), || {
+        let s = engine.handle.stats();
+        s.active == 0 && s.prompt_cache_bytes <= 25 * ROW_BYTES && s.prompt_cache_entries > 0
+    })
+    .await;
+    engine.stop();
+}
+
+/// A budget of 0 keeps nothing: every prompt is computed whole.
+#[tokio::test]
+async fn a_zero_budget_disables_the_prompt_cache() {
+    let (engine, stats) = cached_engine(0);
+    run(&engine, request("0123456789", 3)).await;
+    let (_, usage) = run(&engine, request("0123456789abcXYZ", 3)).await;
+    assert_eq!(usage.cached_tokens, 0);
+    assert_eq!(stats.prefilled_tokens.load(Ordering::SeqCst), 10 + 16);
+    let s = engine.handle.stats();
+    assert_eq!(
+        (
+            s.prompt_tokens_cached,
+            s.prompt_cache_entries,
+            s.prompt_cache_bytes
+        ),
+        (0, 0, 0)
+    );
     engine.stop();
 }

@@ -272,3 +272,48 @@ fn the_warm_up_run_fits_any_context() {
         }
     }
 }
+
+/// The serve binary sizes the prompt cache at load (`--cache-ram`, default 1 GiB or what the
+/// memory allows): a chat's second turn reuses the first turn's prompt, `usage` says so and
+/// `/metrics` counts it; `--cache-ram 0` reuses nothing.
+#[test]
+fn a_chat_turn_reuses_the_previous_turn_from_the_prompt_cache() {
+    let turns = |s: &ServerProcess| -> (u64, u64, u64) {
+        let chat = |messages: serde_json::Value| {
+            serde_json::json!({"model": "e2e", "messages": messages, "max_tokens": 8,
+                               "temperature": 0})
+        };
+        let first = serde_json::json!([{"role": "user", "content": "tell me a story"}]);
+        let (status, body) = s.json("POST", "/v1/chat/completions", &chat(first));
+        assert_eq!(status, 200, "{body}");
+        let turn1 = body["usage"]["prompt_tokens"].as_u64().unwrap();
+        let reply = body["choices"][0]["message"]["content"].clone();
+        let second = serde_json::json!([
+            {"role": "user", "content": "tell me a story"},
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "and then?"}
+        ]);
+        let (status, body) = s.json("POST", "/v1/chat/completions", &chat(second));
+        assert_eq!(status, 200, "{body}");
+        let cached = body["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        (
+            turn1,
+            cached,
+            body["usage"]["prompt_tokens"].as_u64().unwrap(),
+        )
+    };
+    let s = Server::start(&[]);
+    let (turn1, cached, turn2) = turns(&s);
+    assert!(
+        cached > turn1 / 2 && cached < turn2,
+        "turn 1: {turn1} prompt tokens; turn 2: {cached} of {turn2} cached"
+    );
+    assert_eq!(s.metric("bitnet_prompt_tokens_cached_total"), cached as f64);
+    assert!(s.metric("bitnet_prompt_cache_bytes") > 0.0);
+    let s = Server::start(&["--cache-ram", "0"]);
+    let (_, cached, _) = turns(&s);
+    assert_eq!(cached, 0);
+    assert_eq!(s.metric("bitnet_prompt_cache_entries"), 0.0);
+}

@@ -930,3 +930,97 @@ async fn a_generation_model_refuses_the_embedding_endpoints_with_a_clear_400() {
     assert_eq!(reply["error"]["param"], "input");
     s.shutdown().await.unwrap();
 }
+
+/// The prompt cache over HTTP: OpenAI usage reports `prompt_tokens_details.cached_tokens`
+/// (streamed usage too), `/completion` reports llama.cpp's `timings.cache_n` / `prompt_n` and
+/// honours `cache_prompt: false`, and `/metrics` counts cached prompt tokens.
+#[tokio::test]
+async fn cached_prompt_tokens_are_reported_in_usage_timings_and_metrics() {
+    let s = TestServer::ready(Setup {
+        prompt_cache: Some(1 << 20),
+        ..Setup::default()
+    })
+    .await;
+    let chat = |messages: Value, stream: bool| {
+        json!({"messages": messages, "temperature": 0, "max_tokens": 3, "stream": stream,
+               "stream_options": {"include_usage": true}})
+    };
+    let first = json!([{"role": "user", "content": "hi"}]);
+    let (status, body) = post(&s.url("/v1/chat/completions"), chat(first, false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let turn1 = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    let reply = body["choices"][0]["message"]["content"].as_str().unwrap();
+
+    // The next turn starts with the whole first prompt ("…assistant:"); the cached sequence
+    // continues with the generated reply, the new prompt with " " + the reply as the template
+    // writes it: exactly the first prompt is reused.
+    let second = json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "more"}
+    ]);
+    let (_, _, raw) = stream_text(&s.url("/v1/chat/completions"), chat(second, true)).await;
+    let events = sse_data(&raw);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        usage["usage"]["prompt_tokens_details"]["cached_tokens"], turn1,
+        "{raw}"
+    );
+
+    // /v1/completions, the same prompt twice: the first shares only the BOS token with the
+    // chats; the second takes all but its last token from the cache.
+    let completion = json!({"prompt": "the same prompt", "max_tokens": 2, "temperature": 0});
+    let (_, body) = post(&s.url("/v1/completions"), completion.clone()).await;
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+    let (_, body) = post(&s.url("/v1/completions"), completion).await;
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["cached_tokens"],
+        prompt - 1
+    );
+
+    // /completion: cache_n and prompt_n (computed) as llama.cpp reports them.
+    let llama = |cache_prompt: Option<bool>| {
+        let mut body = json!({"prompt": "the same prompt", "n_predict": 2, "temperature": 0});
+        if let Some(c) = cache_prompt {
+            body["cache_prompt"] = json!(c);
+        }
+        body
+    };
+    let (_, body) = post(&s.url("/completion"), llama(None)).await;
+    assert_eq!(body["tokens_evaluated"], prompt);
+    assert_eq!(body["timings"]["cache_n"], prompt - 1);
+    assert_eq!(body["timings"]["prompt_n"], 1);
+    let (_, body) = post(&s.url("/completion"), llama(Some(false))).await;
+    assert_eq!(body["timings"]["cache_n"], 0);
+    assert_eq!(body["timings"]["prompt_n"], prompt);
+    let (_, body) = post(
+        &s.url("/completion"),
+        json!({"prompt": "x", "cache_prompt": "yes"}),
+    )
+    .await;
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let cached = turn1 + 1 + 2 * (prompt - 1);
+    assert_eq!(value("bitnet_prompt_tokens_cached_total"), cached);
+    assert!(value("bitnet_prompt_cache_entries") > 0, "{metrics}");
+    assert!(value("bitnet_prompt_cache_bytes") > 0, "{metrics}");
+    s.shutdown().await.unwrap();
+}

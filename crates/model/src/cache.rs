@@ -50,7 +50,38 @@ impl KvCache {
         }
     }
 
-    /// Bytes held by the cache.
+    /// A new cache holding a copy of the first `len` tokens (all of them when `len` is larger),
+    /// with no spare capacity: the rows of a shared prompt prefix, copied out of a cache that
+    /// stays where it is.
+    pub fn prefix(&self, len: usize) -> KvCache {
+        let len = len.min(self.len);
+        let rows = |layers: &[Vec<f16>]| -> Vec<Vec<f16>> {
+            layers
+                .iter()
+                .map(|l| l[..len * self.kv_dim].to_vec())
+                .collect()
+        };
+        KvCache {
+            kv_dim: self.kv_dim,
+            max_len: self.max_len,
+            len,
+            k: rows(&self.k),
+            v: rows(&self.v),
+        }
+    }
+
+    /// Gives back the spare capacity the cache grew into, so that [`KvCache::bytes`] is what
+    /// its stored tokens take (for a cache kept idle, e.g. in a prompt cache). Rows pushed but
+    /// never committed (a forward pass that failed half way) are dropped too.
+    pub fn shrink_to_fit(&mut self) {
+        let rows = self.len * self.kv_dim;
+        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+            l.truncate(rows);
+            l.shrink_to_fit();
+        }
+    }
+
+    /// Bytes held by the cache (its capacity, spare room included).
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
     }
@@ -83,4 +114,45 @@ fn push_f16(dst: &mut Vec<f16>, src: &[f32]) {
     let start = dst.len();
     dst.resize(start + src.len(), f16::ZERO);
     dst[start..].convert_from_f32_slice(src);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n_layer: usize, kv_dim: usize, tokens: usize) -> KvCache {
+        let mut c = KvCache::new(n_layer, kv_dim, 64);
+        for t in 0..tokens {
+            for layer in 0..n_layer {
+                let k: Vec<f32> = (0..kv_dim)
+                    .map(|i| (t * 100 + layer * 10 + i) as f32)
+                    .collect();
+                let v: Vec<f32> = k.iter().map(|x| -x).collect();
+                c.push(layer, &k, &v);
+            }
+            c.commit(1);
+        }
+        c
+    }
+
+    #[test]
+    fn a_prefix_copies_exactly_the_first_rows_and_holds_no_spare_room() {
+        let (n_layer, kv_dim) = (3, 4);
+        let full = filled(n_layer, kv_dim, 7);
+        let p = full.prefix(5);
+        let mut truncated = full.clone();
+        truncated.truncate(5);
+        assert_eq!(p.len(), 5);
+        for layer in 0..n_layer {
+            assert_eq!(p.layer(layer, 5), truncated.layer(layer, 5));
+        }
+        assert_eq!(p.bytes(), n_layer * 2 * 5 * kv_dim * 2);
+        // The source is untouched, and a prefix longer than the cache is the whole cache.
+        assert_eq!(full.len(), 7);
+        assert_eq!(full.prefix(99).len(), 7);
+        let mut shrunk = full.clone();
+        shrunk.shrink_to_fit();
+        assert_eq!(shrunk.bytes(), n_layer * 2 * 7 * kv_dim * 2);
+        assert!(full.bytes() >= shrunk.bytes());
+    }
 }

@@ -54,6 +54,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             queue_size: 1,
             // The whole prompt in one forward pass.
             prefill_chunk: n_ctx,
+            // One prompt per run: nothing to reuse.
+            cache_ram: Some(0),
         },
     )?;
     let load = t0.elapsed();
@@ -83,6 +85,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ignore_eos: args.ignore_eos,
         constraint: None,
         n: 1,
+        cache_prompt: false,
     };
     let seed = request.sampling.seed;
     let mut events = engine.handle.submit(request)?;

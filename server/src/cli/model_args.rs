@@ -66,6 +66,10 @@ impl ModelArgs {
                 &config,
                 n_ctx,
                 1,
+                crate::memory::CacheRam {
+                    requested: Some(0),
+                    file_bytes: 0,
+                },
                 allow_beyond_training,
                 crate::memory::available().as_ref(),
             )

@@ -38,6 +38,7 @@ impl ServeCommand {
         };
         options.load.head = self.head.kind();
         let allow_beyond_training = self.args.allow_ctx_beyond_training;
+        let cache_ram = self.args.cache_ram;
         // A local file can be checked now: a --ctx-size the machine cannot hold is a
         // configuration error (exit 2), not a server that looks healthy until a long request
         // aborts it. Downloaded files are checked at load (`CheckedLoader`).
@@ -46,6 +47,7 @@ impl ServeCommand {
                 path,
                 options.load.n_ctx,
                 options.engine.parallel,
+                cache_ram,
                 allow_beyond_training,
             )
         {
@@ -94,6 +96,7 @@ impl ServeCommand {
             options,
             Arc::new(CheckedLoader {
                 allow_beyond_training,
+                cache_ram,
             }),
             shutdown_signal(),
         ));
@@ -110,10 +113,14 @@ impl ServeCommand {
     }
 }
 
-/// [`BitnetLoader`] behind the `--ctx-size` bound ([`memory::check_model_file`]): a refused
-/// context makes the load fail with the reason, shown by `/health` as `failed`.
+/// [`BitnetLoader`] behind the `--ctx-size` and `--cache-ram` bounds
+/// ([`memory::check_model_file`]): a refused context makes the load fail with the reason, shown
+/// by `/health` as `failed`; otherwise the backend's prompt cache gets the budget the check
+/// allows.
 struct CheckedLoader {
     allow_beyond_training: bool,
+    /// `--cache-ram` as given.
+    cache_ram: Option<usize>,
 }
 
 impl ModelLoader for CheckedLoader {
@@ -123,9 +130,24 @@ impl ModelLoader for CheckedLoader {
         options: &bitnet_model::LoadOptions,
         parallel: usize,
     ) -> Result<LoadedModel, LoadError> {
-        memory::check_model_file(path, options.n_ctx, parallel, self.allow_beyond_training)
-            .map_err(LoadError)?;
-        BitnetLoader.load(path, options, parallel)
+        let cache_ram = memory::check_model_file(
+            path,
+            options.n_ctx,
+            parallel,
+            self.cache_ram,
+            self.allow_beyond_training,
+        )
+        .map_err(LoadError)?;
+        let mut model = BitnetLoader.load(path, options, parallel)?;
+        if model.backend.embedding_dim().is_none() {
+            tracing::info!(
+                bytes = cache_ram,
+                requested = ?self.cache_ram,
+                "prompt cache budget"
+            );
+            model.backend.set_prompt_cache_budget(cache_ram);
+        }
+        Ok(model)
     }
 }
 

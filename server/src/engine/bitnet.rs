@@ -2,12 +2,14 @@
 //! [`bitnet_model::Model`], its tokenizer and chat template, and the sampler.
 //!
 //! Each live sequence owns a KV cache; a decode step runs every sequence's next token through
-//! one batched forward pass (one weight pass for all of them). This module adapts types; it
-//! holds no numerics of its own.
+//! one batched forward pass (one weight pass for all of them). Ended sequences' caches go to
+//! the prompt cache ([`super::prompt_cache`]) and new sequences start from it when their prompt
+//! begins the same way. This module adapts types; it holds no numerics of its own.
 
+use super::prompt_cache::PromptCache;
 use super::{
-    Backend, BackendError, LoadError, LoadedModel, ModelLoader, SamplerFactory, SeqId, TokenCodec,
-    TokenSampler, TokenizeError,
+    Backend, BackendError, LoadError, LoadedModel, ModelLoader, PromptCacheStats, SamplerFactory,
+    SeqId, TokenCodec, TokenSampler, TokenizeError,
 };
 use crate::sampling::{Sampler, SamplingParams};
 use bitnet_gguf::GgufFile;
@@ -95,6 +97,7 @@ pub fn loaded_model(
             seqs: HashMap::new(),
             next: 0,
             max_seqs: parallel.max(1),
+            prompt_cache: PromptCache::default(),
         }),
         tokenizer: Arc::new(BitnetTokenizer { tokenizer, chat }),
         sampler,
@@ -147,15 +150,36 @@ fn warm_up(model: &Model) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The model plus one KV cache per live sequence.
+/// The model plus one KV cache per live sequence, and the prompt cache of ended ones (no
+/// budget until [`Backend::set_prompt_cache_budget`]).
 pub struct BitnetBackend {
     model: Model,
     seqs: HashMap<SeqId, KvCache>,
     next: u32,
     max_seqs: usize,
+    prompt_cache: PromptCache<KvCache>,
 }
 
 impl BitnetBackend {
+    /// Refuse a new sequence when every slot is taken.
+    fn check_slot(&self) -> Result<(), BackendError> {
+        if self.seqs.len() >= self.max_seqs {
+            return Err(BackendError(format!(
+                "all {} sequence slots are in use (raise --parallel)",
+                self.max_seqs
+            )));
+        }
+        Ok(())
+    }
+
+    /// A live sequence with this cache (a slot is free: [`BitnetBackend::check_slot`]).
+    fn add_sequence(&mut self, cache: KvCache) -> SeqId {
+        let id = SeqId(self.next);
+        self.next = self.next.wrapping_add(1);
+        self.seqs.insert(id, cache);
+        id
+    }
+
     fn cache(&mut self, seq: SeqId) -> Result<KvCache, BackendError> {
         self.seqs
             .remove(&seq)
@@ -205,16 +229,39 @@ impl Backend for BitnetBackend {
     }
 
     fn new_sequence(&mut self) -> Result<SeqId, BackendError> {
-        if self.seqs.len() >= self.max_seqs {
-            return Err(BackendError(format!(
-                "all {} sequence slots are in use (raise --parallel)",
-                self.max_seqs
-            )));
+        self.check_slot()?;
+        let cache = self.model.new_cache();
+        Ok(self.add_sequence(cache))
+    }
+
+    fn new_sequence_for(
+        &mut self,
+        prompt: &[u32],
+        reuse: bool,
+    ) -> Result<(SeqId, usize), BackendError> {
+        self.check_slot()?;
+        let (cache, reused) = match reuse.then(|| self.prompt_cache.take(prompt)).flatten() {
+            Some(found) => found,
+            None => (self.model.new_cache(), 0),
+        };
+        Ok((self.add_sequence(cache), reused))
+    }
+
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
+        if let Some(cache) = self.seqs.remove(&seq) {
+            self.prompt_cache.insert(tokens, prompt_len, cache);
         }
-        let id = SeqId(self.next);
-        self.next = self.next.wrapping_add(1);
-        self.seqs.insert(id, self.model.new_cache());
-        Ok(id)
+    }
+
+    fn set_prompt_cache_budget(&mut self, bytes: usize) {
+        self.prompt_cache.set_budget(bytes);
+    }
+
+    fn prompt_cache_stats(&self) -> PromptCacheStats {
+        PromptCacheStats {
+            entries: self.prompt_cache.len(),
+            bytes: self.prompt_cache.bytes(),
+        }
     }
 
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
@@ -243,9 +290,8 @@ impl Backend for BitnetBackend {
             .get(&seq)
             .ok_or_else(|| BackendError(format!("unknown sequence {}", seq.0)))?
             .clone();
-        let id = self.new_sequence()?;
-        self.seqs.insert(id, copy);
-        Ok(id)
+        self.check_slot()?;
+        Ok(self.add_sequence(copy))
     }
 
     fn embedding_dim(&self) -> Option<usize> {

@@ -2,7 +2,9 @@
 //! serves many requests on one model at once.
 //!
 //! The model side plugs in through three traits:
-//! - [`Backend`]: the forward pass over a per-sequence KV cache (prefill, batched decode, free);
+//! - [`Backend`]: the forward pass over a per-sequence KV cache (prefill, batched decode, free),
+//!   and the prompt cache: the KV of ended sequences kept for later prompts that start the same
+//!   way ([`Backend::new_sequence_for`], [`Backend::release`]; see [`prompt_cache`]);
 //! - [`TokenCodec`]: text ↔ token ids, token bytes, chat template, end-of-generation and
 //!   control ids;
 //! - [`TokenSampler`] (made per request by a [`SamplerFactory`]): picks the next token from logits.
@@ -17,6 +19,7 @@
 
 pub mod bitnet;
 pub mod grammar;
+pub mod prompt_cache;
 pub mod scheduler;
 
 use std::fmt;
@@ -54,6 +57,37 @@ pub trait Backend: Send {
     fn n_vocab(&self) -> usize;
     /// Start an empty sequence. Errors if no KV cache slot is free.
     fn new_sequence(&mut self) -> Result<SeqId, BackendError>;
+    /// Start a sequence for `prompt` (non-empty). With `reuse`, its KV cache may start from the
+    /// prompt cache: the result is the id and how many leading prompt tokens the cache already
+    /// holds, always fewer than `prompt.len()` (the logits after the last prompt token must be
+    /// computed). The default never reuses: [`Backend::new_sequence`] and 0.
+    fn new_sequence_for(
+        &mut self,
+        prompt: &[u32],
+        reuse: bool,
+    ) -> Result<(SeqId, usize), BackendError> {
+        let _ = (prompt, reuse);
+        Ok((self.new_sequence()?, 0))
+    }
+    /// The sequence ended without a backend error: `tokens` are the tokens it was given so far
+    /// (its `prompt_len` prompt tokens, then generated ones), of which its KV cache holds the
+    /// first ones (every token fed; the last sampled one was not). A backend with a prompt
+    /// cache keeps that KV under those tokens if its budget allows; either way the slot is free
+    /// afterwards. Default: `free`.
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
+        let _ = (tokens, prompt_len);
+        self.free(seq);
+    }
+    /// The most bytes of KV the prompt cache may keep for ended sequences (0: none; what it
+    /// holds beyond the new budget is dropped, least recently used first). Backends without a
+    /// prompt cache ignore it (the default).
+    fn set_prompt_cache_budget(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
+    /// What the prompt cache holds now (zero for a backend without one).
+    fn prompt_cache_stats(&self) -> PromptCacheStats {
+        PromptCacheStats::default()
+    }
     /// Append `tokens` (non-empty) to `seq` and return the logits after the last of them.
     /// The scheduler may call this several times per sequence to feed a long prompt in chunks.
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError>;
@@ -194,6 +228,15 @@ impl fmt::Debug for dyn OutputConstraint {
     }
 }
 
+/// The size of a backend's prompt cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptCacheStats {
+    /// Ended sequences whose KV is kept.
+    pub entries: usize,
+    /// Bytes their KV takes.
+    pub bytes: usize,
+}
+
 /// One generation job, as the scheduler receives it.
 #[derive(Debug)]
 pub struct GenerationRequest {
@@ -216,6 +259,10 @@ pub struct GenerationRequest {
     /// processed once and its KV cache copied to each choice; choice `i` draws with seed
     /// `sampling.seed + i`. Each choice takes one of the `parallel` slots.
     pub n: usize,
+    /// May the prompt's leading tokens come from the prompt cache (llama.cpp's `cache_prompt`,
+    /// true unless a client says otherwise)? The sequence is offered to the cache when it ends
+    /// either way.
+    pub cache_prompt: bool,
 }
 
 /// The most choices one request may ask for (OpenAI's limit for `n`); `--parallel` bounds it
@@ -234,12 +281,53 @@ pub enum FinishReason {
     ToolCalls,
 }
 
-/// Token counts for one request.
+/// Token counts for one request (or one of its choices), serialized as OpenAI's `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// Of `prompt_tokens`, how many leading ones came from the prompt cache instead of being
+    /// computed (OpenAI's `prompt_tokens_details.cached_tokens`).
+    #[serde(rename = "prompt_tokens_details", serialize_with = "cached_details")]
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    /// `prompt` tokens, the first `cached` of them from the prompt cache, and `completion`
+    /// generated ones.
+    pub fn new(prompt: usize, cached: usize, completion: usize) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            cached_tokens: cached,
+        }
+    }
+
+    /// The usage of a request from its choices' usages: the prompt counted once (it was
+    /// processed once for all of them), the completion tokens added up. Zero for no choices.
+    pub fn of_choices(choices: impl IntoIterator<Item = Usage>) -> Usage {
+        let mut choices = choices.into_iter();
+        let Some(first) = choices.next() else {
+            return Usage::default();
+        };
+        let completion =
+            first.completion_tokens + choices.map(|c| c.completion_tokens).sum::<usize>();
+        Usage::new(first.prompt_tokens, first.cached_tokens, completion)
+    }
+
+    /// Prompt tokens that were computed (not taken from the prompt cache).
+    pub fn computed_prompt_tokens(&self) -> usize {
+        self.prompt_tokens - self.cached_tokens.min(self.prompt_tokens)
+    }
+}
+
+fn cached_details<S: serde::Serializer>(cached: &usize, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut details = s.serialize_struct("PromptTokensDetails", 1)?;
+    details.serialize_field("cached_tokens", cached)?;
+    details.end()
 }
 
 /// A candidate token with its log-probability (natural log of the softmax of the raw logits).
@@ -368,7 +456,15 @@ pub struct EngineConfig {
     /// decode steps of other requests for its whole length. For an embedding model: the
     /// tokens of the inputs embedded in one backend call (always at least one input).
     pub prefill_chunk: usize,
+    /// The prompt cache's budget in bytes (0 disables it), handed to the backend at start
+    /// ([`Backend::set_prompt_cache_budget`]). `None`: leave the backend as its loader set it
+    /// (the serve command's loader sizes it from `--cache-ram` and the memory available; a
+    /// backend nobody sized keeps nothing).
+    pub cache_ram: Option<usize>,
 }
+
+/// The prompt cache's budget when none is given: 1 GiB.
+pub const DEFAULT_CACHE_RAM: usize = 1 << 30;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -376,6 +472,7 @@ impl Default for EngineConfig {
             parallel: 4,
             queue_size: 64,
             prefill_chunk: 512,
+            cache_ram: Some(DEFAULT_CACHE_RAM),
         }
     }
 }
@@ -385,8 +482,14 @@ impl Default for EngineConfig {
 pub(crate) struct SharedCounters {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
+    /// Prompt tokens run through the model (embedding inputs included); not the cached ones.
     pub prompt_tokens: AtomicU64,
+    /// Of those, the ones taken from the prompt cache.
+    pub prompt_tokens_cached: AtomicU64,
     pub generated_tokens: AtomicU64,
+    /// The prompt cache's size after the scheduler's last change to it.
+    pub prompt_cache_entries: AtomicUsize,
+    pub prompt_cache_bytes: AtomicUsize,
     pub decode_steps: AtomicU64,
     /// Decode throughput over the last measurement window, tokens/s, stored as f64 bits.
     pub tokens_per_second_bits: AtomicU64,
@@ -571,6 +674,9 @@ impl EngineHandle {
             queued: c.queued.load(Ordering::Relaxed),
             active: c.active.load(Ordering::Relaxed),
             prompt_tokens: c.prompt_tokens.load(Ordering::Relaxed),
+            prompt_tokens_cached: c.prompt_tokens_cached.load(Ordering::Relaxed),
+            prompt_cache_entries: c.prompt_cache_entries.load(Ordering::Relaxed),
+            prompt_cache_bytes: c.prompt_cache_bytes.load(Ordering::Relaxed),
             generated_tokens: c.generated_tokens.load(Ordering::Relaxed),
             decode_steps: c.decode_steps.load(Ordering::Relaxed),
             tokens_per_second: f64::from_bits(c.tokens_per_second_bits.load(Ordering::Relaxed)),
@@ -621,7 +727,7 @@ impl Engine {
     /// Move the model's backend onto a new scheduler thread and start serving.
     pub fn start(model: LoadedModel, config: EngineConfig) -> std::io::Result<Engine> {
         let LoadedModel {
-            backend,
+            mut backend,
             tokenizer,
             sampler,
             kernel,
@@ -630,7 +736,14 @@ impl Engine {
             parallel: config.parallel.max(1),
             queue_size: config.queue_size.max(1),
             prefill_chunk: config.prefill_chunk.max(1),
+            cache_ram: config.cache_ram,
         };
+        // An embedding model's inputs are embedded from an empty state: no prompt cache.
+        if let Some(bytes) = config.cache_ram
+            && backend.embedding_dim().is_none()
+        {
+            backend.set_prompt_cache_budget(bytes);
+        }
         let n_ctx = backend.n_ctx();
         let n_vocab = backend.n_vocab().min(tokenizer.vocab_size().max(1));
         let embedding_dim = backend.embedding_dim();

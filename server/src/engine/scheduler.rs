@@ -1,11 +1,14 @@
 //! The decode loop: one OS thread owns the [`Backend`] and serves every request with continuous
 //! batching.
 //!
-//! Each iteration: drop sequences whose client went away (their event receiver was dropped),
-//! admit queued requests while fewer than `parallel` run, feed the pending prompt chunks of
-//! every sequence still in prefill in one batch (up to `prefill_chunk` tokens), then run ONE
-//! decode step over every sequence that has a token to feed, sample, and send the results. New requests thus join between steps without waiting for
-//! others to finish, and a cancelled request costs at most the step already under way.
+//! Each iteration: drop sequences whose client went away (their event receiver was dropped) or
+//! that ended (their KV goes to the backend's prompt cache, [`Backend::release`]), admit queued
+//! requests while fewer than `parallel` run (each starting from the longest cached prefix of
+//! its prompt, [`Backend::new_sequence_for`], unless it asked not to), feed the pending prompt
+//! chunks of every sequence still in prefill in one batch (up to `prefill_chunk` tokens), then
+//! run ONE decode step over every sequence that has a token to feed, sample, and send the
+//! results. New requests thus join between steps without waiting for others to finish, and a
+//! cancelled request costs at most the step already under way.
 //!
 //! An embedding model's requests ([`Job::Embed`]) go through the same loop: each iteration
 //! embeds the next inputs of the waiting requests, oldest first, up to `prefill_chunk` tokens
@@ -42,8 +45,14 @@ pub struct EngineStats {
     pub queued: usize,
     /// Requests being prefilled or decoded.
     pub active: usize,
-    /// Prompt tokens processed since start.
+    /// Prompt tokens run through the model since start (embedding inputs included).
     pub prompt_tokens: u64,
+    /// Prompt tokens taken from the prompt cache instead, since start.
+    pub prompt_tokens_cached: u64,
+    /// Ended sequences whose KV the prompt cache holds now.
+    pub prompt_cache_entries: usize,
+    /// Bytes the prompt cache holds now.
+    pub prompt_cache_bytes: usize,
     /// Tokens generated since start.
     pub generated_tokens: u64,
     /// Batched decode steps run since start.
@@ -85,7 +94,9 @@ struct Active {
     /// Prompt followed by generated tokens.
     history: Vec<u32>,
     prompt_len: usize,
-    /// How many prompt tokens the backend has seen.
+    /// How many leading prompt tokens came from the prompt cache.
+    cached: usize,
+    /// How many prompt tokens the backend has seen (cached ones included).
     prefilled: usize,
     /// The last sampled token, not yet fed to the backend.
     next_input: Option<u32>,
@@ -101,6 +112,9 @@ struct Active {
     forks: Vec<Fork>,
     /// The client went away or the request ended: free at the next cleanup.
     finished: bool,
+    /// It ended with an error: its KV cache may be incomplete and is not offered to the
+    /// prompt cache.
+    failed: bool,
 }
 
 /// A choice of an `n > 1` request waiting for its prompt to be processed.
@@ -215,13 +229,18 @@ impl Scheduler {
         }
     }
 
-    /// Free sequences that ended or whose client disconnected; forget embedding requests
-    /// whose client disconnected.
+    /// Release sequences that ended or whose client disconnected (to the prompt cache unless
+    /// they failed); forget embedding requests whose client disconnected.
     fn drop_finished(&mut self) {
         let backend = &mut self.backend;
+        let mut released = false;
         self.active.retain(|a| {
-            if a.finished || a.events.is_closed() {
+            if a.failed {
                 backend.free(a.seq);
+                false
+            } else if a.finished || a.events.is_closed() {
+                backend.release(a.seq, &a.history, a.prompt_len);
+                released = true;
                 false
             } else {
                 true
@@ -229,6 +248,20 @@ impl Scheduler {
         });
         self.embeds.retain(|e| !e.reply.is_closed());
         self.store_active();
+        if released {
+            self.store_cache_stats();
+        }
+    }
+
+    /// Publish the prompt cache's size.
+    fn store_cache_stats(&self) {
+        let stats = self.backend.prompt_cache_stats();
+        self.counters
+            .prompt_cache_entries
+            .store(stats.entries, Ordering::Relaxed);
+        self.counters
+            .prompt_cache_bytes
+            .store(stats.bytes, Ordering::Relaxed);
     }
 
     /// Slots in use: every sequence, the choices waiting to fork from one, and every embedding
@@ -367,6 +400,7 @@ impl Scheduler {
             ignore_eos,
             constraint,
             n,
+            cache_prompt,
         } = request;
         let prompt_len = prompt_tokens.len();
         if max_tokens == 0 {
@@ -374,15 +408,26 @@ impl Scheduler {
                 let _ = events.send(Event::Done {
                     choice,
                     finish_reason: FinishReason::Length,
-                    usage: usage(prompt_len, 0),
+                    usage: Usage::new(prompt_len, 0, 0),
                     stop_word: None,
                     text: String::new(),
                 });
             }
             return;
         }
-        let seq = match self.backend.new_sequence() {
-            Ok(seq) => seq,
+        let (seq, cached) = match self.backend.new_sequence_for(&prompt_tokens, cache_prompt) {
+            Ok((seq, cached)) if cached < prompt_len => (seq, cached),
+            Ok((seq, cached)) => {
+                self.backend.free(seq);
+                let _ = events.send(Event::Failed {
+                    message: format!(
+                        "internal error: the backend reused {cached} tokens of a \
+                         {prompt_len}-token prompt (at most {} may be)",
+                        prompt_len - 1
+                    ),
+                });
+                return;
+            }
             Err(err) => {
                 let _ = events.send(Event::Failed {
                     message: format!("could not start a sequence: {err}"),
@@ -390,6 +435,12 @@ impl Scheduler {
                 return;
             }
         };
+        if cached > 0 {
+            self.counters
+                .prompt_tokens_cached
+                .fetch_add(cached as u64, Ordering::Relaxed);
+            self.store_cache_stats();
+        }
         let sampler = (self.sampler)(&sampling);
         // Choice i draws from its own stream (seed + i), with its own copy of the constraint.
         let forks = (1..n.max(1))
@@ -411,7 +462,8 @@ impl Scheduler {
             events,
             history,
             prompt_len,
-            prefilled: 0,
+            cached,
+            prefilled: cached,
             next_input: None,
             generated: 0,
             max_tokens,
@@ -422,6 +474,7 @@ impl Scheduler {
             constraint,
             forks,
             finished: false,
+            failed: false,
         });
     }
 
@@ -445,6 +498,7 @@ impl Scheduler {
                 events: parent.events.clone(),
                 history: parent.history.clone(),
                 prompt_len: parent.prompt_len,
+                cached: parent.cached,
                 prefilled: parent.prompt_len,
                 next_input: None,
                 generated: 0,
@@ -456,6 +510,7 @@ impl Scheduler {
                 constraint: fork.constraint,
                 forks: Vec::new(),
                 finished: false,
+                failed: false,
             };
             self.active.push(child);
             let last = self.active.len() - 1;
@@ -688,20 +743,12 @@ impl Scheduler {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Usage {
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: prompt + completion,
-    }
-}
-
 fn finish(a: &mut Active, finish_reason: FinishReason, stop_word: Option<String>) {
     let text = a.text.finish();
     let _ = a.events.send(Event::Done {
         choice: a.choice,
         finish_reason,
-        usage: usage(a.prompt_len, a.generated),
+        usage: Usage::new(a.prompt_len, a.cached, a.generated),
         stop_word,
         text,
     });
@@ -713,6 +760,7 @@ fn fail(a: &mut Active, message: &str) {
         message: message.to_string(),
     });
     a.finished = true;
+    a.failed = true;
     a.next_input = None;
 }
 
@@ -879,6 +927,7 @@ mod tests {
             parallel: 4,
             queue_size: 4,
             prefill_chunk,
+            cache_ram: None,
         };
         (
             super::super::Engine::start(model, config).unwrap(),
@@ -980,6 +1029,7 @@ mod tests {
             ignore_eos: false,
             constraint: None,
             n: 1,
+            cache_prompt: true,
         };
         assert_eq!(err(h.submit(generation)), SubmitError::NotGenerative);
         assert!(!h.is_busy());

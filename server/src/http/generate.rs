@@ -268,13 +268,7 @@ pub async fn collect(
 /// The usage of a request from its choices: the prompt counted once (it was processed once),
 /// the completion tokens of every choice added up.
 pub fn total_usage(choices: &[Collected]) -> Usage {
-    let prompt = choices.first().map_or(0, |c| c.usage.prompt_tokens);
-    let completion: usize = choices.iter().map(|c| c.usage.completion_tokens).sum();
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: prompt + completion,
-    }
+    Usage::of_choices(choices.iter().map(|c| c.usage))
 }
 
 /// What a stream step produces: SSE events to send, and whether the stream is finished.

@@ -1,7 +1,9 @@
 //! llama.cpp-server-compatible endpoints: `POST /completion`, `POST /tokenize`,
 //! `POST /detokenize`, with llama.cpp's field names (`n_predict`, `n_probs`, `stop_type`,
 //! `tokens_predicted`, `timings`, …). A streamed `/completion` sends one object per token and ends
-//! with an object carrying `"stop": true` and the totals (no `[DONE]`).
+//! with an object carrying `"stop": true` and the totals (no `[DONE]`). `cache_prompt` (default
+//! true) lets the prompt's leading tokens come from the prompt cache; `timings.cache_n` says how
+//! many did and `timings.prompt_n` how many were computed, as llama.cpp reports them.
 //!
 //! This module does NOT implement generation (see `engine`) or the OpenAI shapes.
 
@@ -21,7 +23,7 @@ use super::json::ApiJson;
 use super::params::{self, Prompt};
 use super::structured;
 use crate::engine::{
-    Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob,
+    Event, FinishReason, GenerationRequest, LogprobInfo, TokenCodec, TokenLogprob, Usage,
 };
 use crate::sampling::SamplingParams;
 use bitnet_constraint::Grammar;
@@ -53,6 +55,9 @@ pub struct CompletionRequest {
     pub json_schema: Option<Value>,
     /// A GBNF grammar the output must match.
     pub grammar: Option<String>,
+    /// Start from the prompt cache's longest match (default true); false computes the whole
+    /// prompt (the sequence is still offered to the cache when it ends).
+    pub cache_prompt: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +106,9 @@ struct GenerationSettings {
 
 #[derive(Debug, Serialize)]
 struct TimingsOut {
+    /// Prompt tokens taken from the prompt cache.
+    cache_n: usize,
+    /// Prompt tokens computed.
     prompt_n: usize,
     prompt_ms: f64,
     prompt_per_token_ms: f64,
@@ -111,7 +119,14 @@ struct TimingsOut {
     predicted_per_second: f64,
 }
 
-fn timings_out(t: Timings, prompt_n: usize, predicted_n: usize) -> TimingsOut {
+/// llama.cpp's `timings` for a request of this `usage`: the prompt figures count the computed
+/// tokens only.
+fn timings_out(t: Timings, usage: Usage) -> TimingsOut {
+    let (cache_n, prompt_n, predicted_n) = (
+        usage.cached_tokens,
+        usage.computed_prompt_tokens(),
+        usage.completion_tokens,
+    );
     let per = |ms: f64, n: usize| if n > 0 { ms / n as f64 } else { 0.0 };
     let rate = |ms: f64, n: usize| {
         if ms > 0.0 {
@@ -125,6 +140,7 @@ fn timings_out(t: Timings, prompt_n: usize, predicted_n: usize) -> TimingsOut {
         t.predicted.as_secs_f64() * 1000.0,
     );
     TimingsOut {
+        cache_n,
         prompt_n,
         prompt_ms: pm,
         prompt_per_token_ms: per(pm, prompt_n),
@@ -220,6 +236,8 @@ pub struct CompletionSettings {
     pub stream: bool,
     /// `json_schema` or `grammar`, with the field it came from.
     pub grammar: Option<(&'static str, Grammar)>,
+    /// `cache_prompt`, default true.
+    pub cache_prompt: bool,
 }
 
 impl CompletionRequest {
@@ -268,6 +286,7 @@ impl CompletionRequest {
             ignore_eos,
             stream,
             grammar,
+            cache_prompt: self.cache_prompt.unwrap_or(true),
         })
     }
 }
@@ -287,6 +306,7 @@ pub async fn completion(
         ignore_eos,
         stream,
         grammar,
+        cache_prompt,
     } = req.settings()?;
 
     let engine = generation_engine(&state)?;
@@ -324,6 +344,7 @@ pub async fn completion(
         ignore_eos,
         constraint,
         n: 1,
+        cache_prompt,
     })?;
     let model = state.model_id.clone();
 
@@ -350,7 +371,7 @@ pub async fn completion(
             stop_type: stop_type(done.finish_reason, done.stop_word.as_deref()),
             stopping_word: done.stop_word.as_deref().unwrap_or(""),
             tokens_cached: prompt_n + done.usage.completion_tokens,
-            timings: timings_out(done.timings, prompt_n, done.usage.completion_tokens),
+            timings: timings_out(done.timings, done.usage),
             completion_probabilities: (n_probs > 0).then(|| probs(&infos)),
         };
         return Ok(Json(body).into_response());
@@ -404,7 +425,7 @@ pub async fn completion(
                     stop_type: stop_type(finish_reason, stop_word.as_deref()),
                     stopping_word: stop_word.as_deref().unwrap_or(""),
                     tokens_cached: prompt_n + usage.completion_tokens,
-                    timings: timings_out(clock.timings(), prompt_n, usage.completion_tokens),
+                    timings: timings_out(clock.timings(), usage),
                     completion_probabilities: None,
                 };
                 (vec![json_event(&last)], true)

@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4), written by hand: request counts
-//! by endpoint and status, token counters, queue depth, active sequences, decode throughput and
-//! the model's lifecycle state.
+//! by endpoint and status, token counters (prompt tokens computed and taken from the prompt
+//! cache, generated tokens), queue depth, active sequences, decode throughput, the prompt
+//! cache's size and the model's lifecycle state.
 //!
 //! This module does NOT keep engine counters (the engine does); it reads them when scraped.
 
@@ -60,8 +61,14 @@ impl Metrics {
         let counters = [
             (
                 "bitnet_prompt_tokens_total",
-                "Prompt tokens processed.",
+                "Prompt tokens processed (run through the model; cached ones are counted in \
+                 bitnet_prompt_tokens_cached_total).",
                 stats.prompt_tokens,
+            ),
+            (
+                "bitnet_prompt_tokens_cached_total",
+                "Prompt tokens taken from the prompt cache instead of being processed.",
+                stats.prompt_tokens_cached,
             ),
             (
                 "bitnet_generated_tokens_total",
@@ -103,6 +110,16 @@ impl Metrics {
                 "bitnet_tokens_per_second",
                 "Generated tokens per second over the last second.",
                 stats.tokens_per_second,
+            ),
+            (
+                "bitnet_prompt_cache_entries",
+                "Ended sequences whose KV the prompt cache keeps.",
+                stats.prompt_cache_entries as f64,
+            ),
+            (
+                "bitnet_prompt_cache_bytes",
+                "Bytes of KV the prompt cache keeps (at most --cache-ram).",
+                stats.prompt_cache_bytes as f64,
             ),
         ];
         for (name, help, value) in gauges {
@@ -197,6 +214,10 @@ mod tests {
         let stats = EngineStats {
             queued: 2,
             generated_tokens: 7,
+            prompt_tokens: 5,
+            prompt_tokens_cached: 11,
+            prompt_cache_entries: 3,
+            prompt_cache_bytes: 4096,
             ..Default::default()
         };
         let text = m.render(
@@ -214,6 +235,10 @@ mod tests {
             text.contains("bitnet_requests_total{endpoint=\"/v1/completions\",status=\"503\"} 1")
         );
         assert!(text.contains("bitnet_generated_tokens_total 7"));
+        assert!(text.contains("bitnet_prompt_tokens_total 5"));
+        assert!(text.contains("bitnet_prompt_tokens_cached_total 11"));
+        assert!(text.contains("bitnet_prompt_cache_entries 3"));
+        assert!(text.contains("bitnet_prompt_cache_bytes 4096"));
         assert!(text.contains("bitnet_queue_depth 2"));
         assert!(text.contains("bitnet_model_state{state=\"downloading\"} 1"));
         assert!(text.contains("bitnet_model_state{state=\"ready\"} 0"));

@@ -8,7 +8,8 @@
 //! `tool_choice`, `parallel_tool_calls`, the `tool` role, see `tools.rs`), and llama.cpp's
 //! sampling extensions (`top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`, `ignore_eos`).
 //! Refused with a clear 400: `best_of` ≠ 1, the legacy `functions`, non-text content parts,
-//! `echo`, `suffix`.
+//! `echo`, `suffix`. `usage.prompt_tokens_details.cached_tokens` counts the prompt tokens taken
+//! from the prompt cache (every request may use it).
 //!
 //! This module does NOT implement generation; it maps requests onto the engine and events onto
 //! OpenAI's response shapes.
@@ -602,6 +603,8 @@ pub async fn chat_completions(
         ignore_eos,
         constraint,
         n,
+        // OpenAI's endpoints always reuse cached prefixes (as OpenAI's own API does).
+        cache_prompt: true,
     })?;
 
     let id = response_id("chatcmpl");
@@ -753,11 +756,11 @@ pub async fn chat_completions(
                 if include_usage {
                     let completion: usize = states.iter().map(|s| s.completion_tokens).sum();
                     // The prompt was processed once for every choice.
-                    out.push(usage_chunk(Usage {
-                        prompt_tokens: usage.prompt_tokens,
-                        completion_tokens: completion,
-                        total_tokens: usage.prompt_tokens + completion,
-                    }));
+                    out.push(usage_chunk(Usage::new(
+                        usage.prompt_tokens,
+                        usage.cached_tokens,
+                        completion,
+                    )));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 (out, true)
@@ -867,6 +870,8 @@ pub async fn completions(
         ignore_eos,
         constraint: None,
         n,
+        // OpenAI's endpoints always reuse cached prefixes (as OpenAI's own API does).
+        cache_prompt: true,
     })?;
 
     let id = response_id("cmpl");
@@ -964,11 +969,7 @@ pub async fn completions(
                 }
                 if include_usage {
                     let completion: usize = generated.iter().sum();
-                    let total = Usage {
-                        prompt_tokens: usage.prompt_tokens,
-                        completion_tokens: completion,
-                        total_tokens: usage.prompt_tokens + completion,
-                    };
+                    let total = Usage::new(usage.prompt_tokens, usage.cached_tokens, completion);
                     out.push(chunk(0, "", None, None, Some(total)));
                 }
                 out.push(SseEvent::default().data("[DONE]"));

@@ -21,9 +21,10 @@ use bitnet_model::LoadOptions;
 use bitnet_server::config::{self, RetryPolicy, ServeOptions};
 use bitnet_server::connections::ConnectionLimits;
 use bitnet_server::download::{DownloadOptions, ModelSource};
+use bitnet_server::engine::prompt_cache::{PromptCache, Snapshot};
 use bitnet_server::engine::{
-    Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, SamplerFactory,
-    SeqId, TokenCodec, TokenSampler, TokenizeError,
+    Backend, BackendError, EngineConfig, LoadError, LoadedModel, ModelLoader, PromptCacheStats,
+    SamplerFactory, SeqId, TokenCodec, TokenSampler, TokenizeError,
 };
 use bitnet_server::http::metrics::Limits;
 use bitnet_server::http::{ApiConfig, AppState};
@@ -76,6 +77,10 @@ pub struct BackendStats {
     pub max_prefill_batch: AtomicUsize,
     /// Sequences made by copying another (`n > 1` choices).
     pub forked: AtomicUsize,
+    /// Prompt tokens fed through `prefill`/`prefill_many`, in all.
+    pub prefilled_tokens: AtomicUsize,
+    /// Prompt tokens new sequences took from the prompt cache, in all.
+    pub reused_tokens: AtomicUsize,
 }
 
 impl BackendStats {
@@ -84,6 +89,29 @@ impl BackendStats {
     }
     pub fn was_freed(&self, seq: u32) -> bool {
         self.freed.lock().unwrap().contains(&seq)
+    }
+}
+
+/// What the test backend's prompt cache keeps for a sequence: the tokens it was fed (its
+/// "KV"), [`ROW_BYTES`] per token.
+pub struct Rows(pub Vec<u32>);
+
+/// The pretend size of one token's KV in the test backend.
+pub const ROW_BYTES: usize = 100;
+
+impl Snapshot for Rows {
+    fn tokens(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes(&self) -> usize {
+        self.0.len() * ROW_BYTES
+    }
+    fn prefix(&self, len: usize) -> Self {
+        Rows(self.0[..len].to_vec())
+    }
+    fn shrink_to_fit(&mut self) {}
+    fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
     }
 }
 
@@ -97,6 +125,9 @@ pub struct TestBackend {
     seqs: HashMap<SeqId, Vec<u32>>,
     next_id: u32,
     pub stats: Arc<BackendStats>,
+    /// `Some`: the backend has a prompt cache (the engine's own, over [`Rows`]), sized by
+    /// `set_prompt_cache_budget`. `None` (the default): it never reuses a prompt.
+    pub prompt_cache: Option<PromptCache<Rows>>,
 }
 
 impl TestBackend {
@@ -114,7 +145,14 @@ impl TestBackend {
             seqs: HashMap::new(),
             next_id: 0,
             stats,
+            prompt_cache: None,
         }
+    }
+
+    /// The same backend with a prompt cache (no budget until the engine sets one).
+    pub fn with_prompt_cache(mut self) -> Self {
+        self.prompt_cache = Some(PromptCache::new(0));
+        self
     }
 }
 
@@ -141,8 +179,54 @@ impl Backend for TestBackend {
             .map(|&(seq, tokens)| self.prefill(seq, tokens))
             .collect()
     }
+    fn new_sequence_for(
+        &mut self,
+        prompt: &[u32],
+        reuse: bool,
+    ) -> Result<(SeqId, usize), BackendError> {
+        let found = match &mut self.prompt_cache {
+            Some(cache) if reuse => cache.take(prompt),
+            _ => None,
+        };
+        let id = self.new_sequence()?;
+        let Some((rows, reused)) = found else {
+            return Ok((id, 0));
+        };
+        self.seqs.insert(id, rows.0);
+        self.stats.reused_tokens.fetch_add(reused, Ordering::SeqCst);
+        Ok((id, reused))
+    }
+    fn release(&mut self, seq: SeqId, tokens: &[u32], prompt_len: usize) {
+        let Some(rows) = self.seqs.remove(&seq) else {
+            return;
+        };
+        self.stats.freed.lock().unwrap().push(seq.0);
+        assert!(
+            tokens.starts_with(&rows),
+            "released under tokens {tokens:?} that do not start with what it was fed {rows:?}"
+        );
+        if let Some(cache) = &mut self.prompt_cache {
+            cache.insert(tokens, prompt_len, Rows(rows));
+        }
+    }
+    fn set_prompt_cache_budget(&mut self, bytes: usize) {
+        if let Some(cache) = &mut self.prompt_cache {
+            cache.set_budget(bytes);
+        }
+    }
+    fn prompt_cache_stats(&self) -> PromptCacheStats {
+        self.prompt_cache
+            .as_ref()
+            .map_or(PromptCacheStats::default(), |c| PromptCacheStats {
+                entries: c.len(),
+                bytes: c.bytes(),
+            })
+    }
     fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
         self.stats.prefill_calls.fetch_add(1, Ordering::SeqCst);
+        self.stats
+            .prefilled_tokens
+            .fetch_add(tokens.len(), Ordering::SeqCst);
         if let Some(t) = self.panic_on
             && tokens.contains(&t)
         {
@@ -341,6 +425,8 @@ pub struct TestLoader {
     pub gate: Option<Arc<Gate>>,
     pub loaded_from: Mutex<Option<PathBuf>>,
     pub panic_on: Option<u32>,
+    /// Give the backend a prompt cache ([`TestBackend::with_prompt_cache`]).
+    pub prompt_cache: bool,
 }
 
 impl ModelLoader for TestLoader {
@@ -356,6 +442,9 @@ impl ModelLoader for TestLoader {
             self.stats.clone(),
         );
         backend.panic_on = self.panic_on;
+        if self.prompt_cache {
+            backend = backend.with_prompt_cache();
+        }
         Ok(LoadedModel {
             backend: Box::new(backend),
             tokenizer: Arc::new(TestTokenizer),
@@ -390,6 +479,9 @@ pub struct Setup {
     pub aliases: Vec<String>,
     /// `--accept-any-model`.
     pub accept_any_model: bool,
+    /// `Some(budget)`: the backend has a prompt cache of this many bytes ([`ROW_BYTES`] per
+    /// token). `None`: no prompt cache.
+    pub prompt_cache: Option<usize>,
 }
 
 impl Default for Setup {
@@ -417,6 +509,7 @@ impl Default for Setup {
             body_timeout: Duration::from_secs_f64(config::DEFAULT_BODY_TIMEOUT_S),
             aliases: Vec::new(),
             accept_any_model: false,
+            prompt_cache: None,
         }
     }
 }
@@ -450,6 +543,7 @@ impl TestServer {
             gate: setup.gate.clone(),
             loaded_from: Mutex::new(None),
             panic_on: setup.panic_on,
+            prompt_cache: setup.prompt_cache.is_some(),
         });
         let source = setup.source.clone().unwrap_or(ModelSource::Local {
             path: model,
@@ -478,6 +572,7 @@ impl TestServer {
                 parallel: setup.parallel,
                 queue_size: setup.queue_size,
                 prefill_chunk: 16,
+                cache_ram: setup.prompt_cache,
             },
             load: LoadOptions::default(),
             shutdown_timeout: setup.shutdown_timeout,
