@@ -236,8 +236,9 @@ struct Scratch {
     /// One tile's keys, then values, in f32: `TILE` rows of `head_dim`.
     k: Vec<f32>,
     v: Vec<f32>,
-    /// One tile's scores, then weights: `TILE` rows of `rp`.
+    /// One tile's scores, then weights: `TILE` rows of `rp`; and each row's max, repeated per key.
     s: Vec<f32>,
+    tb: Vec<f32>,
     /// Unnormalised outputs of the current range: `rp` rows of `head_dim`.
     o: Vec<f32>,
     /// Per row: max and sum of the ranges merged so far (`Merged`; the output row holds their
@@ -339,6 +340,7 @@ impl Unit<'_> {
             (&mut s.k, TILE * hd),
             (&mut s.v, TILE * hd),
             (&mut s.s, TILE * rp),
+            (&mut s.tb, TILE * rp),
             (&mut s.o, rp * hd),
             (&mut s.m, rp),
             (&mut s.l, rp),
@@ -359,6 +361,7 @@ impl Unit<'_> {
             &mut s.s[..TILE * rp],
         );
         let o = &mut s.o[..rp * hd];
+        let tb = &mut s.tb[..TILE * rp];
         let (m, l, mt, corr) = (
             &mut s.m[..rp],
             &mut s.l[..rp],
@@ -400,6 +403,12 @@ impl Unit<'_> {
                     let dst = j * hd..(j + 1) * hd;
                     convert::<CV>(&kc[src..src + hd], &mut kf[dst.clone()]);
                     convert::<CV>(&vc[src..src + hd], &mut vf[dst]);
+                    // The next tile's rows, while this one is computed.
+                    if kb + j + TILE < end {
+                        let ahead = src + TILE * kvd;
+                        prefetch(&kc[ahead..ahead + hd]);
+                        prefetch(&vc[ahead..ahead + hd]);
+                    }
                 }
                 // Scores of keys nk..(a multiple of the key block) come from an earlier tile's
                 // (or zeroed) rows and are never read.
@@ -428,7 +437,7 @@ impl Unit<'_> {
                         }
                     }
                 }
-                online_softmax(st, m, l, mt, corr);
+                online_softmax(st, tb, m, l, mt, corr);
                 let mut r0 = 0;
                 while r0 < rp {
                     let w = Weigh {
@@ -516,9 +525,18 @@ impl Unit<'_> {
 /// Folds one tile's scores (`st`: keys × rows, −∞ where masked) into the rows' running softmax:
 /// `mt` becomes the new max, `corr` the factor for everything accumulated before (applied to `l`
 /// here and to the outputs by the caller), `st` the weights `e^(s − max)` (0 where masked).
-/// Loops run over rows, so they vectorise across rows.
+/// The exponentials run over the flat tile against `tb` (each row's max repeated per key), so
+/// they vectorise at full width however few rows there are; the max and the sum run row by
+/// row, key after key (the sum's order is the same for any number of rows).
 #[inline(always)]
-fn online_softmax(st: &mut [f32], m: &mut [f32], l: &mut [f32], mt: &mut [f32], corr: &mut [f32]) {
+fn online_softmax(
+    st: &mut [f32],
+    tb: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    mt: &mut [f32],
+    corr: &mut [f32],
+) {
     mt.copy_from_slice(m);
     for sj in st.chunks_exact(m.len()) {
         for (t, &x) in mt.iter_mut().zip(sj) {
@@ -541,11 +559,17 @@ fn online_softmax(st: &mut [f32], m: &mut [f32], l: &mut [f32], mt: &mut [f32], 
         *l *= *c;
         *m = t;
     }
-    for sj in st.chunks_exact_mut(m.len()) {
-        for ((x, l), &t) in sj.iter_mut().zip(l.iter_mut()).zip(&*mt) {
-            let e = ops::exp_nonpositive(*x - t);
-            *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
-            *l += *x;
+    let tb = &mut tb[..st.len()];
+    for tj in tb.chunks_exact_mut(m.len()) {
+        tj.copy_from_slice(mt);
+    }
+    for (x, &t) in st.iter_mut().zip(&*tb) {
+        let e = ops::exp_nonpositive(*x - t);
+        *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
+    }
+    for sj in st.chunks_exact(m.len()) {
+        for (l, &x) in l.iter_mut().zip(sj) {
+            *l += x;
         }
     }
 }
@@ -674,6 +698,23 @@ fn convert<const CV: u8>(src: &[f16], dst: &mut [f32]) {
             src.convert_to_f32_slice(dst)
         }
     }
+}
+
+/// Asks for `x`'s cache lines ahead of use (x86-64: `prefetcht0`, baseline SSE; elsewhere
+/// nothing).
+#[inline(always)]
+fn prefetch(x: &[f16]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in x.chunks(32) {
+        // SAFETY: a prefetch never faults; the address is inside `x`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 #[cfg(target_arch = "x86_64")]
