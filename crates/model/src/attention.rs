@@ -601,7 +601,11 @@ impl Tile<'_> {
         let mut j0 = 0;
         while j0 < self.nk {
             let keys: [&[f32]; RK] = std::array::from_fn(|j| &self.kf[(j0 + j) * hd..][..hd]);
-            let acc = outer_sum::<RK, W, FMA>(&keys, self.qt, rp, r0, hd);
+            let acc = if W <= 4 {
+                outer_sum_narrow::<RK, W, FMA>(&keys, self.qt, rp, r0, hd)
+            } else {
+                outer_sum::<RK, W, FMA>(&keys, self.qt, rp, r0, hd)
+            };
             for (j, a) in acc.iter().enumerate() {
                 st[(j0 + j) * rp + r0..][..W].copy_from_slice(a);
             }
@@ -673,6 +677,40 @@ fn outer_sum<const R: usize, const W: usize, const FMA: bool>(
             .unwrap();
         for r in 0..R {
             let x = a[r][i];
+            for j in 0..W {
+                acc[r][j] = madd::<FMA>(x, row[j], acc[r][j]);
+            }
+        }
+    }
+    acc
+}
+
+/// [`outer_sum`] with the bounds checked once instead of per step, for narrow blocks (`W` ≤ 4,
+/// decode's 4 rows): there, per-step checks of the `R` slices cost more registers and
+/// instructions than the multiply-adds they guard. (For wide blocks the checked loop compiles
+/// better.) The same multiply-adds in the same order, so the same bits.
+#[inline(always)]
+fn outer_sum_narrow<const R: usize, const W: usize, const FMA: bool>(
+    a: &[&[f32]; R],
+    b: &[f32],
+    stride: usize,
+    off: usize,
+    steps: usize,
+) -> [[f32; W]; R] {
+    let mut acc = [[0f32; W]; R];
+    if steps == 0 {
+        return acc;
+    }
+    assert!(a.iter().all(|a| a.len() >= steps));
+    assert!((steps - 1) * stride + off + W <= b.len());
+    let a: [*const f32; R] = std::array::from_fn(|r| a[r].as_ptr());
+    let b = b.as_ptr();
+    for i in 0..steps {
+        // SAFETY: `i < steps`, and the assertions above bound both reads.
+        let row: &[f32; W] = unsafe { &*b.add(i * stride + off).cast::<[f32; W]>() };
+        for r in 0..R {
+            // SAFETY: as above.
+            let x = unsafe { *a[r].add(i) };
             for j in 0..W {
                 acc[r][j] = madd::<FMA>(x, row[j], acc[r][j]);
             }
