@@ -1,4 +1,5 @@
-//! Element-wise and per-row pieces of the forward pass (norms, RoPE, activations, softmax).
+//! Element-wise and per-row pieces of the forward pass (norms, RoPE, activations, the
+//! exponential of attention's softmax).
 //!
 //! Plain loops the compiler vectorises; the matrix products are elsewhere (`linear`).
 
@@ -117,36 +118,6 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + inner.tanh())
 }
 
-/// In-place softmax. The loops are split (max, exponentials, sum, scale) so that each one
-/// vectorises: the exponential is [`exp_nonpositive`], the max and the sum keep 16 partials.
-/// Inlined, so it gets the code generation of the caller's `#[target_feature]` entry point.
-#[inline(always)]
-pub fn softmax(x: &mut [f32]) {
-    let max = lanes16(x, f32::NEG_INFINITY, f32::max);
-    for v in x.iter_mut() {
-        *v = exp_nonpositive(*v - max);
-    }
-    let inv = 1.0 / lanes16(x, 0.0, |a, b| a + b);
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// Folds `x` with `f` in 16 interleaved partial results (then folds those), so the loop
-/// vectorises; `f` must be associative up to rounding.
-#[inline(always)]
-fn lanes16(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = f(*a, v);
-        }
-    }
-    acc.iter().fold(tail, |a, &v| f(a, v))
-}
-
 /// `e^x` for `x ≤ 0` (softmax arguments), within 2 ulp, branch-free so that loops of it
 /// vectorise (`f32::exp` is a library call per element). Cephes' `expf` scheme: `x = n·ln2 + r`
 /// with `|r| ≤ ln2/2` (ln 2 split in two so `n·ln2` is exact), a degree-7 polynomial for `e^r`,
@@ -227,30 +198,6 @@ mod tests {
         assert!(exp_nonpositive(-1000.0) < 1e-37 && exp_nonpositive(-1000.0) > 0.0);
         assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
         assert!(exp_nonpositive(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn softmax_matches_f64_and_sums_to_one() {
-        for n in [1, 7, 16, 33, 200] {
-            let x: Vec<f32> = (0..n)
-                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
-                .collect();
-            let mut y = x.clone();
-            softmax(&mut y);
-            let max = x
-                .iter()
-                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-            let e: Vec<f64> = x.iter().map(|&v| (f64::from(v) - max).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            for (&y, e) in y.iter().zip(&e) {
-                assert!(
-                    (f64::from(y) - e / sum).abs() <= 1e-6 * (e / sum) + 1e-9,
-                    "n={n}"
-                );
-            }
-            let total: f64 = y.iter().map(|&v| f64::from(v)).sum();
-            assert!((total - 1.0).abs() < 1e-5);
-        }
     }
 
     /// Values of PyTorch's `gelu(x, approximate="tanh")` (float64 formula), to f32 precision.
