@@ -90,8 +90,9 @@ impl KvCache {
     /// `commit` advances the length once every layer has its rows).
     pub(crate) fn push(&mut self, layer: usize, k: &[f32], v: &[f32]) {
         debug_assert_eq!(k.len(), self.kv_dim);
-        push_f16(&mut self.k[layer], k);
-        push_f16(&mut self.v[layer], v);
+        let limit = self.max_len * self.kv_dim;
+        push_f16(&mut self.k[layer], k, limit);
+        push_f16(&mut self.v[layer], v, limit);
     }
 
     pub(crate) fn commit(&mut self, n: usize) {
@@ -109,10 +110,19 @@ impl KvCache {
     }
 }
 
-fn push_f16(dst: &mut Vec<f16>, src: &[f32]) {
+/// Appends `src` as f16. Capacity grows geometrically (appends stay amortised O(1)) but never
+/// past `limit` values (the context's rows), so a cache never holds more than the memory check
+/// counted for it (`Vec`'s own doubling would reach up to twice that for a context that is not
+/// a power of two).
+fn push_f16(dst: &mut Vec<f16>, src: &[f32], limit: usize) {
     use half::slice::HalfFloatSliceExt;
     let start = dst.len();
-    dst.resize(start + src.len(), f16::ZERO);
+    let need = start + src.len();
+    if need > dst.capacity() {
+        let target = (dst.capacity() * 2).max(need).min(limit.max(need));
+        dst.reserve_exact(target - start);
+    }
+    dst.resize(need, f16::ZERO);
     dst[start..].convert_from_f32_slice(src);
 }
 
@@ -154,5 +164,26 @@ mod tests {
         shrunk.shrink_to_fit();
         assert_eq!(shrunk.bytes(), n_layer * 2 * 7 * kv_dim * 2);
         assert!(full.bytes() >= shrunk.bytes());
+    }
+
+    /// Growing a cache token by token to a context that is not a power of two never reserves
+    /// more rows than the context holds.
+    #[test]
+    fn growth_stops_at_the_context() {
+        let (n_layer, kv_dim, max_len) = (2, 8, 100);
+        let mut c = KvCache::new(n_layer, kv_dim, max_len);
+        let row = vec![1.0f32; kv_dim];
+        for _ in 0..max_len {
+            for layer in 0..n_layer {
+                c.push(layer, &row, &row);
+            }
+            c.commit(1);
+        }
+        assert_eq!(c.len(), max_len);
+        assert!(
+            c.bytes() <= n_layer * 2 * max_len * kv_dim * 2,
+            "{} bytes for {max_len} rows",
+            c.bytes()
+        );
     }
 }
