@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// Where the synthetic models and results go.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A release `bitnet-server` binary already built, instead of `cargo build --release`.
+    #[arg(long, value_name = "BINARY")]
+    pub server: Option<PathBuf>,
 }
 
 /// `--workload` values (the same names as `bitnet-server bench --workload`).
@@ -199,7 +202,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("target").join("bench"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let server = build_server(&root)?;
+    let server = match &args.server {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--server {}: no such file", path.display()),
+        None => build_server(&root)?,
+    };
     let mut formats = vec!["i2_s", "tq2_0"];
     if args.tq1 {
         formats.push("tq1_0");
