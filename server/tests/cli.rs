@@ -187,6 +187,152 @@ fn bench_reports_speed_memory_and_bandwidth() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("must be at least 1"));
 }
 
+/// KV cache bytes per token the test model's shape implies: f16 K and V for 2 layers of
+/// 2 KV heads × 64 dimensions.
+const KV_BYTES_PER_TOKEN: u64 = 2 * 2 * (2 * 64) * 2;
+
+#[test]
+fn bench_measures_pp_and_tg_at_each_depth() {
+    let m = model().to_str().unwrap();
+    let out = ok(&[
+        "bench", "-m", m, "-t", "1", "-d", "16,0", "-p", "8,4", "-n", "4", "-b", "1,2", "-r", "2",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["workload"], "pp-tg", "{doc}");
+    assert_eq!(
+        doc["kv_bytes_per_token"].as_u64().unwrap(),
+        KV_BYTES_PER_TOKEN,
+        "{doc}"
+    );
+    let depths = doc["depths"].as_array().unwrap();
+    assert_eq!(depths.len(), 2, "{doc}");
+    for (entry, depth) in depths.iter().zip([0u64, 16]) {
+        assert_eq!(entry["depth"].as_u64().unwrap(), depth, "{doc}");
+        assert_eq!(
+            entry["kv_bytes_at_depth"].as_u64().unwrap(),
+            depth * KV_BYTES_PER_TOKEN,
+            "{doc}"
+        );
+        // -p 8,4: the first given is the headline figure; both sizes listed, ascending.
+        let pp = entry["pp"].as_array().unwrap();
+        let sizes: Vec<u64> = pp.iter().map(|e| e["n_prompt"].as_u64().unwrap()).collect();
+        assert_eq!(sizes, [4, 8], "{doc}");
+        assert_eq!(entry["pp_tok_s"], pp[1]["tok_s"], "{doc}");
+        let tg = entry["tg"].as_array().unwrap();
+        assert_eq!(tg.len(), 2, "{doc}");
+        assert_eq!(entry["tg_tok_s"], tg[0]["tok_s"], "{doc}");
+        let rates = pp
+            .iter()
+            .chain(tg)
+            .flat_map(|e| e["tok_s"].as_array().unwrap());
+        let rates: Vec<f64> = rates.map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(
+            rates.len(),
+            8,
+            "two pp and two tg sizes, two reps each: {doc}"
+        );
+        assert!(rates.iter().all(|&r| r > 0.0), "{doc}");
+    }
+    // The top-level figures are depth 0's.
+    assert_eq!(doc["pp_tok_s"], depths[0]["pp_tok_s"], "{doc}");
+    assert_eq!(doc["tg_tok_s"], depths[0]["tg_tok_s"], "{doc}");
+    assert_eq!(doc["n_prompt"], 8, "{doc}");
+    // Two caches at depth 16 plus the larger of pp8 and two tg sequences of 4: 40 tokens.
+    assert_eq!(
+        doc["kv_bytes"].as_u64().unwrap(),
+        40 * KV_BYTES_PER_TOKEN,
+        "{doc}"
+    );
+}
+
+#[test]
+fn bench_rag_reports_time_to_first_token_and_decode() {
+    let m = model().to_str().unwrap();
+    let out = ok(&[
+        "bench",
+        "-m",
+        m,
+        "-t",
+        "1",
+        "--workload",
+        "rag",
+        "-p",
+        "600",
+        "-n",
+        "6",
+        "-r",
+        "2",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["workload"], "rag", "{doc}");
+    let rag = &doc["rag"];
+    // 600 tokens: two prefill chunks, past the trained context (allowed in a benchmark).
+    assert_eq!(rag["n_prompt"], 600, "{doc}");
+    assert_eq!(rag["n_gen"], 6, "{doc}");
+    for key in ["ttft_ms", "prompt_tok_s", "decode_tok_s"] {
+        let v = rag[key].as_array().unwrap();
+        assert_eq!(v.len(), 2, "{key}: {doc}");
+        assert!(v.iter().all(|x| x.as_f64().unwrap() > 0.0), "{key}: {doc}");
+    }
+    // The prompt rate is the prompt over the time to first token.
+    let (ttft, rate) = (
+        rag["ttft_ms"][0].as_f64().unwrap(),
+        rag["prompt_tok_s"][0].as_f64().unwrap(),
+    );
+    assert!((rate - 600.0 / (ttft / 1e3)).abs() < 1e-6 * rate, "{doc}");
+    assert_eq!(doc["kv_bytes"].as_u64().unwrap(), 606 * KV_BYTES_PER_TOKEN);
+    assert!(
+        doc["pp_tok_s"].is_null() && doc["depths"].is_null(),
+        "{doc}"
+    );
+
+    for (flags, needle) in [
+        (&["-d", "8"][..], "drop -d"),
+        (&["-b", "2"][..], "drop -b"),
+        (&["-n", "1"][..], "-n of at least 2"),
+    ] {
+        let o = run(&[
+            &["bench", "-m", m, "--workload", "rag", "-p", "8"][..],
+            flags,
+        ]
+        .concat());
+        assert!(!o.status.success(), "{flags:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+#[test]
+fn bench_depth_beyond_the_context_is_a_clear_error() {
+    let m = model().to_str().unwrap();
+    // 100 + 8 tokens do not fit in a context of 64.
+    let o = run(&[
+        "bench", "-m", m, "-c", "64", "-d", "0,100", "-p", "8", "-n", "4",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "an error, not an abort");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("-d 100") && err.contains("108 tokens") && err.contains("--ctx-size 64"),
+        "{err}"
+    );
+    // Without -c, a depth whose KV cache no machine holds is refused before anything runs.
+    let huge = (1u64 << 50).to_string();
+    let o = run(&["bench", "-m", m, "-d", &huge, "-p", "8", "-n", "4"]);
+    assert_eq!(o.status.code(), Some(1), "an error, not an abort");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("-d {huge}")) && err.contains("lower -d"),
+        "{err}"
+    );
+    // A context that fits runs, past the model's trained 256 tokens with a note.
+    let o = run(&[
+        "bench", "-m", m, "-t", "1", "-d", "260", "-p", "4", "-n", "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("trained context of 256"), "{err}");
+}
+
 #[test]
 fn bench_compares_constrained_decoding() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
