@@ -6,5 +6,6 @@ fn main() -> std::process::ExitCode {
     // It also keeps `bitnet-cpu-guard` linked into the binary, and with it the guard object's
     // `.init_array` entry that runs the same check before `main`.
     bitnet_cpu_guard::enforce();
+    bitnet_server::memory::return_large_frees_to_the_os();
     bitnet_server::cli::main()
 }
