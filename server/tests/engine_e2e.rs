@@ -311,6 +311,12 @@ fn a_chat_turn_reuses_the_previous_turn_from_the_prompt_cache() {
         "turn 1: {turn1} prompt tokens; turn 2: {cached} of {turn2} cached"
     );
     assert_eq!(s.metric("bitnet_prompt_tokens_cached_total"), cached as f64);
+    // The second turn's sequence goes to the pool at the scheduler's next step, just after
+    // its reply was sent: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.metric("bitnet_prompt_cache_bytes") == 0.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(s.metric("bitnet_prompt_cache_bytes") > 0.0);
     let s = Server::start(&["--cache-ram", "0"]);
     let (_, cached, _) = turns(&s);
